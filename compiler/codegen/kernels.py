@@ -1,0 +1,57 @@
+"""Every kernel variant sqc can emit, and the renderer of their jinja2 templates.
+
+Tests and benchmarks iterate over :data:`KERNEL_VARIANTS`; the code generator picks from it.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import jinja2
+
+from sqc.compiler.codegen.packing import f32_gemm_knobs
+
+
+@dataclass(frozen=True)
+class KernelVariant:
+    """One rendered form of a template: its name states the math (STYLE.md, Kernels)."""
+
+    name: str  # e.g. sqc_f32_gemm_6x16__avx2: C micro-tile rows x columns, ISA
+    template: str  # path under sqc.templates
+    isa: str
+    knobs: dict = field(hash=False)
+
+
+def _f32_gemm_variant(isa: str) -> KernelVariant:
+    knobs = f32_gemm_knobs(isa)
+    return KernelVariant(
+        name=f"sqc_f32_gemm_{knobs['mr']}x{knobs['nr']}__{isa}",
+        template="kernels/f32_gemm.h.j2",
+        isa=isa,
+        knobs=knobs,
+    )
+
+
+KERNEL_VARIANTS: list[KernelVariant] = [
+    _f32_gemm_variant("avx512"),
+    _f32_gemm_variant("avx2"),
+]
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    templates = importlib.resources.files("sqc.templates")
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def render_kernel(template_name: str, **knobs: object) -> str:
+    """Render ``template_name`` (a path under sqc.templates) with ``knobs``; unknown names fail."""
+    return _environment().get_template(template_name).render(**knobs)

@@ -1,0 +1,277 @@
+"""compile_model: ONNX file in, artifact directory out (DESIGN.md, "The artifact").
+
+load -> per bucket: passes (compiler/pipeline.py) -> emit C -> one library for all buckets
+(cffi) + weights.bin shared by every bucket + manifest.json + tokenizer files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import sqc
+from sqc.compiler.codegen.build import TARGETS, build_library, gcc_version
+from sqc.compiler.codegen.emit_c import Emitter, WeightsTable
+from sqc.compiler.codegen.kernels import KERNEL_VARIANTS, render_kernel
+from sqc.compiler.frontend.load_onnx import load_onnx
+from sqc.compiler.ir import CompileError, Graph
+from sqc.compiler.pipeline import check_pass_names, graph_text, run_passes
+
+FORMAT_VERSION = 1
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.txt", "config.json")
+DEFAULT_MAX_BATCH = 64
+
+
+def host_cpu_features() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def resolve_target(target: str) -> str:
+    if target == "native":
+        features = host_cpu_features()
+        if set(TARGETS["avx512"]["cpu_features"]) <= features:
+            return "avx512"
+        if set(TARGETS["avx2"]["cpu_features"]) <= features:
+            return "avx2"
+        raise CompileError("this CPU has neither AVX-512 nor AVX2 with FMA; sqc needs one of them")
+    if target not in TARGETS:
+        raise CompileError(f"unknown target '{target}'; use native, avx512 or avx2")
+    return target
+
+
+def parse_buckets(buckets) -> list[int]:
+    """[16, 128] from "16,128", [16, 128] or 128; every bucket a positive integer."""
+    if isinstance(buckets, (int, np.integer)):
+        buckets = [buckets]
+    if isinstance(buckets, str):
+        buckets = [b.strip() for b in buckets.split(",")]
+    out = []
+    for b in buckets:
+        try:
+            value = int(b)
+            if str(b).strip().lstrip("+") != str(value) and not isinstance(b, (int, np.integer)):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise CompileError(f"bucket '{b}' is not a positive integer") from None
+        if value <= 0:
+            raise CompileError(f"bucket '{b}' is not a positive integer")
+        out.append(value)
+    if not out:
+        raise CompileError("no buckets given; pass --buckets, e.g. --buckets 128,384")
+    return sorted(set(out))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _templates_digest() -> str:
+    import importlib.resources
+    h = hashlib.sha256()
+    root = importlib.resources.files("sqc.templates")
+    for p in sorted(Path(str(root)).rglob("*")):
+        if p.is_file() and p.suffix in (".j2", ".h"):
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def compile_model(model: str | os.PathLike, buckets=(128,), output: str | os.PathLike | None = None,
+                  *, max_batch_size: int = DEFAULT_MAX_BATCH, threads: int | None = None,
+                  target: str = "native", dump_after: str | None = None, disable=(),
+                  tokenizer: str | os.PathLike | None = None, force: bool = False,
+                  progress: Callable[[str], None] | None = None) -> Path:
+    """Compile an ONNX model into an artifact directory and return its path.
+
+    Compiling the same model with the same options again reuses the build: the manifest
+    records a key hashing the model, the options, sqc's version and its templates.
+    """
+    say = progress or (lambda msg: None)
+    model = Path(model)
+    buckets = parse_buckets(buckets)
+    disable = list(disable or [])
+    check_pass_names(disable + ([dump_after] if dump_after else []))
+    if not isinstance(max_batch_size, int) or max_batch_size < 1:
+        raise CompileError(f"batch size {max_batch_size!r} is not a positive integer")
+    if threads is not None and threads < 1:
+        raise CompileError(f"threads {threads!r} is not a positive integer")
+    isa = resolve_target(target)
+    if not model.exists():
+        raise CompileError(f"{model}: no such file")
+    out_dir = Path(output) if output else Path("artifacts") / model.stem
+    model_hash = _sha256(model) if model.is_file() else ""
+    key = hashlib.sha256(json.dumps({
+        "model": model_hash, "buckets": buckets, "batch": max_batch_size, "isa": isa,
+        "disable": sorted(disable), "sqc": sqc.__version__, "templates": _templates_digest(),
+        "format": FORMAT_VERSION,
+    }, sort_keys=True).encode()).hexdigest()
+
+    if not force and not dump_after and _reusable(out_dir, key):
+        say(f"reusing the build in {out_dir} (same model and options)")
+        _copy_tokenizer(model, out_dir, tokenizer)
+        return out_dir
+
+    start = time.perf_counter()
+    say(f"import {model.name}")
+    graph = load_onnx(model)
+    dump_dir = out_dir / "dumps"
+
+    weights = WeightsTable()
+    bucket_fns, layer_records, planned = [], [], {}
+    for seq in buckets:
+        def dump(name: str, g: Graph, seq=seq) -> None:
+            if name == dump_after:
+                dump_dir.mkdir(parents=True, exist_ok=True)
+                path = dump_dir / f"s{seq}_after_{name}.txt"
+                path.write_text(graph_text(g))
+                say(f"dumped the graph after {name} to {path}")
+
+        g = run_passes(graph, seq, disable=disable, dump=dump,
+                       on_pass=lambda name, seq=seq: say(f"bucket {seq}: {name}"))
+        planned[seq] = g
+        say(f"bucket {seq}: emit C")
+        emitter = Emitter(g, seq, weights, isa)
+        ops = [emitter.lower(n) for n in g.nodes]
+        outputs = [{"name": o, "ptr": emitter.pointer(o), "nbytes": g.values[o].nbytes}
+                   for o in g.outputs]
+        bucket_fns.append({"seq": seq, "decls": emitter.decls, "ops": ops, "outputs": outputs,
+                           "workspace": g.meta["workspace_per_example"]})
+    layer_records = _layers(planned[buckets[-1]], isa)
+
+    gemm = next(v for v in KERNEL_VARIANTS if v.isa == isa and "f32_gemm" in v.name)
+    kernel_source = render_kernel("kernels/ops.h") + "\n" + render_kernel(gemm.template,
+                                                                          **gemm.knobs)
+    c_source = render_kernel("model.c.j2", version=sqc.__version__, source=model.name,
+                             source_sha256=model_hash, isa=isa, buckets=buckets,
+                             kernels=[gemm.name], kernel_source=kernel_source,
+                             bucket_fns=bucket_fns)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in list(out_dir.glob("_sqc_*")):
+        old.unlink()
+    (out_dir / "model.c").write_text(c_source)
+    say(f"build C ({len(c_source) // 1024} KiB) with gcc -O3 for {isa}")
+    module_name = f"_sqc_{key[:16]}"
+    library = build_library(c_source, buckets, isa, out_dir, module_name)
+    say("write weights.bin")
+    weights.write(out_dir / "weights.bin")
+    _copy_tokenizer(model, out_dir, tokenizer)
+
+    g0 = planned[buckets[0]]
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "sqc_version": sqc.__version__,
+        "build_key": key,
+        "source_model": {"file": model.name, "sha256": model_hash},
+        "buckets": buckets,
+        "max_batch_size": max_batch_size,
+        "threads": threads,
+        "target": {"isa": isa, "cpu_features": TARGETS[isa]["cpu_features"],
+                   "cflags": TARGETS[isa]["cflags"], "compiler": gcc_version()},
+        "library": {"file": library.name, "module": module_name, "sha256": _sha256(library)},
+        "weights": {"file": "weights.bin", "bytes": weights.size,
+                    "sha256": _sha256(out_dir / "weights.bin")},
+        "inputs": [{"name": n, "dtype": str(np.dtype(g0.values[n].dtype)),
+                    "shape": ["batch", "sequence"]} for n in g0.inputs],
+        "outputs": [{"name": n, "dtype": str(np.dtype(g0.values[n].dtype)),
+                     "shape": _output_shape(g0, n)} for n in g0.outputs],
+        "index_bounds": _index_bounds(g0),
+        "workspace_per_example": {str(s): planned[s].meta["workspace_per_example"]
+                                  for s in buckets},
+        "layers": layer_records,
+        "tokenizer": "tokenizer.json" if (out_dir / "tokenizer.json").exists() else None,
+        "compile_seconds": round(time.perf_counter() - start, 2),
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    say(f"done in {manifest['compile_seconds']:.1f} s: {out_dir}")
+    return out_dir
+
+
+def _reusable(out_dir: Path, key: str) -> bool:
+    try:
+        manifest = json.loads((out_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest.get("build_key") == key and \
+        (out_dir / manifest["library"]["file"]).exists() and (out_dir / "weights.bin").exists()
+
+
+def _copy_tokenizer(model: Path, out_dir: Path, tokenizer) -> None:
+    if tokenizer is not None:
+        src = Path(tokenizer)
+        if not src.exists():
+            raise CompileError(f"tokenizer {src}: no such file or directory")
+        files = [src / f for f in TOKENIZER_FILES] if src.is_dir() else [src]
+        found = [f for f in files if f.exists()]
+        if not any(f.name == "tokenizer.json" or f.suffix == ".json" for f in found):
+            raise CompileError(f"tokenizer {src}: no tokenizer.json found")
+        for f in found:
+            name = "tokenizer.json" if not src.is_dir() else f.name
+            shutil.copyfile(f, out_dir / name)
+        return
+    for name in TOKENIZER_FILES:
+        f = model.parent / name
+        if f.exists():
+            shutil.copyfile(f, out_dir / name)
+
+
+def _output_shape(g: Graph, name: str) -> list:
+    shape = list(g.values[name].shape)
+    if shape and shape[0] == 1:
+        return ["batch"] + shape[1:]
+    return ["batch"] + shape
+
+
+def _index_bounds(g: Graph) -> dict[str, int]:
+    """For inputs used as Gather indices into a constant table: the table's size."""
+    bounds: dict[str, int] = {}
+    producer = g.producers()
+    for node in g.nodes:
+        if node.op != "Gather" or node.domain:
+            continue
+        src = node.inputs[1]
+        while src in producer and producer[src].op == "Cast":
+            src = producer[src].inputs[0]
+        table = g.const(node.inputs[0])
+        if src in g.inputs and table is not None:
+            axis = node.attrs.get("axis", 0)
+            bounds[src] = min(bounds.get(src, 1 << 62), int(table.shape[axis]))
+    return bounds
+
+
+def _layers(g: Graph, isa: str) -> list[dict]:
+    """Per-layer records for the manifest: what each linear layer is and which kernel runs it."""
+    records = []
+    for node in g.nodes:
+        if node.op == "Linear" and node.domain == "sqc":
+            w = g.const(node.inputs[1])
+            records.append({
+                "name": node.name, "op": "Linear", "k": int(w.shape[0]), "n": int(w.shape[1]),
+                "act": node.attrs.get("act", "none"), "format": "dense",
+                "sparsity": round(float(np.mean(w == 0)), 4), "quantization": "none",
+                "kernel": next(v.name for v in KERNEL_VARIANTS if v.isa == isa),
+                "why": "dense fp32 weights",
+            })
+        elif node.domain == "sqc" and node.op in ("Attention", "SkipLayerNorm"):
+            records.append({"name": node.name, "op": node.op, "kernel":
+                            "sqc_attention_f32" if node.op == "Attention" else
+                            "sqc_layernorm_f32"})
+    return records

@@ -1,0 +1,113 @@
+"""The compiler's own fused ops (domain "sqc"), produced by the fusion passes.
+
+Their numpy semantics let the IR interpreter check every pass numerically.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sqc.compiler.ops import register
+from sqc.compiler.ops.onnx_ops import layernorm_np, softmax_np
+
+GELU_KINDS = ("none", "gelu_erf", "gelu_tanh")
+
+
+def gelu_np(x: np.ndarray, kind: str) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    if kind == "gelu_erf":
+        y = 0.5 * x64 * (1.0 + np.vectorize(math.erf)(x64 / math.sqrt(2.0)))
+    elif kind == "gelu_tanh":
+        y = 0.5 * x64 * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x64 + 0.044715 * x64 ** 3)))
+    else:
+        y = x64
+    return y.astype(x.dtype)
+
+
+def _linear_infer(node, x, opset):
+    dt, sx, sw = x[0][0], x[0][1], x[1][1]
+    return [(dt, tuple(sx[:-1]) + (sw[1],))]
+
+
+@register("Linear", "sqc", attrs=("act",), infer=_linear_infer)
+def Linear(node, x, opset):
+    """Y = act(X @ W + bias + residual); W is [K, N], bias [N], residual shaped as Y."""
+    y = np.matmul(x[0], x[1])
+    if len(x) > 2 and x[2] is not None:
+        y = y + x[2]
+    if len(x) > 3 and x[3] is not None:
+        y = y + x[3]
+    return [gelu_np(y.astype(x[0].dtype), node.attrs.get("act", "none"))]
+
+
+@register("Gelu", "sqc", attrs=("approximation",), infer=lambda n, x, o: [x[0]])
+def Gelu(node, x, opset):
+    kind = "gelu_tanh" if node.attrs.get("approximation", "none") == "tanh" else "gelu_erf"
+    return [gelu_np(x[0], kind)]
+
+
+def _skip_ln_infer(node, x, opset):
+    return [x[0]] * len(node.outputs)
+
+
+@register("SkipLayerNorm", "sqc", attrs=("epsilon",), infer=_skip_ln_infer)
+def SkipLayerNorm(node, x, opset):
+    """sum = input + skip (+ bias); Y = LayerNorm(sum) over the last axis. Outputs Y[, sum]."""
+    s = x[0] + x[1]
+    if len(x) > 4 and x[4] is not None:
+        s = s + x[4]
+    beta = x[3] if len(x) > 3 else None
+    y = layernorm_np(s, x[2], beta, -1, node.attrs["epsilon"]).astype(x[0].dtype)
+    return [y, s.astype(x[0].dtype)][: len(node.outputs)]
+
+
+# An attention operand is a strided view into a buffer holding one example:
+# element (head h, position s, feature d) sits at offset + h*stride_h + s*stride_s + d*stride_d.
+VIEW_KEYS = ("offset", "stride_h", "stride_s", "stride_d")
+
+
+def view_np(buf: np.ndarray, view: dict, heads: int, seq: int, dim: int) -> np.ndarray:
+    """Gather the [heads, seq, dim] view of one example's flat buffer."""
+    h = np.arange(heads)[:, None, None] * view["stride_h"]
+    s = np.arange(seq)[None, :, None] * view["stride_s"]
+    d = np.arange(dim)[None, None, :] * view["stride_d"]
+    return buf.reshape(-1)[view["offset"] + h + s + d]
+
+
+def _attention_infer(node, x, opset):
+    return [(x[0][0], tuple(node.attrs["out_shape"]))]
+
+
+@register("Attention", "sqc", attrs=("num_heads", "head_dim", "seq_q", "seq_k", "scale", "q_view",
+                                      "k_view", "v_view", "out_view", "out_shape", "mask_view"),
+          infer=_attention_infer)
+def Attention(node, x, opset):
+    """out[h, s, :] = softmax_j(scale * q[h, s] . k[h, j] + mask[h, s, j]) @ v[h, j, :]
+
+    q, k, v are strided views of one example's buffers (see VIEW_KEYS); mask is an additive
+    float mask read through ``mask_view`` (offset, stride_h, stride_s, stride_j) so that its
+    broadcasting over heads and query positions costs nothing. The output is written through
+    ``out_view`` into a buffer of ``out_shape``. Evaluated here for one example (batch 1).
+    """
+    a = node.attrs
+    H, D, Sq, Sk = a["num_heads"], a["head_dim"], a["seq_q"], a["seq_k"]
+    q = view_np(x[0], a["q_view"], H, Sq, D).astype(np.float64)
+    k = view_np(x[1], a["k_view"], H, Sk, D).astype(np.float64)
+    v = view_np(x[2], a["v_view"], H, Sk, D).astype(np.float64)
+    scores = a["scale"] * np.einsum("hsd,hjd->hsj", q, k)
+    if len(x) > 3 and x[3] is not None:
+        mv = a["mask_view"]
+        h = np.arange(H)[:, None, None] * mv["stride_h"]
+        s = np.arange(Sq)[None, :, None] * mv["stride_s"]
+        j = np.arange(Sk)[None, None, :] * mv["stride_j"]
+        scores = scores + x[3].reshape(-1)[mv["offset"] + h + s + j].astype(np.float64)
+    ctx = np.einsum("hsj,hjd->hsd", softmax_np(scores, -1), v)
+    out = np.zeros(int(np.prod(a["out_shape"])), x[0].dtype)
+    ov = a["out_view"]
+    h = np.arange(H)[:, None, None] * ov["stride_h"]
+    s = np.arange(Sq)[None, :, None] * ov["stride_s"]
+    d = np.arange(D)[None, None, :] * ov["stride_d"]
+    out[ov["offset"] + h + s + d] = ctx
+    return [out.reshape(a["out_shape"])]

@@ -1,0 +1,102 @@
+"""The one graph-rewriting driver that every fusion pass uses, and its matching helpers.
+
+A rule looks at one node (the root of a pattern, its last node) and returns the nodes that
+replace it (producing the root's outputs), or ``None`` when the pattern does not apply. The
+driver splices the replacement in at the root's position and removes nodes that became dead,
+so rules never walk or edit the graph themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from sqc.compiler.ir import Graph, Node, Value
+from sqc.compiler.passes.eliminate_dead_nodes import eliminate_dead_nodes
+
+
+class Matcher:
+    """Read-only views of a graph for rules: producers, consumers, constants."""
+
+    def __init__(self, graph: Graph):
+        self.g = graph
+        self.producer = graph.producers()
+        self.users = graph.consumers()
+        self.outputs = set(graph.outputs)
+
+    def node_of(self, name: str, op: str | tuple[str, ...] | None = None,
+                domain: str = "") -> Node | None:
+        """The node producing ``name`` if it is ``op`` (any op when None)."""
+        n = self.producer.get(name)
+        if n is None:
+            return None
+        ops = (op,) if isinstance(op, str) else op
+        if ops is not None and (n.op not in ops or (n.domain or "") != domain):
+            return None
+        return n
+
+    def only_user(self, name: str) -> Node | None:
+        """The single node reading ``name``, if it has exactly one and is not a graph output."""
+        users = self.users.get(name, [])
+        if len(users) != 1 or name in self.outputs:
+            return None
+        return users[0]
+
+    def private(self, name: str) -> bool:
+        """True if ``name`` is read by one node only and is not a graph output."""
+        return self.only_user(name) is not None
+
+    def scalar(self, name: str) -> float | None:
+        """The value of a constant with a single element, else None."""
+        c = self.g.const(name)
+        if c is None or c.size != 1:
+            return None
+        return float(c.reshape(()))
+
+    def value(self, name: str) -> Value:
+        return self.g.values[name]
+
+
+Rule = Callable[[Matcher, Node], "list[Node] | None"]
+
+
+def rewrite(graph: Graph, rule: Rule) -> Graph:
+    """Apply ``rule`` at every node, in order, until it no longer applies; then drop dead nodes."""
+    g = graph.copy()
+    i = 0
+    m = Matcher(g)
+    while i < len(g.nodes):
+        replacement = rule(m, g.nodes[i])
+        if replacement is None:
+            i += 1
+            continue
+        g.nodes[i:i + 1] = replacement
+        g = eliminate_dead_nodes(g)
+        m = Matcher(g)
+        i = 0 if not replacement else _index_after(g, replacement[-1])
+    return eliminate_dead_nodes(g)
+
+
+def _index_after(g: Graph, node: Node) -> int:
+    for i, n in enumerate(g.nodes):
+        if n is node:
+            return i + 1
+    return 0
+
+
+def new_value(g: Graph, hint: str, dtype, shape, batched: bool = True) -> str:
+    """Declare a fresh intermediate value for a replacement node; return its name."""
+    name = g.fresh_name(hint)
+    g.values[name] = Value(name, np.dtype(dtype), tuple(shape), None, batched)
+    return name
+
+
+def commuted(node: Node, m: Matcher, op: str) -> list[tuple[Node, str]]:
+    """For a binary commutative node, the (producer if it is ``op``, other input) pairs."""
+    out = []
+    for a, b in ((0, 1), (1, 0)):
+        n = m.node_of(node.inputs[a], op)
+        if n is not None:
+            out.append((n, node.inputs[b]))
+    return out

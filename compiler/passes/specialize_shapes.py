@@ -1,0 +1,97 @@
+"""Specialize a graph to one sequence-length bucket, for one example.
+
+before: graph inputs have declared ONNX shapes [batch, sequence] (symbolic or fixed).
+after: every value has a concrete per-example dtype and shape; values that do not depend on a
+graph input (shape subgraphs: Shape -> Gather -> Concat -> Reshape, Range of positions, masks
+built from shapes) are constants; every other value is batched (see ``compiler/ir.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sqc.compiler.ir import CompileError, Graph, UnsupportedOpError
+from sqc.compiler.ops import lookup
+
+
+def specialize_shapes(graph: Graph, sequence_length: int) -> Graph:
+    g = graph.copy()
+    for name in g.inputs:
+        v = g.values[name]
+        v.shape = _input_shape(name, g.declared_shapes.get(name, []), sequence_length)
+        v.batched = True
+    for node in g.nodes:
+        _specialize_node(g, node)
+    return g
+
+
+def _input_shape(name: str, dims: list, seq: int) -> tuple[int, ...]:
+    if len(dims) != 2:
+        raise CompileError(f"input '{name}' has rank {len(dims)}; sqc compiles inputs shaped "
+                           "[batch, sequence]")
+    batch, sequence = dims
+    if isinstance(batch, int) and batch not in (0, 1):
+        raise CompileError(f"input '{name}' has a fixed batch size {batch}; export the model with "
+                           "a dynamic batch axis (sqc makes batch a run-time argument)")
+    if isinstance(sequence, int) and sequence not in (0, seq):
+        raise CompileError(f"input '{name}' has a fixed sequence length {sequence}; bucket {seq} "
+                           f"cannot be compiled (use --buckets {sequence})")
+    return (1, seq)
+
+
+def _specialize_node(g: Graph, node) -> None:
+    opdef = lookup(node)
+    opset = g.opset_of(node)
+    if opdef is None or (opdef.evaluate is None and opdef.infer is None):
+        raise UnsupportedOpError(node, opset, "has no shape rule in sqc (was it lowered?)")
+    ins = [g.values[i] if i else None for i in node.inputs]
+    for pos in opdef.const_inputs:
+        if pos < len(ins) and ins[pos] is not None and not ins[pos].is_const:
+            raise UnsupportedOpError(node, opset, f"has input {pos} ('{node.inputs[pos]}') that "
+                                     "depends on the model's inputs; sqc needs it constant")
+    consts = [None if v is None else v.const for v in ins]
+    live = [v for v in ins if v is not None]
+    if node.op == "Shape" and not node.domain:
+        # The shape of a per-example value is known: this is what folds shape subgraphs.
+        consts[0] = np.empty(ins[0].shape, np.bool_)
+        results = _evaluate(opdef, node, consts, opset)
+        _set_outputs(g, node, results, batched=False)
+        return
+    if all(v.is_const for v in live) and opdef.evaluate is not None:
+        _set_outputs(g, node, _evaluate(opdef, node, consts, opset), batched=False)
+        return
+    if opdef.infer is not None:
+        specs = opdef.infer(node, [None if v is None else (np.dtype(v.dtype), v.shape, v.const)
+                                   for v in ins], opset)
+        for out, spec in zip(node.outputs, specs):
+            if out:
+                val = g.value(out)
+                val.dtype, val.shape, val.const, val.batched = np.dtype(spec[0]), tuple(spec[1]), \
+                    None, True
+        return
+    # Evaluate on zeros: exact shapes for the data-movement ops that have no infer rule.
+    zeros = [c if c is not None or v is None else np.zeros(v.shape, v.dtype)
+             for c, v in zip(consts, ins)]
+    results = _evaluate(opdef, node, zeros, opset)
+    for out, r in zip(node.outputs, results):
+        if out:
+            val = g.value(out)
+            val.dtype, val.shape, val.const, val.batched = r.dtype, tuple(r.shape), None, True
+
+
+def _evaluate(opdef, node, arrays, opset):
+    try:
+        return opdef.evaluate(node, arrays, opset)
+    except CompileError:
+        raise
+    except Exception as e:
+        raise CompileError(f"node '{node.name}' ({node.op}): cannot evaluate with the specialized "
+                           f"shapes ({type(e).__name__}: {e})") from None
+
+
+def _set_outputs(g: Graph, node, results, batched: bool) -> None:
+    for out, r in zip(node.outputs, results):
+        if out:
+            r = np.asarray(r)
+            val = g.value(out)
+            val.dtype, val.shape, val.const, val.batched = r.dtype, tuple(r.shape), r, batched

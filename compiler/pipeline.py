@@ -1,0 +1,110 @@
+"""The compiler's pass pipeline: one ordered list, read by `sqc compile --dump-after/--disable`.
+
+Each pass is a function Graph -> Graph (one file each under compiler/passes/).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from sqc.compiler.ir import CompileError, Graph
+from sqc.compiler.passes.eliminate_dead_nodes import eliminate_dead_nodes
+from sqc.compiler.passes.fold_constants import fold_constants
+from sqc.compiler.passes.fuse_attention import fuse_attention
+from sqc.compiler.passes.fuse_gelu import fuse_gelu
+from sqc.compiler.passes.fuse_layernorm import fuse_layernorm
+from sqc.compiler.passes.fuse_linear import fuse_linear
+from sqc.compiler.passes.fuse_skip_layernorm import fuse_skip_layernorm
+from sqc.compiler.passes.lower_contrib_ops import lower_contrib_ops
+from sqc.compiler.passes.plan_memory import plan_memory
+from sqc.compiler.passes.specialize_shapes import specialize_shapes
+
+Pass = Callable[[Graph], Graph]
+
+
+def _specialize(graph: Graph) -> Graph:
+    return specialize_shapes(graph, graph.meta["bucket"])
+
+
+PASSES: list[tuple[str, Pass]] = [
+    # One example, one bucket: every dim concrete, shape subgraphs computed.
+    ("specialize_shapes", _specialize),
+    # com.microsoft fused ops become ai.onnx + sqc ops, which the later passes understand.
+    ("lower_contrib_ops", lower_contrib_ops),
+    # What specialization computed need not run: drop those nodes.
+    ("fold_constants", fold_constants),
+    ("eliminate_dead_nodes", eliminate_dead_nodes),
+    # Fusions, from the innermost patterns out: LayerNorm and GELU are parts of what follows.
+    ("fuse_layernorm", fuse_layernorm),
+    ("fuse_gelu", fuse_gelu),
+    # Attention before linear fusion, so Q/K/V views are traced to plain MatMul outputs' users.
+    ("fuse_attention", fuse_attention),
+    ("fuse_linear", fuse_linear),
+    # Residual + LayerNorm last: the residual Add is only visible once the rest is fused.
+    ("fuse_skip_layernorm", fuse_skip_layernorm),
+    # Must stay last: offsets depend on the final node order.
+    ("plan_memory", plan_memory),
+]
+REQUIRED = {"specialize_shapes", "plan_memory", "lower_contrib_ops"}
+PASS_NAMES = [name for name, _ in PASSES]
+
+
+def check_pass_names(names) -> None:
+    for name in names:
+        if name not in PASS_NAMES:
+            raise CompileError(f"unknown pass '{name}'; passes are: {', '.join(PASS_NAMES)}")
+
+
+def run_passes(graph: Graph, bucket: int, disable=(), dump=None, on_pass=None) -> Graph:
+    """Run the pipeline for one bucket. ``dump(name, graph)`` is called after each pass."""
+    for name in disable:
+        if name in REQUIRED:
+            raise CompileError(f"pass '{name}' cannot be disabled: code generation needs it")
+    g = graph.copy()
+    g.meta["bucket"] = bucket
+    for name, fn in PASSES:
+        if name in disable:
+            continue
+        if on_pass:
+            on_pass(name)
+        g = fn(g)
+        check_invariants(g, name)
+        if dump:
+            dump(name, g)
+    return g
+
+
+def check_invariants(g: Graph, after: str) -> None:
+    """Invariants between stages (cheap; always on)."""
+    if PASS_NAMES.index(after) >= PASS_NAMES.index("specialize_shapes"):
+        for node in g.nodes:
+            for name in list(node.inputs) + list(node.outputs):
+                if name and g.values[name].shape is None:
+                    raise CompileError(f"internal: after {after}, value '{name}' of node "
+                                       f"'{node.name}' has no concrete shape")
+
+
+def graph_text(g: Graph) -> str:
+    """A readable listing of a graph, for --dump-after."""
+    lines = [f"graph {g.name} (bucket {g.meta.get('bucket')}): {len(g.nodes)} nodes"]
+    for name in g.inputs:
+        v = g.values[name]
+        lines.append(f"  input {name}: {v.dtype} {list(v.shape or [])}")
+    for n in g.nodes:
+        ins = ", ".join(_describe(g, i) for i in n.inputs)
+        outs = ", ".join(_describe(g, o) for o in n.outputs)
+        attrs = {k: v for k, v in n.attrs.items() if not hasattr(v, "shape")}
+        op = f"{n.domain}.{n.op}" if n.domain else n.op
+        lines.append(f"  {outs} = {op}({ins}) {attrs if attrs else ''}  # {n.name}")
+    lines.append("  outputs: " + ", ".join(g.outputs))
+    return "\n".join(lines) + "\n"
+
+
+def _describe(g: Graph, name: str) -> str:
+    if not name:
+        return "-"
+    v = g.values.get(name)
+    if v is None or v.shape is None:
+        return name
+    kind = "const " if v.is_const else ""
+    return f"{name}:{kind}{v.dtype}{list(v.shape)}"

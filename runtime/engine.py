@@ -1,0 +1,221 @@
+"""Engine: load a compiled artifact and run raw tensors through it.
+
+Familiar to DeepSparse users: ``Engine(artifact)`` then ``engine([input_ids, mask, types])``
+or ``engine.run({"input_ids": ...})``; outputs are a list of numpy arrays.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from sqc.runtime.cpu import missing_features, physical_cores
+
+FORMAT_VERSION = 1
+
+
+class ArtifactError(Exception):
+    """An artifact that cannot be loaded (missing, damaged, or built for another CPU)."""
+
+
+class EngineInputError(ValueError):
+    """Inputs that do not match what the artifact was compiled for."""
+
+
+def load_manifest(artifact: str | os.PathLike) -> dict:
+    path = Path(artifact)
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: not an artifact directory (compile one with `sqc compile "
+                            "model.onnx`)")
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no manifest.json; not an sqc artifact") from None
+    except ValueError as e:
+        raise ArtifactError(f"{path}/manifest.json is damaged ({e}); recompile the model") from None
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: artifact format {version}, this sqc reads format "
+                            f"{FORMAT_VERSION}; recompile the model with this sqc")
+    return manifest
+
+
+class Engine:
+    """A compiled model: raw numpy tensors in, raw outputs out. Safe to call from many threads.
+
+    ``threads`` is the number of threads one call uses (default: the artifact's setting, else
+    this machine's physical cores). Each calling thread gets its own workspace, so concurrent
+    calls never share intermediate buffers; the weights are mapped once, read-only.
+    """
+
+    def __init__(self, artifact: str | os.PathLike, threads: int | None = None):
+        self.path = Path(artifact)
+        self.manifest = m = load_manifest(self.path)
+        missing = missing_features(m["target"]["cpu_features"])
+        if missing:
+            raise ArtifactError(
+                f"{self.path} was built for {m['target']['isa']} but this CPU lacks "
+                f"{', '.join(missing)}; recompile it here with `sqc compile --target native` "
+                "(or --target avx2)")
+        self.buckets: list[int] = list(m["buckets"])
+        self.max_batch_size: int = int(m["max_batch_size"])
+        self.input_names = [i["name"] for i in m["inputs"]]
+        self.output_names = [o["name"] for o in m["outputs"]]
+        self._input_dtypes = {i["name"]: np.dtype(i["dtype"]) for i in m["inputs"]}
+        self._outputs = m["outputs"]
+        self._bounds = m.get("index_bounds", {})
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        self.threads = threads or m.get("threads") or physical_cores()
+        self._lib, self._ffi = self._load_library(m)
+        self._weights = self._map_weights(m)
+        self._weights_ptr = self._ffi.from_buffer("uint8_t[]", self._weights)
+        self._local = threading.local()
+        self._run = {s: getattr(self._lib, f"sqc_run_s{s}") for s in self.buckets}
+        self._ws_size = {s: getattr(self._lib, f"sqc_workspace_s{s}") for s in self.buckets}
+
+    def _load_library(self, m: dict):
+        lib_path = self.path / m["library"]["file"]
+        if not lib_path.exists():
+            raise ArtifactError(f"{lib_path}: missing; recompile the model")
+        spec = importlib.util.spec_from_file_location(m["library"]["module"], lib_path)
+        try:
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        except ImportError as e:
+            raise ArtifactError(f"{lib_path}: cannot be loaded ({e}); recompile the model with "
+                                "this Python and sqc") from None
+        return module.lib, module.ffi
+
+    def _map_weights(self, m: dict) -> np.ndarray:
+        path = self.path / m["weights"]["file"]
+        if not path.exists():
+            raise ArtifactError(f"{path}: missing; recompile the model")
+        size = path.stat().st_size
+        if size != m["weights"]["bytes"]:
+            raise ArtifactError(f"{path}: {size} bytes, the manifest says "
+                                f"{m['weights']['bytes']}; the artifact is damaged, recompile it")
+        if size == 0:
+            return np.zeros(64, np.uint8)
+        return np.memmap(path, dtype=np.uint8, mode="r")
+
+    # ------------------------------------------------------------------ running
+
+    def __call__(self, inputs, **kwargs) -> list[np.ndarray]:
+        return self.run(inputs, **kwargs)
+
+    def run(self, inputs, threads: int | None = None) -> list[np.ndarray]:
+        """Run one batch. ``inputs``: a list in ``input_names`` order or a dict by name, each
+        [batch, sequence] with sequence one of ``buckets`` and batch <= ``max_batch_size``."""
+        arrays = self._check_inputs(inputs)
+        batch, seq = arrays[0].shape
+        outputs = [np.empty(self._output_shape(o, batch), np.dtype(o["dtype"]))
+                   for o in self._outputs]
+        ws = self._workspace(seq, batch)
+        ffi = self._ffi
+        in_ptrs = ffi.new("void *[]", [ffi.from_buffer(a) for a in arrays])
+        out_ptrs = ffi.new("void *[]", [ffi.from_buffer(o) for o in outputs])
+        err = self._run[seq](self._weights_ptr, ffi.from_buffer(ws), batch,
+                             threads or self.threads, in_ptrs, out_ptrs)
+        if err:
+            raise EngineInputError("an index input is out of range for the model's tables "
+                                   "(token ids beyond the vocabulary?)")
+        return outputs
+
+    def _output_shape(self, o: dict, batch: int) -> list[int]:
+        return [batch if d == "batch" else int(d) for d in o["shape"]]
+
+    def _workspace(self, seq: int, batch: int) -> np.ndarray:
+        need = int(self._ws_size[seq](batch))
+        ws = getattr(self._local, "ws", None)
+        if ws is None or ws.nbytes < need:
+            # Grown to the largest call this thread has made; 64-byte aligned view.
+            raw = np.empty(need + 64, np.uint8)
+            shift = (-raw.ctypes.data) % 64
+            ws = raw[shift:shift + need]
+            self._local.ws = ws
+        return ws
+
+    def _check_inputs(self, inputs) -> list[np.ndarray]:
+        names = self.input_names
+        if isinstance(inputs, dict):
+            unknown = sorted(set(inputs) - set(names))
+            missing = [n for n in names if n not in inputs]
+            if unknown or missing:
+                raise EngineInputError(
+                    f"inputs must be named {names}" + (f"; unknown: {unknown}" if unknown else "")
+                    + (f"; missing: {missing}" if missing else ""))
+            inputs = [inputs[n] for n in names]
+        elif isinstance(inputs, (list, tuple)):
+            if len(inputs) != len(names):
+                raise EngineInputError(f"expected {len(names)} inputs {names}, got {len(inputs)}")
+        else:
+            raise EngineInputError(f"inputs must be a list or a dict of arrays, got "
+                                   f"{type(inputs).__name__}")
+        arrays = []
+        shape0 = None
+        for name, a in zip(names, inputs):
+            a = np.asarray(a)
+            want = self._input_dtypes[name]
+            if a.dtype != want:
+                if not (np.issubdtype(a.dtype, np.integer) and np.issubdtype(want, np.integer)):
+                    raise EngineInputError(f"input '{name}' has dtype {a.dtype}, expected {want}")
+                a = a.astype(want)
+            if a.ndim != 2:
+                raise EngineInputError(f"input '{name}' has shape {list(a.shape)}, expected "
+                                       "[batch, sequence]")
+            if shape0 is None:
+                shape0 = a.shape
+            elif a.shape != shape0:
+                raise EngineInputError(f"input '{name}' has shape {list(a.shape)}, but "
+                                       f"'{names[0]}' has {list(shape0)}")
+            if name in self._bounds and a.size:
+                lo, hi = int(a.min()), int(a.max())
+                if lo < 0 or hi >= self._bounds[name]:
+                    raise EngineInputError(f"input '{name}' has values in [{lo}, {hi}], outside "
+                                           f"[0, {self._bounds[name] - 1}] (the model's table)")
+            arrays.append(np.ascontiguousarray(a))
+        batch, seq = shape0
+        if seq not in self.buckets:
+            raise EngineInputError(f"sequence length {seq} is not a compiled bucket "
+                                   f"{self.buckets}; pad to one of them")
+        if not 1 <= batch <= self.max_batch_size:
+            raise EngineInputError(f"batch size {batch} is outside 1..{self.max_batch_size} "
+                                   "(the compiled maximum; split the batch or recompile with "
+                                   "--batch-size)")
+        return arrays
+
+    def __repr__(self) -> str:
+        return (f"Engine({str(self.path)!r}, buckets={self.buckets}, "
+                f"max_batch_size={self.max_batch_size}, threads={self.threads})")
+
+
+def generate_random_inputs(engine: Engine, batch_size: int = 1, sequence_length: int | None = None,
+                           seed: int = 0) -> list[np.ndarray]:
+    """Seeded inputs of the right names, shapes and dtypes (as DeepSparse's helper): token ids
+    within the vocabulary, an attention mask with a padded tail, token types 0 then 1."""
+    rng = np.random.default_rng(seed)
+    seq = sequence_length or engine.buckets[-1]
+    arrays = []
+    lengths = rng.integers(max(1, seq // 2), seq + 1, size=batch_size)
+    valid = np.arange(seq)[None, :] < lengths[:, None]
+    for name in engine.input_names:
+        dtype = engine._input_dtypes[name]
+        bound = engine._bounds.get(name)
+        if "mask" in name:
+            a = valid.astype(dtype)
+        elif "type" in name or "segment" in name:
+            a = (np.arange(seq)[None, :] >= (lengths[:, None] // 3)).astype(dtype) * valid
+            if bound is not None:
+                a = np.minimum(a, bound - 1)
+        else:
+            hi = bound if bound else 1000
+            a = np.where(valid, rng.integers(min(1000, hi - 1) if hi > 1001 else 0, hi,
+                                             size=(batch_size, seq)), 0).astype(dtype)
+        arrays.append(a.astype(dtype))
+    return arrays
