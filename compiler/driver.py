@@ -22,6 +22,7 @@ from sqc.compiler.codegen.emit_c import Emitter, WeightsTable
 from sqc.compiler.codegen.kernels import KERNEL_VARIANTS, render_kernel
 from sqc.compiler.frontend.load_onnx import load_onnx
 from sqc.compiler.ir import CompileError, Graph
+from sqc.compiler.passes.specialize_shapes import input_dims
 from sqc.compiler.pipeline import check_pass_names, graph_text, run_passes
 
 FORMAT_VERSION = 1
@@ -190,7 +191,7 @@ def compile_model(model: str | os.PathLike, buckets=(128,), output: str | os.Pat
         "weights": {"file": "weights.bin", "bytes": weights.size,
                     "sha256": _sha256(out_dir / "weights.bin")},
         "inputs": [{"name": n, "dtype": str(np.dtype(g0.values[n].dtype)),
-                    "shape": ["batch", "sequence"]} for n in g0.inputs],
+                    "shape": input_dims(n, g0.declared_shapes.get(n, []))} for n in g0.inputs],
         "outputs": [{"name": n, "dtype": str(np.dtype(g0.values[n].dtype)),
                      "shape": _output_shape(g0, n)} for n in g0.outputs],
         "index_bounds": _index_bounds(g0),
@@ -234,10 +235,12 @@ def _copy_tokenizer(model: Path, out_dir: Path, tokenizer) -> None:
 
 
 def _output_shape(g: Graph, name: str) -> list:
+    """Run-time output layout: the example's shape with its leading 1 (the exported batch
+    axis) replaced by "batch"; "sequence" where the dim is the bucket length."""
     shape = list(g.values[name].shape)
-    if shape and shape[0] == 1:
-        return ["batch"] + shape[1:]
-    return ["batch"] + shape
+    rest = shape[1:] if shape and shape[0] == 1 else shape
+    seq = g.meta["bucket"]
+    return ["batch"] + ["sequence" if d == seq else d for d in rest]
 
 
 def _index_bounds(g: Graph) -> dict[str, int]:

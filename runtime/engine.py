@@ -67,6 +67,7 @@ class Engine:
         self.input_names = [i["name"] for i in m["inputs"]]
         self.output_names = [o["name"] for o in m["outputs"]]
         self._input_dtypes = {i["name"]: np.dtype(i["dtype"]) for i in m["inputs"]}
+        self._layouts = [i["shape"] for i in m["inputs"]]
         self._outputs = m["outputs"]
         self._bounds = m.get("index_bounds", {})
         if threads is not None and (not isinstance(threads, int) or threads < 1):
@@ -111,10 +112,10 @@ class Engine:
 
     def run(self, inputs, threads: int | None = None) -> list[np.ndarray]:
         """Run one batch. ``inputs``: a list in ``input_names`` order or a dict by name, each
-        [batch, sequence] with sequence one of ``buckets`` and batch <= ``max_batch_size``."""
-        arrays = self._check_inputs(inputs)
-        batch, seq = arrays[0].shape
-        outputs = [np.empty(self._output_shape(o, batch), np.dtype(o["dtype"]))
+        shaped as the manifest says ([batch, sequence] for QA models) with sequence one of
+        ``buckets`` and 1 <= batch <= ``max_batch_size``."""
+        arrays, batch, seq = self._check_inputs(inputs)
+        outputs = [np.empty(self._output_shape(o, batch, seq), np.dtype(o["dtype"]))
                    for o in self._outputs]
         ws = self._workspace(seq, batch)
         ffi = self._ffi
@@ -127,8 +128,9 @@ class Engine:
                                    "(token ids beyond the vocabulary?)")
         return outputs
 
-    def _output_shape(self, o: dict, batch: int) -> list[int]:
-        return [batch if d == "batch" else int(d) for d in o["shape"]]
+    @staticmethod
+    def _output_shape(o: dict, batch: int, seq: int) -> list[int]:
+        return [batch if d == "batch" else seq if d == "sequence" else int(d) for d in o["shape"]]
 
     def _workspace(self, seq: int, batch: int) -> np.ndarray:
         need = int(self._ws_size[seq](batch))
@@ -157,30 +159,39 @@ class Engine:
         else:
             raise EngineInputError(f"inputs must be a list or a dict of arrays, got "
                                    f"{type(inputs).__name__}")
-        arrays = []
-        shape0 = None
-        for name, a in zip(names, inputs):
+        arrays, batch, seq = [], None, None
+        for name, a, layout in zip(names, inputs, self._layouts):
             a = np.asarray(a)
             want = self._input_dtypes[name]
             if a.dtype != want:
-                if not (np.issubdtype(a.dtype, np.integer) and np.issubdtype(want, np.integer)):
+                if not (np.issubdtype(a.dtype, np.integer) and np.issubdtype(want, np.integer)
+                        or np.issubdtype(a.dtype, np.floating) and np.issubdtype(want, np.floating)):
                     raise EngineInputError(f"input '{name}' has dtype {a.dtype}, expected {want}")
                 a = a.astype(want)
-            if a.ndim != 2:
+            expected = "[" + ", ".join(str(d) for d in layout) + "]"
+            if a.ndim != len(layout):
                 raise EngineInputError(f"input '{name}' has shape {list(a.shape)}, expected "
-                                       "[batch, sequence]")
-            if shape0 is None:
-                shape0 = a.shape
-            elif a.shape != shape0:
-                raise EngineInputError(f"input '{name}' has shape {list(a.shape)}, but "
-                                       f"'{names[0]}' has {list(shape0)}")
+                                       f"{expected}")
+            for dim, want_dim in zip(a.shape, layout):
+                if want_dim == "batch":
+                    batch = dim if batch is None else batch
+                    ok = dim == batch
+                elif want_dim == "sequence":
+                    seq = dim if seq is None else seq
+                    ok = dim == seq
+                else:
+                    ok = dim == want_dim
+                if not ok:
+                    raise EngineInputError(f"input '{name}' has shape {list(a.shape)}, expected "
+                                           f"{expected} consistent with the other inputs")
             if name in self._bounds and a.size:
                 lo, hi = int(a.min()), int(a.max())
                 if lo < 0 or hi >= self._bounds[name]:
                     raise EngineInputError(f"input '{name}' has values in [{lo}, {hi}], outside "
                                            f"[0, {self._bounds[name] - 1}] (the model's table)")
             arrays.append(np.ascontiguousarray(a))
-        batch, seq = shape0
+        if seq is None:  # no sequence axis: a fixed-shape model has a single bucket
+            seq = self.buckets[0]
         if seq not in self.buckets:
             raise EngineInputError(f"sequence length {seq} is not a compiled bucket "
                                    f"{self.buckets}; pad to one of them")
@@ -188,7 +199,7 @@ class Engine:
             raise EngineInputError(f"batch size {batch} is outside 1..{self.max_batch_size} "
                                    "(the compiled maximum; split the batch or recompile with "
                                    "--batch-size)")
-        return arrays
+        return arrays, batch, seq
 
     def __repr__(self) -> str:
         return (f"Engine({str(self.path)!r}, buckets={self.buckets}, "
@@ -197,25 +208,33 @@ class Engine:
 
 def generate_random_inputs(engine: Engine, batch_size: int = 1, sequence_length: int | None = None,
                            seed: int = 0) -> list[np.ndarray]:
-    """Seeded inputs of the right names, shapes and dtypes (as DeepSparse's helper): token ids
-    within the vocabulary, an attention mask with a padded tail, token types 0 then 1."""
+    """Seeded inputs of the right names, shapes and dtypes (as DeepSparse's helper).
+
+    Token ids are drawn from the vocabulary (above the special-token range when it is large),
+    each row is valid up to a random length with an attention mask padding the tail, token
+    types are 0 for the first third and 1 after; float inputs are standard normal.
+    """
     rng = np.random.default_rng(seed)
     seq = sequence_length or engine.buckets[-1]
-    arrays = []
     lengths = rng.integers(max(1, seq // 2), seq + 1, size=batch_size)
-    valid = np.arange(seq)[None, :] < lengths[:, None]
-    for name in engine.input_names:
+    arrays = []
+    for name, layout in zip(engine.input_names, engine._layouts):
         dtype = engine._input_dtypes[name]
+        shape = [batch_size if d == "batch" else seq if d == "sequence" else d for d in layout]
+        if np.issubdtype(dtype, np.floating):
+            arrays.append(rng.standard_normal(shape).astype(dtype))
+            continue
+        valid = np.arange(shape[1])[None, :] < lengths[:, None] if len(shape) == 2 else True
         bound = engine._bounds.get(name)
         if "mask" in name:
-            a = valid.astype(dtype)
+            a = np.broadcast_to(valid, shape)
         elif "type" in name or "segment" in name:
-            a = (np.arange(seq)[None, :] >= (lengths[:, None] // 3)).astype(dtype) * valid
+            a = (np.arange(shape[-1]) >= shape[-1] // 3) & valid
             if bound is not None:
                 a = np.minimum(a, bound - 1)
         else:
-            hi = bound if bound else 1000
-            a = np.where(valid, rng.integers(min(1000, hi - 1) if hi > 1001 else 0, hi,
-                                             size=(batch_size, seq)), 0).astype(dtype)
-        arrays.append(a.astype(dtype))
+            hi = bound or 1000
+            lo = 1000 if hi > 2000 else 0
+            a = np.where(valid, rng.integers(lo, hi, size=shape), 0)
+        arrays.append(np.ascontiguousarray(np.broadcast_to(a, shape)).astype(dtype))
     return arrays

@@ -112,7 +112,7 @@ def _variadic(op: str, fn):
         return [np.asarray(out).astype(x[0].dtype, copy=False)]
 
     def infer(node, x, opset):
-        return [(x[0][0], _bcast(*[s for _, s in x]))]
+        return [(x[0][0], _bcast(*[v[1] for v in x]))]
     register(op, infer=infer)(evaluate)
 
 

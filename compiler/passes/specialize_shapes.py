@@ -25,18 +25,21 @@ def specialize_shapes(graph: Graph, sequence_length: int) -> Graph:
     return g
 
 
-def _input_shape(name: str, dims: list, seq: int) -> tuple[int, ...]:
-    if len(dims) != 2:
-        raise CompileError(f"input '{name}' has rank {len(dims)}; sqc compiles inputs shaped "
-                           "[batch, sequence]")
-    batch, sequence = dims
+def input_dims(name: str, dims: list) -> list:
+    """The run-time layout of an input: "batch" first, then "sequence" for every symbolic dim
+    (specialized to the bucket) and integers for fixed dims."""
+    if len(dims) < 1:
+        raise CompileError(f"input '{name}' is a scalar; sqc compiles inputs shaped "
+                           "[batch, sequence, ...]")
+    batch = dims[0]
     if isinstance(batch, int) and batch not in (0, 1):
         raise CompileError(f"input '{name}' has a fixed batch size {batch}; export the model with "
                            "a dynamic batch axis (sqc makes batch a run-time argument)")
-    if isinstance(sequence, int) and sequence not in (0, seq):
-        raise CompileError(f"input '{name}' has a fixed sequence length {sequence}; bucket {seq} "
-                           f"cannot be compiled (use --buckets {sequence})")
-    return (1, seq)
+    return ["batch"] + [d if isinstance(d, int) and d > 0 else "sequence" for d in dims[1:]]
+
+
+def _input_shape(name: str, dims: list, seq: int) -> tuple[int, ...]:
+    return (1,) + tuple(seq if d == "sequence" else d for d in input_dims(name, dims)[1:])
 
 
 def _specialize_node(g: Graph, node) -> None:
@@ -60,6 +63,7 @@ def _specialize_node(g: Graph, node) -> None:
     if all(v.is_const for v in live) and opdef.evaluate is not None:
         _set_outputs(g, node, _evaluate(opdef, node, consts, opset), batched=False)
         return
+    _check_batch_alignment(node, ins, opset)
     if opdef.infer is not None:
         specs = opdef.infer(node, [None if v is None else (np.dtype(v.dtype), v.shape, v.const)
                                    for v in ins], opset)
@@ -77,6 +81,23 @@ def _specialize_node(g: Graph, node) -> None:
         if out:
             val = g.value(out)
             val.dtype, val.shape, val.const, val.batched = r.dtype, tuple(r.shape), None, True
+
+
+BROADCASTING = {"Add", "Sub", "Mul", "Div", "Pow", "Equal", "Less", "LessOrEqual", "Greater",
+                "GreaterOrEqual", "And", "Or", "Xor", "Max", "Min", "Sum", "Where", "Mod"}
+
+
+def _check_batch_alignment(node, ins, opset) -> None:
+    """Broadcasting aligns trailing axes: two batched operands of different ranks would align
+    the batch axis of one with a feature axis of the other, which only batch 1 survives."""
+    if node.domain or node.op not in BROADCASTING | {"Expand"}:
+        return
+    ranks = {len(v.shape) for v in ins if v is not None and v.batched}
+    if node.op == "Expand" and ins[1].is_const:
+        ranks.add(max(len(ins[0].shape), len(ins[1].const)))
+    if len(ranks) > 1:
+        raise UnsupportedOpError(node, opset, "broadcasts batched operands of different ranks "
+                                 f"{sorted(ranks)}; the batch axes would not line up")
 
 
 def _evaluate(opdef, node, arrays, opset):
