@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from sqc.compiler.ir import Node
-from sqc.compiler.passes.rewrite import Matcher, rewrite
+from sqc.compiler.passes.rewrite import Matcher, new_value, rewrite
 
 VIEW_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten")
 
@@ -81,9 +81,24 @@ def _rule_attention(m: Matcher, node: Node):
     axis = soft.attrs.get("axis", -1 if m.g.opset_of(soft) >= 13 else 1)
     if v_dims is None or s_dims is None or axis % len(s_shape) != len(s_shape) - 1:
         return None
-    scores, mask = soft.inputs[0], None
+    scores, mask, prologue = soft.inputs[0], None, []
     add = m.node_of(scores, "Add")
-    if add is not None:
+    where = m.node_of(scores, "Where")
+    if where is not None and m.scalar(where.inputs[1]) is not None and \
+            _scores_matmul(m, where.inputs[2]) is not None:
+        # Where(masked, fill, scores) == scores + Where(masked, fill, 0) after softmax: the
+        # fill (-FLT_MAX or -inf) swamps the score either way. Read the condition before its
+        # Expand, so the additive mask stays [.., 1, Sk] and costs one row.
+        cond = where.inputs[0]
+        expand = m.node_of(cond, "Expand")
+        if expand is not None:
+            cond = expand.inputs[0]
+        mask = new_value(m.g, where.name + "/additive", np.float32, m.value(cond).shape)
+        zero = m.g.add_const(where.name + "/zero", np.float32(0))
+        prologue.append(Node("Where", [cond, where.inputs[1], zero], [mask],
+                             name=where.name + "/additive"))
+        scores = where.inputs[2]
+    elif add is not None:
         for a, b in ((0, 1), (1, 0)):
             if _scores_matmul(m, add.inputs[a]) is not None:
                 scores, mask = add.inputs[a], add.inputs[b]
@@ -122,8 +137,8 @@ def _rule_attention(m: Matcher, node: Node):
             return None
         inputs.append(mask)
         attrs["mask_view"] = mv
-    return [Node("Attention", inputs, [node.outputs[0]], attrs,
-                 name=node.name + "/fused_attention", domain="sqc")]
+    return prologue + [Node("Attention", inputs, [node.outputs[0]], attrs,
+                            name=node.name + "/fused_attention", domain="sqc")]
 
 
 def _scores_matmul(m: Matcher, name: str):

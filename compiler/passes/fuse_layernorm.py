@@ -76,6 +76,12 @@ def _rule(m: Matcher, node: Node):
             return None
     if mul.op != "Mul" or mul.domain:
         return None
+    if beta is None:
+        user = m.only_user(mul.outputs[0])
+        if user is not None and user.op == "Add" and any(
+                m.g.const(i) is not None for i in user.inputs):
+            return None  # the Add of beta is the root; fuse there
+
     for a, b in ((0, 1), (1, 0)):
         gamma = mul.inputs[b]
         if m.g.const(gamma) is None:

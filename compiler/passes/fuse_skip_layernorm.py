@@ -2,8 +2,8 @@
 
 pattern (root: the LayerNormalization):
     y = LayerNormalization(Add(a, b), gamma, beta, axis=-1)     a, b batched, same shape
-after: sqc.SkipLayerNorm(a, b, gamma, beta) computes y, and also the sum when another node
-reads it (second output), so the residual stream is read once.
+after: sqc.SkipLayerNorm(a, b, gamma, beta) computes y where the sum has no other reader (where
+it has, fusing would compute the sum twice, so the pair is left alone).
 """
 
 from __future__ import annotations
@@ -29,10 +29,9 @@ def _rule(m: Matcher, node: Node):
     if m.value(a).shape != shape or m.value(b).shape != shape or \
             not (m.value(a).batched and m.value(b).batched):
         return None
-    outputs = [node.outputs[0]]
     if not m.private(add.outputs[0]):
-        outputs.append(add.outputs[0])
+        return None
     inputs = [a, b, node.inputs[1], node.input(2)]
-    return [Node("SkipLayerNorm", inputs, outputs,
+    return [Node("SkipLayerNorm", inputs, [node.outputs[0]],
                  {"epsilon": float(node.attrs.get("epsilon", 1e-5))},
                  name=node.name + "/fused_skip", domain="sqc")]

@@ -1,0 +1,123 @@
+"""Layer 4: whole models, compiled by sqc, against onnxruntime on the same file.
+
+Fixtures are tiny BERT / DistilBERT / RoBERTa / ALBERT / MiniLM exports (torch, opsets 14-18)
+and ONNX Runtime transformer-optimized BERT (com.microsoft fused ops), made by
+examples/export_fixtures.py. The real model is ../shared/models/minilm-l6-qa.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sqc.runtime.engine import generate_random_inputs
+from tests.conftest import FIXTURES, REAL_MODEL, SHARED, ort_run
+from tests.tolerances import TOLERANCE, relative_error
+
+FIXTURE_MODELS = sorted(p.name for p in FIXTURES.glob("*.onnx"))
+BUCKETS = (16, 24)
+
+
+def test_fixture_set_is_complete():
+    assert len(FIXTURE_MODELS) >= 9, FIXTURE_MODELS
+
+
+@pytest.mark.parametrize("name", FIXTURE_MODELS)
+def test_fixture_model_matches_onnxruntime(compile_onnx, name):
+    engine = compile_onnx(FIXTURES / name, buckets=BUCKETS, max_batch_size=4)
+    for seq in BUCKETS:
+        for batch in (1, 4):
+            inputs = generate_random_inputs(engine, batch, seq, seed=seq * 10 + batch)
+            if "ort_" in name:
+                # ORT's fused attention reads the mask as key lengths: right padding only.
+                mask = engine.input_names.index("attention_mask")
+                assert np.all(np.diff(inputs[mask], axis=1) <= 0)
+            got = engine.run(inputs)
+            want = ort_run(FIXTURES / name, dict(zip(engine.input_names, inputs)))
+            for out_name, g, w in zip(engine.output_names, got, want):
+                err = relative_error(g, w)
+                assert err <= TOLERANCE["f32_model"], f"{name} {out_name} s{seq} b{batch}: {err}"
+
+
+@pytest.mark.parametrize("name", ["bert_qa_opset17.onnx", "distilbert_qa_opset14.onnx",
+                                  "roberta_qa_opset17.onnx", "bert_qa_ort_optimized.onnx"])
+def test_fixture_model_is_fully_fused(compile_onnx, name):
+    """Every linear layer, attention and LayerNorm of a BERT-family model gets its fused kernel."""
+    engine = compile_onnx(FIXTURES / name, buckets=BUCKETS, max_batch_size=4)
+    source = (engine.path / "model.c").read_text()
+    body = source[source.index("int sqc_run_s16"):source.index("size_t sqc_workspace_s24")]
+    assert body.count("(sqc.Attention)") == 2
+    assert body.count("(sqc.Linear)") in (13, 9)  # 2 layers x 6 (or 4 with packed QKV) + head
+    assert "(MatMul)" not in body and "(Softmax)" not in body and "(Erf)" not in body
+
+
+def test_buckets_share_weights(compile_onnx):
+    engine = compile_onnx(FIXTURES / "bert_qa_opset17.onnx", buckets=BUCKETS, max_batch_size=4)
+    manifest = json.loads((engine.path / "manifest.json").read_text())
+    params = FIXTURES.joinpath("bert_qa_opset17.onnx").stat().st_size
+    # One copy of the weights (packed) for both buckets: far less than twice the model.
+    assert manifest["weights"]["bytes"] < 1.5 * params
+
+
+def test_engine_threads_give_identical_results(compile_onnx):
+    engine = compile_onnx(FIXTURES / "bert_qa_opset17.onnx", buckets=BUCKETS, max_batch_size=4)
+    inputs = generate_random_inputs(engine, 4, 24, seed=3)
+    one = engine.run(inputs, threads=1)
+    two = engine.run(inputs, threads=2)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_engine_is_safe_from_many_threads(compile_onnx):
+    from concurrent.futures import ThreadPoolExecutor
+    engine = compile_onnx(FIXTURES / "bert_qa_opset17.onnx", buckets=BUCKETS, max_batch_size=4)
+    jobs = [generate_random_inputs(engine, 1 + i % 4, BUCKETS[i % 2], seed=i) for i in range(24)]
+    expected = [engine.run(j) for j in jobs]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(engine.run, jobs))
+    for got, want in zip(results, expected):
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------ the real model
+
+def squad_windows(count: int, seq: int, stride: int = 128):
+    """Tokenized windows (input ids, mask, types) of the first ``count`` SQuAD dev questions."""
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(str(REAL_MODEL.parent / "tokenizer.json"))
+    tok.enable_truncation(seq, stride=stride, strategy="only_second")
+    tok.enable_padding(length=seq)
+    data = json.loads((SHARED / "data/squad/dev-v1.1.reconstructed.json").read_text())["data"]
+    pairs = [(qa["question"], p["context"]) for a in data for p in a["paragraphs"]
+             for qa in p["qas"]][:count]
+    ids, mask, types = [], [], []
+    for q, ctx in pairs:
+        enc = tok.encode(q, ctx)
+        for e in [enc] + enc.overflowing:
+            ids.append(e.ids)
+            mask.append(e.attention_mask)
+            types.append(e.type_ids)
+    return [np.array(a, np.int64) for a in (ids, mask, types)]
+
+
+@pytest.mark.skipif(not REAL_MODEL.exists(), reason="../shared/models is not beside the checkout")
+def test_real_model_logits_on_squad_windows(compile_onnx):
+    engine = compile_onnx(REAL_MODEL, buckets=(384,), max_batch_size=16)
+    ids, mask, types = squad_windows(200, 384)
+    assert len(ids) >= 200
+    worst = 0.0
+    for start in range(0, len(ids), 16):
+        chunk = [a[start:start + 16] for a in (ids, mask, types)]
+        got = engine.run(chunk)
+        want = ort_run(REAL_MODEL, dict(zip(engine.input_names, chunk)))
+        for g, w in zip(got, want):
+            # Per window: max abs error relative to that window's largest logit.
+            for gw, ww in zip(g, w):
+                worst = max(worst, relative_error(gw, ww))
+    assert worst <= TOLERANCE["f32_model"], worst
+
+
