@@ -13,8 +13,10 @@ Data moves one way through `QuestionAnsweringPipeline.__call__`:
 4. decode: per window, the `n_best_size` best start and end context tokens by logit form the
    candidate spans (start <= end, at most `max_answer_length` tokens); a span scores
    start logit + end logit (raw logits, not softmax probabilities); the best span over all
-   windows of a question wins and is mapped to character offsets of the context through the
-   tokenizer's offsets.
+   windows of a question wins (the earlier window on a tie) and is mapped to character offsets
+   of the context through the tokenizer's offsets (code points of the str as given, so accents,
+   CJK, emoji and runs of whitespace map back exactly; combining marks that an accent-stripping
+   normalizer drops after the last token are kept with the answer).
 
 These are the post-processing semantics of Hugging Face's `run_qa.py` (`postprocess_qa_predictions`)
 and of DeepSparse's question-answering pipeline. On a single window they pick the same span as the
@@ -29,6 +31,7 @@ The engine is anything with `buckets`, `max_batch_size`, `input_names`, `output_
 
 from __future__ import annotations
 
+import os
 import threading
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -132,7 +135,7 @@ class QuestionAnsweringPipeline:
         version_2_with_negative: allow "no answer" (SQuAD v2.0). The null score of a question is
             the minimum over its windows of start_logit[0] + end_logit[0] (the [CLS] token); the
             answer is empty, with score = null score, when
-            null score - best span score > `null_score_diff_threshold`.
+            null score - best span score > `null_score_diff_threshold` (default 0.0).
 
     Errors (raised before anything runs, so a bad item fails its whole call):
         TypeError: question or context is not a str (the message names the field and the type).
@@ -148,7 +151,7 @@ class QuestionAnsweringPipeline:
     def __init__(
         self,
         engine: QuestionAnsweringEngine,
-        tokenizer_path: str,
+        tokenizer_path: str | os.PathLike[str],
         *,
         sequence_length: int | Sequence[int] | None = None,
         doc_stride: int | None = None,
@@ -183,8 +186,8 @@ class QuestionAnsweringPipeline:
 
         self.tokenizer_path = str(tokenizer_path)
         tokenizer = Tokenizer.from_file(self.tokenizer_path)
-        tokenizer.no_padding()  # windows are padded per bucket here, not by the tokenizer
         self.pad_id = self._find_pad_id(tokenizer)
+        tokenizer.no_padding()  # windows are padded per bucket here, not by the tokenizer
         self.num_special_tokens = tokenizer.num_special_tokens_to_add(True)
         # Questions are measured alone, without special tokens, before any pair is encoded:
         # the pair tokenizer panics if the overlap does not fit beside the question.
@@ -231,14 +234,17 @@ class QuestionAnsweringPipeline:
             raise ValueError("the engine has no buckets")
         if sequence_length is None:
             return available
-        wanted = [sequence_length] if isinstance(sequence_length, int) else list(sequence_length)
+        if isinstance(sequence_length, (int, np.integer)):
+            wanted = [int(sequence_length)]
+        else:
+            wanted = [int(b) for b in sequence_length]
         absent = [b for b in wanted if b not in available]
         if not wanted or absent:
             raise ValueError(
                 f"sequence_length {sequence_length!r} must name buckets of the engine, "
                 f"which has {available}"
             )
-        return sorted(set(int(b) for b in wanted))
+        return sorted(set(wanted))
 
     @staticmethod
     def _find_pad_id(tokenizer: Tokenizer) -> int:
@@ -294,8 +300,9 @@ class QuestionAnsweringPipeline:
         for index, window in enumerate(windows):
             per_request[window.request].append(index)
         return [
-            self._decode(pairs[request][1], [windows[i] for i in indices],
-                         [logits[i] for i in indices])
+            self._decode(
+                pairs[request][1], [windows[i] for i in indices], [logits[i] for i in indices]
+            )
             for request, indices in enumerate(per_request)
         ]
 
@@ -411,7 +418,10 @@ class QuestionAnsweringPipeline:
 
         if best is None:
             return QuestionAnsweringOutput(score=null_score, answer="", start=0, end=0)
-        if self.version_2_with_negative and null_score - best_score > self.null_score_diff_threshold:
+        if (
+            self.version_2_with_negative
+            and null_score - best_score > self.null_score_diff_threshold
+        ):
             return QuestionAnsweringOutput(score=null_score, answer="", start=0, end=0)
         window, start_token, end_token = best
         offsets = window.encoding.offsets

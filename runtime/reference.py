@@ -48,7 +48,9 @@ class OnnxRuntimeEngine:
             ) from error
 
         self.model_path = str(model_path)
-        self.buckets = sorted({int(b) for b in ([buckets] if isinstance(buckets, int) else buckets)})
+        self.buckets = sorted(
+            {int(b) for b in ([buckets] if isinstance(buckets, int) else buckets)}
+        )
         if not self.buckets or self.buckets[0] < 1:
             raise ValueError(f"buckets must be positive sequence lengths, got {buckets!r}")
         if max_batch_size < 1:

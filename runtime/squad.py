@@ -133,9 +133,7 @@ def evaluate(
             exact[question.id] = f1[question.id] = 0.0
             continue
         exact[question.id] = max(exact_match_score(prediction, answer) for answer in gold)
-        f1[question.id] = max(
-            f1_score(prediction, answer, version=version) for answer in gold
-        )
+        f1[question.id] = max(f1_score(prediction, answer, version=version) for answer in gold)
 
     def percent(scores: dict[str, float], ids: list[str]) -> float:
         return 100.0 * sum(scores[i] for i in ids) / len(ids) if ids else 0.0
@@ -210,9 +208,7 @@ def evaluate_pipeline(
     for first in range(0, len(questions), batch_size):
         batch = questions[first : first + batch_size]
         began = time.perf_counter()
-        answers = pipeline(
-            question=[q.question for q in batch], context=[q.context for q in batch]
-        )
+        answers = pipeline(question=[q.question for q in batch], context=[q.context for q in batch])
         seconds += time.perf_counter() - began
         for question, answer in zip(batch, answers):
             predictions[question.id] = answer.answer
