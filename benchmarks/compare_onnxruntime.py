@@ -1,0 +1,160 @@
+"""sqc vs onnxruntime on the same ONNX file, same inputs, same threads, in one process run.
+
+    python benchmarks/compare_onnxruntime.py [--models bert-base] [--shapes 1x128,16x128]
+        [--threads 1,2] [--repeats 7] [--write BENCHMARKS.md]
+
+The two engines are interleaved (A, B, A, B, ...) so that host load hits both alike; each
+configuration reports the median time of each engine and the median of the per-pair ratios.
+onnxruntime runs with all graph optimizations on and intra-op threads = threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from make_models import model_path  # noqa: E402
+
+from sqc.compiler.driver import compile_model  # noqa: E402
+from sqc.runtime.engine import Engine, generate_random_inputs  # noqa: E402
+
+MARK_BEGIN = "<!-- compare_onnxruntime:begin -->"
+MARK_END = "<!-- compare_onnxruntime:end -->"
+
+
+def ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def flops_per_item(seq: int, hidden: int, layers: int, ffn: int) -> float:
+    """Multiply-adds x 2 of one sequence through the encoder (linears + attention matmuls)."""
+    linear = 2 * seq * (4 * hidden * hidden + 2 * hidden * ffn)
+    attention = 2 * 2 * seq * seq * hidden
+    return layers * (linear + attention)
+
+
+SIZES = {"bert-base": (768, 12, 3072), "distilbert-base": (768, 6, 3072)}
+
+
+def measure(engine: Engine, session, inputs, threads: int, repeats: int):
+    feeds = dict(zip(engine.input_names, inputs))
+    sqc_times, ort_times, ratios = [], [], []
+    engine.run(inputs, threads=threads)  # warm-up both
+    session.run(None, feeds)
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        engine.run(inputs, threads=threads)
+        t1 = time.perf_counter()
+        session.run(None, feeds)
+        t2 = time.perf_counter()
+        sqc_times.append(t1 - t0)
+        ort_times.append(t2 - t1)
+        ratios.append((t2 - t1) / (t1 - t0))
+    return statistics.median(sqc_times), statistics.median(ort_times), statistics.median(ratios)
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="bert-base")
+    parser.add_argument("--shapes", default="1x128,16x128")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--write", type=Path, default=None,
+                        help="replace the table between the markers of this Markdown file")
+    args = parser.parse_args()
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    threads = [int(t) for t in args.threads.split(",")]
+    rows = []
+    for kind in args.models.split(","):
+        path = model_path(kind)
+        buckets = sorted({s for _, s in shapes})
+        max_batch = max(b for b, _ in shapes)
+        began = time.perf_counter()
+        artifact = compile_model(path, buckets, ROOT / "artifacts" / "bench" / kind,
+                                 max_batch_size=max_batch, progress=None)
+        compile_s = time.perf_counter() - began
+        began = time.perf_counter()
+        engine = Engine(artifact)
+        load_s = time.perf_counter() - began
+        print(f"{kind}: compile {compile_s:.1f} s, load {load_s:.2f} s", flush=True)
+        for t in threads:
+            session = ort_session(path, t)
+            for batch, seq in shapes:
+                inputs = generate_random_inputs(engine, batch, seq, seed=0)
+                s, o, ratio = measure(engine, session, inputs, t, args.repeats)
+                gflops = flops_per_item(seq, *SIZES[kind]) * batch / s / 1e9
+                rows.append((kind, f"{batch} x {seq}", t, s * 1e3, o * 1e3, ratio, gflops))
+                print(f"  {kind} {batch}x{seq} threads {t}: sqc {s * 1e3:.1f} ms, onnxruntime "
+                      f"{o * 1e3:.1f} ms, ratio {ratio:.2f}x, sqc {gflops:.0f} GFLOP/s",
+                      flush=True)
+    table = render(rows, args)
+    print(table)
+    if args.write:
+        write_section(args.write, table)
+
+
+def render(rows, args) -> str:
+    import onnxruntime
+    gcc = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    lines = [
+        MARK_BEGIN,
+        f"Measured {datetime.date.today().isoformat()} on {cpu_model()} "
+        f"({len(__import__('os').sched_getaffinity(0))} cores available), Python "
+        f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}, {gcc}.",
+        "",
+        "Command: `python benchmarks/compare_onnxruntime.py "
+        f"--models {args.models} --shapes {args.shapes} --threads {args.threads} "
+        f"--repeats {args.repeats} --write BENCHMARKS.md`",
+        "",
+        "| model | batch x seq | threads | sqc ms | onnxruntime ms | speed-up (median of pairs) "
+        "| sqc GFLOP/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind, shape, t, s, o, ratio, gflops in rows:
+        lines.append(f"| {kind} | {shape} | {t} | {s:.1f} | {o:.1f} | {ratio:.2f}x | "
+                     f"{gflops:.0f} |")
+    lines.append(MARK_END)
+    return "\n".join(lines)
+
+
+def write_section(path: Path, table: str) -> None:
+    text = path.read_text() if path.exists() else ""
+    if MARK_BEGIN in text and MARK_END in text:
+        head, rest = text.split(MARK_BEGIN, 1)
+        tail = rest.split(MARK_END, 1)[1]
+        text = head + table + tail
+    else:
+        text = text + ("\n" if text else "") + table + "\n"
+    path.write_text(text)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

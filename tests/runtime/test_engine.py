@@ -1,0 +1,105 @@
+"""The Engine's contract: inputs checked with clear errors, any batch up to the maximum, bucket
+routing by exact length, refusal of an artifact this CPU cannot run."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from sqc.runtime.engine import ArtifactError, Engine, EngineInputError, generate_random_inputs
+from tests.conftest import FIXTURES
+
+MODEL = FIXTURES / "bert_qa_opset17.onnx"
+
+
+@pytest.fixture(scope="module")
+def engine(compile_onnx):
+    return compile_onnx(MODEL, buckets=(16, 32), max_batch_size=4)
+
+
+def test_interface(engine):
+    assert engine.buckets == [16, 32] and engine.max_batch_size == 4
+    assert engine.input_names == ["input_ids", "attention_mask", "token_type_ids"]
+    assert engine.output_names == ["start_logits", "end_logits"]
+
+
+def test_inputs_by_position_and_by_name_agree(engine):
+    x = generate_random_inputs(engine, 2, 16, seed=5)
+    a = engine(x)
+    b = engine.run(dict(zip(engine.input_names, x)))
+    for p, q in zip(a, b):
+        np.testing.assert_array_equal(p, q)
+        assert p.shape == (2, 16) and p.dtype == np.float32
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 4])
+def test_every_batch_up_to_max_equals_rows_run_alone(engine, batch):
+    x = generate_random_inputs(engine, batch, 32, seed=batch)
+    together = engine.run(x)[0]
+    for row in range(batch):
+        alone = engine.run([a[row:row + 1] for a in x])[0]
+        np.testing.assert_allclose(together[row], alone[0], rtol=0, atol=1e-5)
+
+
+def test_random_inputs_are_realistic(engine):
+    ids, mask, types = generate_random_inputs(engine, 3, 32, seed=0)
+    assert ids.dtype == np.int64 and ids.min() >= 0 and ids.max() < 1024
+    assert np.all(mask.sum(1) >= 16) and np.all(np.diff(mask, axis=1) <= 0)
+    assert np.any(types == 1) and not np.array_equal(ids, np.zeros_like(ids))
+    again = generate_random_inputs(engine, 3, 32, seed=0)
+    assert all(np.array_equal(p, q) for p, q in zip((ids, mask, types), again))
+
+
+@pytest.mark.parametrize("bad,message", [
+    (lambda x: x[:2], "expected 3 inputs"),
+    (lambda x: {"input_ids": x[0]}, "missing"),
+    (lambda x: dict(zip(["input_ids", "attention_mask", "typo"], x)), "unknown"),
+    (lambda x: [x[0].astype(np.float32), x[1], x[2]], "dtype float32"),
+    (lambda x: [x[0][0], x[1], x[2]], "shape"),
+    (lambda x: [x[0], x[1][:, :8], x[2]], "shape"),
+    (lambda x: [a[:, :10] for a in x], "not a compiled bucket"),
+    (lambda x: [np.concatenate([a] * 2) for a in x], "batch size 6"),
+    (lambda x: [x[0] + 5000, x[1], x[2]], "outside [0, 1023]"),
+    (lambda x: [x[0] * -1 - 1, x[1], x[2]], "input_ids"),
+    (lambda x: "text", "list or a dict"),
+])
+def test_bad_inputs_get_clear_errors(engine, bad, message):
+    x = generate_random_inputs(engine, 3, 16)
+    with pytest.raises(EngineInputError, match=message.replace("[", r"\[")):
+        engine.run(bad(x))
+
+
+def test_int32_inputs_are_accepted(engine):
+    x = generate_random_inputs(engine, 1, 16)
+    a = engine.run(x)[0]
+    b = engine.run([v.astype(np.int32) for v in x])[0]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_artifact_loads_fast_and_refuses_missing_cpu_features(engine, monkeypatch):
+    began = time.perf_counter()
+    Engine(engine.path)
+    assert time.perf_counter() - began < 2.0
+    isa = json.loads((engine.path / "manifest.json").read_text())["target"]["isa"]
+    feature = "avx512f" if isa == "avx512" else "avx2"
+    monkeypatch.setenv("SQC_CPU_FEATURES_MASK", feature)
+    with pytest.raises(ArtifactError, match=f"lacks {feature}.*recompile"):
+        Engine(engine.path)
+
+
+def test_damaged_artifacts_are_refused(engine, tmp_path):
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(engine.path, copy)
+    with open(copy / "weights.bin", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(ArtifactError, match="damaged"):
+        Engine(copy)
+    (copy / "manifest.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="manifest.json is damaged"):
+        Engine(copy)
+    with pytest.raises(ArtifactError, match="not an artifact"):
+        Engine(tmp_path / "nothing")
