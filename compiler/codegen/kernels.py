@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import jinja2
-
 from sqc.compiler.codegen.packing import f32_gemm_knobs
 
 

@@ -88,42 +88,49 @@ static void sqc_softmax_f32(int64_t rows, int n, const float *SQC_RESTRICT x,
  *   out[h, s, :] = sum_j softmax_j(scale * q[h, s, :] . k[h, j, :] + mask[h, s, j]) v[h, j, :]
  * Every operand is a strided view (offset, stride_h, stride_s, stride_d) into one example's
  * buffer; *_bs is the distance between examples (0 for a constant shared by all). The mask
- * is additive; its strides are 0 along broadcast axes. One thread owns one (example, head,
- * query block); the scores of a query row live in a stack buffer of Sk floats. */
+ * is additive; its strides are 0 along broadcast axes. One task is one (example, head): K is
+ * transposed once into a [D][Sk] tile so that scores vectorize across keys, then each query
+ * row computes its scores, softmax and weighted sum of V with the row in a stack buffer. */
 typedef struct { int64_t off, sh, ss, sd, bs; } sqc_view;
 
 static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float scale,
                               const float *q, sqc_view qv, const float *k, sqc_view kv,
                               const float *v, sqc_view vv, const float *mask, sqc_view mv,
                               float *out, sqc_view ov, int nthreads) {
-    const int QB = 8; /* query rows per task */
-    const int nqb = (Sq + QB - 1) / QB;
-    const int64_t tasks = (int64_t)batch * H * nqb;
+    const int64_t tasks = (int64_t)batch * H;
 #pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(static)
     for (int64_t t = 0; t < tasks; ++t) {
-        const int b = (int)(t / ((int64_t)H * nqb));
-        const int h = (int)((t / nqb) % H);
-        const int s0 = (int)(t % nqb) * QB;
-        const int s1 = s0 + QB < Sq ? s0 + QB : Sq;
+        const int b = (int)(t / H);
+        const int h = (int)(t % H);
         const float *qb = q + b * qv.bs + qv.off + h * qv.sh;
         const float *kb = k + b * kv.bs + kv.off + h * kv.sh;
         const float *vb = v + b * vv.bs + vv.off + h * vv.sh;
+        const float *mb = mask ? mask + b * mv.bs + mv.off + h * mv.sh : NULL;
         float *ob = out + b * ov.bs + ov.off + h * ov.sh;
+        float kt[(size_t)D * Sk];
         float p[Sk];
         float acc[D];
-        for (int s = s0; s < s1; ++s) {
+        for (int j = 0; j < Sk; ++j)
+            for (int d = 0; d < D; ++d) kt[(size_t)d * Sk + j] = kb[j * kv.ss + d * kv.sd];
+        for (int s = 0; s < Sq; ++s) {
             const float *qs = qb + s * qv.ss;
-            float mx = -INFINITY;
-            for (int j = 0; j < Sk; ++j) {
-                const float *kj = kb + j * kv.ss;
-                float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-                for (int d = 0; d < D; ++d) dot += qs[d * qv.sd] * kj[d * kv.sd];
-                float sc = dot * scale;
-                if (mask) sc += mask[b * mv.bs + mv.off + h * mv.sh + s * mv.ss + j * mv.sd];
-                p[j] = sc;
-                mx = sc > mx ? sc : mx;
+            for (int j = 0; j < Sk; ++j) p[j] = 0.0f;
+            for (int d = 0; d < D; ++d) {
+                const float qd = qs[d * qv.sd];
+                const float *kr = kt + (size_t)d * Sk;
+                for (int j = 0; j < Sk; ++j) p[j] += qd * kr[j];
             }
+            float mx = -INFINITY;
+            if (mb) {
+                const float *mr = mb + s * mv.ss;
+                if (mv.sd == 1)
+                    for (int j = 0; j < Sk; ++j) p[j] = p[j] * scale + mr[j];
+                else
+                    for (int j = 0; j < Sk; ++j) p[j] = p[j] * scale + mr[j * mv.sd];
+            } else {
+                for (int j = 0; j < Sk; ++j) p[j] *= scale;
+            }
+            for (int j = 0; j < Sk; ++j) mx = p[j] > mx ? p[j] : mx;
             float sum = 0.0f;
             for (int j = 0; j < Sk; ++j) {
                 p[j] = expf(p[j] - mx);
@@ -131,14 +138,24 @@ static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float sca
             }
             const float inv = 1.0f / sum;
             for (int d = 0; d < D; ++d) acc[d] = 0.0f;
-            for (int j = 0; j < Sk; ++j) {
-                const float pj = p[j] * inv;
-                const float *vj = vb + j * vv.ss;
-#pragma omp simd
-                for (int d = 0; d < D; ++d) acc[d] += pj * vj[d * vv.sd];
+            if (vv.sd == 1) {
+                for (int j = 0; j < Sk; ++j) {
+                    const float pj = p[j] * inv;
+                    const float *vj = vb + j * vv.ss;
+                    for (int d = 0; d < D; ++d) acc[d] += pj * vj[d];
+                }
+            } else {
+                for (int j = 0; j < Sk; ++j) {
+                    const float pj = p[j] * inv;
+                    const float *vj = vb + j * vv.ss;
+                    for (int d = 0; d < D; ++d) acc[d] += pj * vj[d * vv.sd];
+                }
             }
             float *os = ob + s * ov.ss;
-            for (int d = 0; d < D; ++d) os[d * ov.sd] = acc[d];
+            if (ov.sd == 1)
+                memcpy(os, acc, sizeof(float) * (size_t)D);
+            else
+                for (int d = 0; d < D; ++d) os[d * ov.sd] = acc[d];
         }
     }
 }

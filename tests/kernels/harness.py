@@ -1,0 +1,197 @@
+"""Build sqc kernel templates into small cffi modules for kernel tests and benchmarks.
+
+A rendered kernel header only defines ``static`` functions; the harness wraps them in exported
+``sqc_test_*`` functions, compiles with the ISA's flags and loads the module from a folder.
+
+AVX-512 on a machine without it: SIMDe (https://github.com/simd-everywhere/simde) implements the
+``_mm512_*`` intrinsics on AVX2, so the avx512 variant's C (tiling, tails, masks, epilogue) can be
+checked, not timed, anywhere. Its headers come from the ``simde-py`` wheel (or a system SIMDe
+>= 0.8).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import uuid
+from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
+
+from cffi import FFI
+from sqc.compiler.codegen.kernels import KernelVariant, render_kernel
+
+# gcc flags per ISA: the same sets the code generator compiles with.
+ISA_CFLAGS: dict[str, list[str]] = {
+    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mavx2", "-mf16c"],
+    "avx2": ["-mavx2", "-mfma", "-mf16c"],
+}
+# /proc/cpuinfo flags each ISA's code needs to run natively.
+ISA_CPU_FLAGS: dict[str, set[str]] = {
+    "avx512": {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma", "avx2", "f16c"},
+    "avx2": {"avx2", "fma", "f16c"},
+}
+BASE_CFLAGS = ["-O3", "-fopenmp", "-std=gnu11"]
+
+F32_GEMM_CDEF = """
+void sqc_test_f32_gemm(int M, int N, int K, const float *A, int lda, const float *Wp,
+                       const float *bias, const float *residual, float *C, int ldc, int act,
+                       int nthreads);
+float sqc_test_gelu_erf_f32(float x);
+float sqc_test_gelu_tanh_f32(float x);
+"""
+
+F32_GEMM_WRAPPERS = """
+void sqc_test_f32_gemm(int M, int N, int K, const float *A, int lda, const float *Wp,
+                       const float *bias, const float *residual, float *C, int ldc, int act,
+                       int nthreads)
+{
+    sqc_f32_gemm(M, N, K, A, lda, Wp, bias, residual, C, ldc, act, nthreads);
+}
+float sqc_test_gelu_erf_f32(float x) { return sqc_gelu_erf_f32(x); }
+float sqc_test_gelu_tanh_f32(float x) { return sqc_gelu_tanh_f32(x); }
+"""
+
+
+# SIMDe first: its native aliases turn _mm512_* into simde_mm512_*, and the kernel's own
+# #include <immintrin.h> is then already done. SIMDe 0.8.2 emulates the masked load as a full
+# load (faults past the end of a buffer) and the masked store as a full store of zeros in the
+# masked-off lanes (overwrites neighbours), so those two are replaced with per-lane loops that
+# keep the hardware's semantics: masked-off lanes are neither read nor written.
+SIMDE_AVX512_PRELUDE = """
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+static inline simde__m512 sqc_emu_mm512_maskz_loadu_ps(simde__mmask16 k, const void *p)
+{
+    float t[16];
+    for (int i = 0; i < 16; i++)
+        t[i] = ((k >> i) & 1) ? ((const float *)p)[i] : 0.0f;
+    return simde_mm512_loadu_ps(t);
+}
+static inline void sqc_emu_mm512_mask_storeu_ps(void *p, simde__mmask16 k, simde__m512 a)
+{
+    float t[16];
+    simde_mm512_storeu_ps(t, a);
+    for (int i = 0; i < 16; i++)
+        if ((k >> i) & 1)
+            ((float *)p)[i] = t[i];
+}
+#undef _mm512_maskz_loadu_ps
+#undef _mm512_mask_storeu_ps
+#define _mm512_maskz_loadu_ps(k, p) sqc_emu_mm512_maskz_loadu_ps(k, p)
+#define _mm512_mask_storeu_ps(p, k, a) sqc_emu_mm512_mask_storeu_ps(p, k, a)
+"""
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """Flags of the first CPU in /proc/cpuinfo (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_supports(isa: str) -> bool:
+    return ISA_CPU_FLAGS[isa] <= cpu_flags()
+
+
+def _simde_version(folder: str) -> tuple[int, int]:
+    """(major, minor) of the SIMDe headers under ``folder``, (0, 0) if unreadable."""
+    try:
+        text = (Path(folder) / "simde" / "simde-common.h").read_text()
+    except OSError:
+        return (0, 0)
+    found = dict(re.findall(r"#define SIMDE_VERSION_(MAJOR|MINOR) (\d+)", text))
+    return (int(found.get("MAJOR", 0)), int(found.get("MINOR", 0)))
+
+
+def simde_include_dir() -> str | None:
+    """Folder holding SIMDe >= 0.8 (simde-py wheel first, then the system), or None.
+
+    0.8 is the first release with _mm512_maskz_loadu_ps / _mm512_mask_storeu_ps (Debian 12's
+    libsimde-dev is 0.7.4).
+    """
+    try:
+        import simde_py  # type: ignore[import-not-found]
+
+        candidates = [simde_py.get_include()]
+    except ImportError:
+        candidates = []
+    candidates += ["/usr/include", "/usr/local/include"]
+    for folder in candidates:
+        if (Path(folder) / "simde" / "x86" / "avx512.h").is_file() and _simde_version(folder) >= (
+            0,
+            8,
+        ):
+            return folder
+    return None
+
+
+def how_to_run(isa: str) -> tuple[str, str | None]:
+    """("native", None), ("emulated", reason) or ("skip", reason) for ``isa`` on this machine."""
+    if cpu_supports(isa):
+        return "native", None
+    missing = sorted(ISA_CPU_FLAGS[isa] - cpu_flags())
+    if isa == "avx512" and cpu_supports("avx2") and simde_include_dir() is not None:
+        return "emulated", f"CPU lacks {missing}: avx512 intrinsics emulated with SIMDe on AVX2"
+    return "skip", (
+        f"CPU lacks {missing} and no emulation is available "
+        "(for avx512: pip install simde-py, SIMDe >= 0.8, to check it through SIMDe)"
+    )
+
+
+def build_kernel_module(
+    variant: KernelVariant,
+    cdef: str,
+    wrappers: str,
+    build_dir: str | os.PathLike,
+    emulate: bool = False,
+) -> ModuleType:
+    """Render ``variant``, append ``wrappers``, compile with cffi into ``build_dir`` and load it.
+
+    Returns the compiled module: ``module.lib`` holds the ``cdef`` functions, ``module.ffi`` the
+    FFI. ``emulate``: compile AVX-512 code on AVX2 through SIMDe (see the module docstring).
+    """
+    header = render_kernel(variant.template, **variant.knobs)
+    prelude = ""
+    include_dirs: list[str] = []
+    cflags = BASE_CFLAGS + ISA_CFLAGS[variant.isa]
+    if emulate:
+        include = simde_include_dir()
+        if include is None:
+            raise RuntimeError("SIMDe headers not found: cannot emulate AVX-512")
+        prelude = SIMDE_AVX512_PRELUDE
+        include_dirs.append(include)
+        cflags = BASE_CFLAGS + ISA_CFLAGS["avx2"] + ["-Wno-psabi"]
+    # A fresh name per build: a module name can be loaded once per process.
+    module_name = f"_sqc_test_{variant.name}_{'emu_' if emulate else ''}{uuid.uuid4().hex[:8]}"
+    ffi = FFI()
+    ffi.cdef(cdef)
+    ffi.set_source(
+        module_name,
+        prelude + header + wrappers,
+        include_dirs=include_dirs,
+        extra_compile_args=cflags,
+        extra_link_args=["-fopenmp"],
+    )
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    so_path = ffi.compile(tmpdir=str(build_dir), verbose=False)
+    spec = importlib.util.spec_from_file_location(module_name, so_path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_f32_gemm(
+    variant: KernelVariant, build_dir: str | os.PathLike, emulate: bool = False
+) -> ModuleType:
+    """The f32 GEMM ``variant`` as a module exporting sqc_test_f32_gemm and the scalar GELUs."""
+    return build_kernel_module(variant, F32_GEMM_CDEF, F32_GEMM_WRAPPERS, build_dir, emulate)
