@@ -373,11 +373,26 @@ EXPORTS = [
 ]
 
 
-def export(name, builder, seed, in_names, out_names, opset, wrapper) -> dict:
+def seeded_model(builder, seed: int) -> torch.nn.Module:
+    """`builder()` under `torch.manual_seed(seed)`, perturbed, in eval mode: the exported model."""
     torch.manual_seed(seed)
     model = builder()
     perturb_(model, seed)
-    model.eval()
+    return model.eval()
+
+
+def build_model(name: str) -> torch.nn.Module:
+    """The torch model behind fixture `name` (a file name of EXPORTS, e.g.
+    "bert_qa_opset17.onnx"), weights identical to the exported ones. Importing this
+    script has no side effects, so tests can rebuild a fixture's model with it."""
+    for file_name, builder, seed, *_ in EXPORTS:
+        if file_name == name:
+            return seeded_model(builder, seed)
+    raise KeyError(f"no fixture named {name!r}; known: {[spec[0] for spec in EXPORTS]}")
+
+
+def export(name, builder, seed, in_names, out_names, opset, wrapper) -> dict:
+    model = seeded_model(builder, seed)
     module = wrapper(model, in_names).eval()
     inputs = make_inputs(in_names)
     dyn = {n: {0: "batch", 1: "sequence"} for n in in_names + out_names}

@@ -65,8 +65,11 @@ def _specialize_node(g: Graph, node) -> None:
         return
     _check_batch_alignment(node, ins, opset)
     if opdef.infer is not None:
-        specs = opdef.infer(node, [None if v is None else (np.dtype(v.dtype), v.shape, v.const)
-                                   for v in ins], opset)
+        try:
+            specs = opdef.infer(node, [None if v is None else (np.dtype(v.dtype), v.shape,
+                                                               v.const) for v in ins], opset)
+        except (ValueError, IndexError) as e:
+            raise _shape_error(node, ins, e) from None
         for out, spec in zip(node.outputs, specs):
             if out:
                 val = g.value(out)
@@ -106,8 +109,15 @@ def _evaluate(opdef, node, arrays, opset):
     except CompileError:
         raise
     except Exception as e:
-        raise CompileError(f"node '{node.name}' ({node.op}): cannot evaluate with the specialized "
-                           f"shapes ({type(e).__name__}: {e})") from None
+        raise _shape_error(node, [None if a is None else np.asarray(a) for a in arrays],
+                           e) from None
+
+
+def _shape_error(node, ins, e: Exception) -> CompileError:
+    shapes = ", ".join(str(list(v.shape)) for v in ins if v is not None)
+    return CompileError(f"node '{node.name}' ({node.op}) cannot take the specialized shapes "
+                        f"{shapes} ({e}); is the bucket longer than the model's maximum sequence "
+                        "length (its position table)?")
 
 
 def _set_outputs(g: Graph, node, results, batched: bool) -> None:

@@ -305,3 +305,11 @@ def test_plan_memory_never_overlaps_live_values():
                 (oa, sa), (ob, sb) = mem[a], mem[b]
                 assert oa + sa <= ob or ob + sb <= oa, f"{a} and {b} overlap while both live"
     assert all(o % 64 == 0 for o, _ in mem.values())
+
+
+def test_bucket_longer_than_position_table_is_named():
+    from tests.conftest import FIXTURES
+    from sqc.compiler.frontend.load_onnx import load_onnx
+    g = load_onnx(FIXTURES / "bert_qa_opset17.onnx")  # 64 position embeddings
+    with pytest.raises(CompileError, match="longer than the model's maximum sequence length"):
+        specialize_shapes(g, 256)
