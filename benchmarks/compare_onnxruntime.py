@@ -144,11 +144,12 @@ def render(rows, args) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, table: str) -> None:
+def write_section(path: Path, table: str, begin: str = MARK_BEGIN, end: str = MARK_END) -> None:
+    """Replace the text between the begin/end markers of ``path`` (append if absent)."""
     text = path.read_text() if path.exists() else ""
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        tail = rest.split(MARK_END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
         text = head + table + tail
     else:
         text = text + ("\n" if text else "") + table + "\n"
