@@ -19,8 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -35,6 +33,7 @@ MARK_END = "<!-- compare_onnxruntime:end -->"
 
 def ort_session(path: Path, threads: int):
     import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
@@ -86,8 +85,12 @@ def main() -> None:
     parser.add_argument("--shapes", default="1x128,16x128")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--write", type=Path, default=None,
-                        help="replace the table between the markers of this Markdown file")
+    parser.add_argument(
+        "--write",
+        type=Path,
+        default=None,
+        help="replace the table between the markers of this Markdown file",
+    )
     args = parser.parse_args()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
@@ -97,8 +100,13 @@ def main() -> None:
         buckets = sorted({s for _, s in shapes})
         max_batch = max(b for b, _ in shapes)
         began = time.perf_counter()
-        artifact = compile_model(path, buckets, ROOT / "artifacts" / "bench" / kind,
-                                 max_batch_size=max_batch, progress=None)
+        artifact = compile_model(
+            path,
+            buckets,
+            ROOT / "artifacts" / "bench" / kind,
+            max_batch_size=max_batch,
+            progress=None,
+        )
         compile_s = time.perf_counter() - began
         began = time.perf_counter()
         engine = Engine(artifact)
@@ -111,9 +119,11 @@ def main() -> None:
                 s, o, ratio = measure(engine, session, inputs, t, args.repeats)
                 gflops = flops_per_item(seq, *SIZES[kind]) * batch / s / 1e9
                 rows.append((kind, f"{batch} x {seq}", t, s * 1e3, o * 1e3, ratio, gflops))
-                print(f"  {kind} {batch}x{seq} threads {t}: sqc {s * 1e3:.1f} ms, onnxruntime "
-                      f"{o * 1e3:.1f} ms, ratio {ratio:.2f}x, sqc {gflops:.0f} GFLOP/s",
-                      flush=True)
+                print(
+                    f"  {kind} {batch}x{seq} threads {t}: sqc {s * 1e3:.1f} ms, onnxruntime "
+                    f"{o * 1e3:.1f} ms, ratio {ratio:.2f}x, sqc {gflops:.0f} GFLOP/s",
+                    flush=True,
+                )
     table = render(rows, args)
     print(table)
     if args.write:
@@ -122,6 +132,7 @@ def main() -> None:
 
 def render(rows, args) -> str:
     import onnxruntime
+
     gcc = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
     lines = [
         MARK_BEGIN,
@@ -138,8 +149,9 @@ def render(rows, args) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for kind, shape, t, s, o, ratio, gflops in rows:
-        lines.append(f"| {kind} | {shape} | {t} | {s:.1f} | {o:.1f} | {ratio:.2f}x | "
-                     f"{gflops:.0f} |")
+        lines.append(
+            f"| {kind} | {shape} | {t} | {s:.1f} | {o:.1f} | {ratio:.2f}x | {gflops:.0f} |"
+        )
     lines.append(MARK_END)
     return "\n".join(lines)
 

@@ -34,7 +34,6 @@ sys.path.insert(0, str(REPO))  # for tests.kernels.harness
 
 from sqc.compiler.codegen.kernels import KERNEL_VARIANTS, KernelVariant
 from sqc.compiler.codegen.packing import pack_f32_panels
-
 from tests.kernels import harness
 
 SHAPES_M = (128, 2048)

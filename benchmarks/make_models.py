@@ -35,9 +35,17 @@ def export(kind: str, path: Path) -> None:
     axes = {n: {0: "batch", 1: "sequence"} for n in names + ["start_logits", "end_logits"]}
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        torch.onnx.export(model, args, str(path), input_names=names,
-                          output_names=["start_logits", "end_logits"], dynamic_axes=axes,
-                          opset_version=17, do_constant_folding=True, dynamo=False)
+        torch.onnx.export(
+            model,
+            args,
+            str(path),
+            input_names=names,
+            output_names=["start_logits", "end_logits"],
+            dynamic_axes=axes,
+            opset_version=17,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     print(f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB)")
 
 

@@ -46,11 +46,16 @@ class Timed:
 def evaluate(engine, limit):
     from sqc.runtime.qa import QuestionAnsweringPipeline
     from sqc.runtime.squad import evaluate_pipeline
+
     timed = Timed(engine)
     qa = QuestionAnsweringPipeline(timed, MODEL.parent / "tokenizer.json", max_answer_length=30)
-    metrics, preds = evaluate_pipeline(qa, SQUAD, limit=limit, batch_size=32,
-                                       progress=lambda d, t: print(f"\r  {d}/{t}", end="",
-                                                                   flush=True))
+    metrics, preds = evaluate_pipeline(
+        qa,
+        SQUAD,
+        limit=limit,
+        batch_size=32,
+        progress=lambda d, t: print(f"\r  {d}/{t}", end="", flush=True),
+    )
     print()
     metrics["engine_seconds"] = timed.seconds
     metrics["windows"] = timed.windows
@@ -68,24 +73,33 @@ def main() -> None:
     from sqc.compiler.driver import compile_model
     from sqc.runtime.engine import Engine
     from sqc.runtime.reference import OnnxRuntimeEngine
-    artifact = compile_model(MODEL, [384], ROOT / "artifacts" / "minilm-l6-qa-384",
-                             max_batch_size=32)
+
+    artifact = compile_model(
+        MODEL, [384], ROOT / "artifacts" / "minilm-l6-qa-384", max_batch_size=32
+    )
     results = {}
-    for name, engine in (("sqc", Engine(artifact, threads=args.threads)),
-                         ("onnxruntime", OnnxRuntimeEngine(MODEL, [384], max_batch_size=32,
-                                                           threads=args.threads))):
+    for name, engine in (
+        ("sqc", Engine(artifact, threads=args.threads)),
+        ("onnxruntime", OnnxRuntimeEngine(MODEL, [384], max_batch_size=32, threads=args.threads)),
+    ):
         print(name)
         results[name] = evaluate(engine, args.limit)
     (sm, sp), (om, op) = results["sqc"], results["onnxruntime"]
     same = sum(sp[k] == op[k] for k in sp)
-    summary = {"sqc": sm, "onnxruntime": om, "questions": len(sp), "identical_answers": same,
-               "differing_ids": [k for k in sp if sp[k] != op[k]][:50]}
+    summary = {
+        "sqc": sm,
+        "onnxruntime": om,
+        "questions": len(sp),
+        "identical_answers": same,
+        "differing_ids": [k for k in sp if sp[k] != op[k]][:50],
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(summary, indent=1))
     table = render(summary, args)
     print(table)
     if args.write:
         from compare_onnxruntime import write_section
+
         write_section(args.write, table, MARK_BEGIN, MARK_END)
 
 
@@ -94,25 +108,29 @@ def render(s, args) -> str:
     for name in ("sqc", "onnxruntime"):
         m = s[name]
         other = m["seconds"] - m["engine_seconds"]
-        rows.append(f"| {name} | {m['exact_match']:.2f} | {m['f1']:.2f} | "
-                    f"{m['questions_per_second']:.1f} | {m['windows'] / m['engine_seconds']:.1f} | "
-                    f"{100 * other / m['seconds']:.1f}% |")
-    return "\n".join([
-        MARK_BEGIN,
-        f"Measured {datetime.date.today().isoformat()}, {args.threads} threads, Python "
-        f"{platform.python_version()}; command: `python benchmarks/squad_parity.py "
-        f"--threads {args.threads}{f' --limit {args.limit}' if args.limit else ''} "
-        "--write BENCHMARKS.md`.",
-        "",
-        f"Questions: {s['questions']}; identical answers: {s['identical_answers']} "
-        f"({100 * s['identical_answers'] / s['questions']:.2f}%).",
-        "",
-        "| engine | EM | F1 | pipeline questions/s (tokenization included) | engine-only "
-        "windows/s | share of pipeline time outside the engine (tokenize, batch, decode) |",
-        "|---|---|---|---|---|---|",
-        *rows,
-        MARK_END,
-    ])
+        rows.append(
+            f"| {name} | {m['exact_match']:.2f} | {m['f1']:.2f} | "
+            f"{m['questions_per_second']:.1f} | {m['windows'] / m['engine_seconds']:.1f} | "
+            f"{100 * other / m['seconds']:.1f}% |"
+        )
+    return "\n".join(
+        [
+            MARK_BEGIN,
+            f"Measured {datetime.date.today().isoformat()}, {args.threads} threads, Python "
+            f"{platform.python_version()}; command: `python benchmarks/squad_parity.py "
+            f"--threads {args.threads}{f' --limit {args.limit}' if args.limit else ''} "
+            "--write BENCHMARKS.md`.",
+            "",
+            f"Questions: {s['questions']}; identical answers: {s['identical_answers']} "
+            f"({100 * s['identical_answers'] / s['questions']:.2f}%).",
+            "",
+            "| engine | EM | F1 | pipeline questions/s (tokenization included) | engine-only "
+            "windows/s | share of pipeline time outside the engine (tokenize, batch, decode) |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            MARK_END,
+        ]
+    )
 
 
 if __name__ == "__main__":

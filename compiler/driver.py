@@ -11,8 +11,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -26,8 +26,13 @@ from sqc.compiler.passes.specialize_shapes import input_dims
 from sqc.compiler.pipeline import check_pass_names, graph_text, run_passes
 
 FORMAT_VERSION = 1
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "vocab.txt", "config.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "config.json",
+)
 DEFAULT_MAX_BATCH = 64
 
 
@@ -87,6 +92,7 @@ def _sha256(path: Path) -> str:
 
 def _templates_digest() -> str:
     import importlib.resources
+
     h = hashlib.sha256()
     root = importlib.resources.files("sqc.templates")
     for p in sorted(Path(str(root)).rglob("*")):
@@ -95,11 +101,20 @@ def _templates_digest() -> str:
     return h.hexdigest()
 
 
-def compile_model(model: str | os.PathLike, buckets=(128,), output: str | os.PathLike | None = None,
-                  *, max_batch_size: int = DEFAULT_MAX_BATCH, threads: int | None = None,
-                  target: str = "native", dump_after: str | None = None, disable=(),
-                  tokenizer: str | os.PathLike | None = None, force: bool = False,
-                  progress: Callable[[str], None] | None = None) -> Path:
+def compile_model(
+    model: str | os.PathLike,
+    buckets=(128,),
+    output: str | os.PathLike | None = None,
+    *,
+    max_batch_size: int = DEFAULT_MAX_BATCH,
+    threads: int | None = None,
+    target: str = "native",
+    dump_after: str | None = None,
+    disable=(),
+    tokenizer: str | os.PathLike | None = None,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
     """Compile an ONNX model into an artifact directory and return its path.
 
     Compiling the same model with the same options again reuses the build: the manifest
@@ -119,11 +134,21 @@ def compile_model(model: str | os.PathLike, buckets=(128,), output: str | os.Pat
         raise CompileError(f"{model}: no such file")
     out_dir = Path(output) if output else Path("artifacts") / model.stem
     model_hash = _sha256(model) if model.is_file() else ""
-    key = hashlib.sha256(json.dumps({
-        "model": model_hash, "buckets": buckets, "batch": max_batch_size, "isa": isa,
-        "disable": sorted(disable), "sqc": sqc.__version__, "templates": _templates_digest(),
-        "format": FORMAT_VERSION,
-    }, sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps(
+            {
+                "model": model_hash,
+                "buckets": buckets,
+                "batch": max_batch_size,
+                "isa": isa,
+                "disable": sorted(disable),
+                "sqc": sqc.__version__,
+                "templates": _templates_digest(),
+                "format": FORMAT_VERSION,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
 
     if not force and not dump_after and _reusable(out_dir, key):
         say(f"reusing the build in {out_dir} (same model and options)")
@@ -138,6 +163,7 @@ def compile_model(model: str | os.PathLike, buckets=(128,), output: str | os.Pat
     weights = WeightsTable()
     bucket_fns, layer_records, planned = [], [], {}
     for seq in buckets:
+
         def dump(name: str, g: Graph, seq=seq) -> None:
             if name == dump_after:
                 dump_dir.mkdir(parents=True, exist_ok=True)
@@ -145,25 +171,46 @@ def compile_model(model: str | os.PathLike, buckets=(128,), output: str | os.Pat
                 path.write_text(graph_text(g))
                 say(f"dumped the graph after {name} to {path}")
 
-        g = run_passes(graph, seq, disable=disable, dump=dump,
-                       on_pass=lambda name, seq=seq: say(f"bucket {seq}: {name}"))
+        g = run_passes(
+            graph,
+            seq,
+            disable=disable,
+            dump=dump,
+            on_pass=lambda name, seq=seq: say(f"bucket {seq}: {name}"),
+        )
         planned[seq] = g
         say(f"bucket {seq}: emit C")
         emitter = Emitter(g, seq, weights, isa)
         ops = [emitter.lower(n) for n in g.nodes]
-        outputs = [{"name": o, "ptr": emitter.pointer(o), "nbytes": g.values[o].nbytes}
-                   for o in g.outputs]
-        bucket_fns.append({"seq": seq, "decls": emitter.decls, "ops": ops, "outputs": outputs,
-                           "workspace": g.meta["workspace_per_example"]})
+        outputs = [
+            {"name": o, "ptr": emitter.pointer(o), "nbytes": g.values[o].nbytes} for o in g.outputs
+        ]
+        bucket_fns.append(
+            {
+                "seq": seq,
+                "decls": emitter.decls,
+                "ops": ops,
+                "outputs": outputs,
+                "workspace": g.meta["workspace_per_example"],
+            }
+        )
     layer_records = _layers(planned[buckets[-1]], isa)
 
     gemm = next(v for v in KERNEL_VARIANTS if v.isa == isa and "f32_gemm" in v.name)
-    kernel_source = render_kernel("kernels/ops.h") + "\n" + render_kernel(gemm.template,
-                                                                          **gemm.knobs)
-    c_source = render_kernel("model.c.j2", version=sqc.__version__, source=model.name,
-                             source_sha256=model_hash, isa=isa, buckets=buckets,
-                             kernels=[gemm.name], kernel_source=kernel_source,
-                             bucket_fns=bucket_fns)
+    kernel_source = (
+        render_kernel("kernels/ops.h") + "\n" + render_kernel(gemm.template, **gemm.knobs)
+    )
+    c_source = render_kernel(
+        "model.c.j2",
+        version=sqc.__version__,
+        source=model.name,
+        source_sha256=model_hash,
+        isa=isa,
+        buckets=buckets,
+        kernels=[gemm.name],
+        kernel_source=kernel_source,
+        bucket_fns=bucket_fns,
+    )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in list(out_dir.glob("_sqc_*")):
@@ -185,18 +232,34 @@ def compile_model(model: str | os.PathLike, buckets=(128,), output: str | os.Pat
         "buckets": buckets,
         "max_batch_size": max_batch_size,
         "threads": threads,
-        "target": {"isa": isa, "cpu_features": TARGETS[isa]["cpu_features"],
-                   "cflags": TARGETS[isa]["cflags"], "compiler": gcc_version()},
+        "target": {
+            "isa": isa,
+            "cpu_features": TARGETS[isa]["cpu_features"],
+            "cflags": TARGETS[isa]["cflags"],
+            "compiler": gcc_version(),
+        },
         "library": {"file": library.name, "module": module_name, "sha256": _sha256(library)},
-        "weights": {"file": "weights.bin", "bytes": weights.size,
-                    "sha256": _sha256(out_dir / "weights.bin")},
-        "inputs": [{"name": n, "dtype": str(np.dtype(g0.values[n].dtype)),
-                    "shape": input_dims(n, g0.declared_shapes.get(n, []))} for n in g0.inputs],
-        "outputs": [{"name": n, "dtype": str(np.dtype(g0.values[n].dtype)),
-                     "shape": _output_shape(g0, n)} for n in g0.outputs],
+        "weights": {
+            "file": "weights.bin",
+            "bytes": weights.size,
+            "sha256": _sha256(out_dir / "weights.bin"),
+        },
+        "inputs": [
+            {
+                "name": n,
+                "dtype": str(np.dtype(g0.values[n].dtype)),
+                "shape": input_dims(n, g0.declared_shapes.get(n, [])),
+            }
+            for n in g0.inputs
+        ],
+        "outputs": [
+            {"name": n, "dtype": str(np.dtype(g0.values[n].dtype)), "shape": _output_shape(g0, n)}
+            for n in g0.outputs
+        ],
         "index_bounds": _index_bounds(g0),
-        "workspace_per_example": {str(s): planned[s].meta["workspace_per_example"]
-                                  for s in buckets},
+        "workspace_per_example": {
+            str(s): planned[s].meta["workspace_per_example"] for s in buckets
+        },
         "layers": layer_records,
         "tokenizer": "tokenizer.json" if (out_dir / "tokenizer.json").exists() else None,
         "compile_seconds": round(time.perf_counter() - start, 2),
@@ -211,8 +274,11 @@ def _reusable(out_dir: Path, key: str) -> bool:
         manifest = json.loads((out_dir / "manifest.json").read_text())
     except (OSError, ValueError):
         return False
-    return manifest.get("build_key") == key and \
-        (out_dir / manifest["library"]["file"]).exists() and (out_dir / "weights.bin").exists()
+    return (
+        manifest.get("build_key") == key
+        and (out_dir / manifest["library"]["file"]).exists()
+        and (out_dir / "weights.bin").exists()
+    )
 
 
 def _copy_tokenizer(model: Path, out_dir: Path, tokenizer) -> None:
@@ -266,15 +332,28 @@ def _layers(g: Graph, isa: str) -> list[dict]:
     for node in g.nodes:
         if node.op == "Linear" and node.domain == "sqc":
             w = g.const(node.inputs[1])
-            records.append({
-                "name": node.name, "op": "Linear", "k": int(w.shape[0]), "n": int(w.shape[1]),
-                "act": node.attrs.get("act", "none"), "format": "dense",
-                "sparsity": round(float(np.mean(w == 0)), 4), "quantization": "none",
-                "kernel": next(v.name for v in KERNEL_VARIANTS if v.isa == isa),
-                "why": "dense fp32 weights",
-            })
+            records.append(
+                {
+                    "name": node.name,
+                    "op": "Linear",
+                    "k": int(w.shape[0]),
+                    "n": int(w.shape[1]),
+                    "act": node.attrs.get("act", "none"),
+                    "format": "dense",
+                    "sparsity": round(float(np.mean(w == 0)), 4),
+                    "quantization": "none",
+                    "kernel": next(v.name for v in KERNEL_VARIANTS if v.isa == isa),
+                    "why": "dense fp32 weights",
+                }
+            )
         elif node.domain == "sqc" and node.op in ("Attention", "SkipLayerNorm"):
-            records.append({"name": node.name, "op": node.op, "kernel":
-                            "sqc_attention_f32" if node.op == "Attention" else
-                            "sqc_layernorm_f32"})
+            records.append(
+                {
+                    "name": node.name,
+                    "op": node.op,
+                    "kernel": "sqc_attention_f32"
+                    if node.op == "Attention"
+                    else "sqc_layernorm_f32",
+                }
+            )
     return records

@@ -19,7 +19,7 @@ def interpret(graph: Graph, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     for b in range(batch):
         env = {k: v.const for k, v in graph.values.items() if v.is_const}
         for name in graph.inputs:
-            env[name] = inputs[name][b:b + 1].reshape(graph.values[name].shape)
+            env[name] = inputs[name][b : b + 1].reshape(graph.values[name].shape)
         for node in graph.nodes:
             opdef = lookup(node)
             args = [env[i] if i else None for i in node.inputs]
@@ -28,6 +28,16 @@ def interpret(graph: Graph, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
                 if name:
                     env[name] = np.asarray(val)
         per_example.append([env[o] for o in graph.outputs])
-    return [np.concatenate([ex[i].reshape((1,) + ex[i].shape[1:] if ex[i].ndim and
-                                          ex[i].shape[0] == 1 else (1,) + ex[i].shape)
-                            for ex in per_example]) for i in range(len(graph.outputs))]
+    return [
+        np.concatenate(
+            [
+                ex[i].reshape(
+                    (1,) + ex[i].shape[1:]
+                    if ex[i].ndim and ex[i].shape[0] == 1
+                    else (1,) + ex[i].shape
+                )
+                for ex in per_example
+            ]
+        )
+        for i in range(len(graph.outputs))
+    ]

@@ -25,11 +25,9 @@ class CompileError(Exception):
 
 
 class UnsupportedOpError(CompileError):
-    def __init__(self, node: "Node", opset: int | None, why: str = "is not supported"):
+    def __init__(self, node: Node, opset: int | None, why: str = "is not supported"):
         domain = node.domain or "ai.onnx"
-        super().__init__(
-            f"node '{node.name}': op {node.op} (domain {domain}, opset {opset}) {why}"
-        )
+        super().__init__(f"node '{node.name}': op {node.op} (domain {domain}, opset {opset}) {why}")
 
 
 @dataclass
@@ -75,11 +73,11 @@ class Graph:
     outputs: list[str]
     opsets: dict[str, int]
     name: str = "model"
-    # The declared ONNX shapes of inputs and outputs ("batch", "sequence" or ints), for the manifest.
+    # Declared ONNX shapes of inputs and outputs ("batch", "sequence" or ints), for the manifest.
     declared_shapes: dict[str, list] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def copy(self) -> "Graph":
+    def copy(self) -> Graph:
         """A copy whose node list, nodes and value records can be changed freely (arrays shared)."""
         return Graph(
             nodes=[copy.copy(n) for n in self.nodes],

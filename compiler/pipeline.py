@@ -5,7 +5,7 @@ Each pass is a function Graph -> Graph (one file each under compiler/passes/).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from sqc.compiler.ir import CompileError, Graph
 from sqc.compiler.passes.eliminate_dead_nodes import eliminate_dead_nodes
@@ -80,8 +80,10 @@ def check_invariants(g: Graph, after: str) -> None:
         for node in g.nodes:
             for name in list(node.inputs) + list(node.outputs):
                 if name and g.values[name].shape is None:
-                    raise CompileError(f"internal: after {after}, value '{name}' of node "
-                                       f"'{node.name}' has no concrete shape")
+                    raise CompileError(
+                        f"internal: after {after}, value '{name}' of node "
+                        f"'{node.name}' has no concrete shape"
+                    )
 
 
 def graph_text(g: Graph) -> str:

@@ -30,8 +30,9 @@ class EngineInputError(ValueError):
 def load_manifest(artifact: str | os.PathLike) -> dict:
     path = Path(artifact)
     if not path.is_dir():
-        raise ArtifactError(f"{path}: not an artifact directory (compile one with `sqc compile "
-                            "model.onnx`)")
+        raise ArtifactError(
+            f"{path}: not an artifact directory (compile one with `sqc compile model.onnx`)"
+        )
     try:
         manifest = json.loads((path / "manifest.json").read_text())
     except FileNotFoundError:
@@ -40,8 +41,10 @@ def load_manifest(artifact: str | os.PathLike) -> dict:
         raise ArtifactError(f"{path}/manifest.json is damaged ({e}); recompile the model") from None
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: artifact format {version}, this sqc reads format "
-                            f"{FORMAT_VERSION}; recompile the model with this sqc")
+        raise ArtifactError(
+            f"{path}: artifact format {version}, this sqc reads format "
+            f"{FORMAT_VERSION}; recompile the model with this sqc"
+        )
     return manifest
 
 
@@ -61,7 +64,8 @@ class Engine:
             raise ArtifactError(
                 f"{self.path} was built for {m['target']['isa']} but this CPU lacks "
                 f"{', '.join(missing)}; recompile it here with `sqc compile --target native` "
-                "(or --target avx2)")
+                "(or --target avx2)"
+            )
         self.buckets: list[int] = list(m["buckets"])
         self.max_batch_size: int = int(m["max_batch_size"])
         self.input_names = [i["name"] for i in m["inputs"]]
@@ -89,8 +93,9 @@ class Engine:
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
         except ImportError as e:
-            raise ArtifactError(f"{lib_path}: cannot be loaded ({e}); recompile the model with "
-                                "this Python and sqc") from None
+            raise ArtifactError(
+                f"{lib_path}: cannot be loaded ({e}); recompile the model with this Python and sqc"
+            ) from None
         return module.lib, module.ffi
 
     def _map_weights(self, m: dict) -> np.ndarray:
@@ -99,8 +104,10 @@ class Engine:
             raise ArtifactError(f"{path}: missing; recompile the model")
         size = path.stat().st_size
         if size != m["weights"]["bytes"]:
-            raise ArtifactError(f"{path}: {size} bytes, the manifest says "
-                                f"{m['weights']['bytes']}; the artifact is damaged, recompile it")
+            raise ArtifactError(
+                f"{path}: {size} bytes, the manifest says "
+                f"{m['weights']['bytes']}; the artifact is damaged, recompile it"
+            )
         if size == 0:
             return np.zeros(64, np.uint8)
         return np.memmap(path, dtype=np.uint8, mode="r")
@@ -115,17 +122,26 @@ class Engine:
         shaped as the manifest says ([batch, sequence] for QA models) with sequence one of
         ``buckets`` and 1 <= batch <= ``max_batch_size``."""
         arrays, batch, seq = self._check_inputs(inputs)
-        outputs = [np.empty(self._output_shape(o, batch, seq), np.dtype(o["dtype"]))
-                   for o in self._outputs]
+        outputs = [
+            np.empty(self._output_shape(o, batch, seq), np.dtype(o["dtype"])) for o in self._outputs
+        ]
         ws = self._workspace(seq, batch)
         ffi = self._ffi
         in_ptrs = ffi.new("void *[]", [ffi.from_buffer(a) for a in arrays])
         out_ptrs = ffi.new("void *[]", [ffi.from_buffer(o) for o in outputs])
-        err = self._run[seq](self._weights_ptr, ffi.from_buffer(ws), batch,
-                             threads or self.threads, in_ptrs, out_ptrs)
+        err = self._run[seq](
+            self._weights_ptr,
+            ffi.from_buffer(ws),
+            batch,
+            threads or self.threads,
+            in_ptrs,
+            out_ptrs,
+        )
         if err:
-            raise EngineInputError("an index input is out of range for the model's tables "
-                                   "(token ids beyond the vocabulary?)")
+            raise EngineInputError(
+                "an index input is out of range for the model's tables "
+                "(token ids beyond the vocabulary?)"
+            )
         return outputs
 
     @staticmethod
@@ -139,7 +155,7 @@ class Engine:
             # Grown to the largest call this thread has made; 64-byte aligned view.
             raw = np.empty(need + 64, np.uint8)
             shift = (-raw.ctypes.data) % 64
-            ws = raw[shift:shift + need]
+            ws = raw[shift : shift + need]
             self._local.ws = ws
         return ws
 
@@ -150,28 +166,36 @@ class Engine:
             missing = [n for n in names if n not in inputs]
             if unknown or missing:
                 raise EngineInputError(
-                    f"inputs must be named {names}" + (f"; unknown: {unknown}" if unknown else "")
-                    + (f"; missing: {missing}" if missing else ""))
+                    f"inputs must be named {names}"
+                    + (f"; unknown: {unknown}" if unknown else "")
+                    + (f"; missing: {missing}" if missing else "")
+                )
             inputs = [inputs[n] for n in names]
         elif isinstance(inputs, (list, tuple)):
             if len(inputs) != len(names):
                 raise EngineInputError(f"expected {len(names)} inputs {names}, got {len(inputs)}")
         else:
-            raise EngineInputError(f"inputs must be a list or a dict of arrays, got "
-                                   f"{type(inputs).__name__}")
+            raise EngineInputError(
+                f"inputs must be a list or a dict of arrays, got {type(inputs).__name__}"
+            )
         arrays, batch, seq = [], None, None
         for name, a, layout in zip(names, inputs, self._layouts):
             a = np.asarray(a)
             want = self._input_dtypes[name]
             if a.dtype != want:
-                if not (np.issubdtype(a.dtype, np.integer) and np.issubdtype(want, np.integer)
-                        or np.issubdtype(a.dtype, np.floating) and np.issubdtype(want, np.floating)):
+                if not (
+                    np.issubdtype(a.dtype, np.integer)
+                    and np.issubdtype(want, np.integer)
+                    or np.issubdtype(a.dtype, np.floating)
+                    and np.issubdtype(want, np.floating)
+                ):
                     raise EngineInputError(f"input '{name}' has dtype {a.dtype}, expected {want}")
                 a = a.astype(want)
             expected = "[" + ", ".join(str(d) for d in layout) + "]"
             if a.ndim != len(layout):
-                raise EngineInputError(f"input '{name}' has shape {list(a.shape)}, expected "
-                                       f"{expected}")
+                raise EngineInputError(
+                    f"input '{name}' has shape {list(a.shape)}, expected {expected}"
+                )
             for dim, want_dim in zip(a.shape, layout):
                 if want_dim == "batch":
                     batch = dim if batch is None else batch
@@ -182,32 +206,42 @@ class Engine:
                 else:
                     ok = dim == want_dim
                 if not ok:
-                    raise EngineInputError(f"input '{name}' has shape {list(a.shape)}, expected "
-                                           f"{expected} consistent with the other inputs")
+                    raise EngineInputError(
+                        f"input '{name}' has shape {list(a.shape)}, expected "
+                        f"{expected} consistent with the other inputs"
+                    )
             if name in self._bounds and a.size:
                 lo, hi = int(a.min()), int(a.max())
                 if lo < 0 or hi >= self._bounds[name]:
-                    raise EngineInputError(f"input '{name}' has values in [{lo}, {hi}], outside "
-                                           f"[0, {self._bounds[name] - 1}] (the model's table)")
+                    raise EngineInputError(
+                        f"input '{name}' has values in [{lo}, {hi}], outside "
+                        f"[0, {self._bounds[name] - 1}] (the model's table)"
+                    )
             arrays.append(np.ascontiguousarray(a))
         if seq is None:  # no sequence axis: a fixed-shape model has a single bucket
             seq = self.buckets[0]
         if seq not in self.buckets:
-            raise EngineInputError(f"sequence length {seq} is not a compiled bucket "
-                                   f"{self.buckets}; pad to one of them")
+            raise EngineInputError(
+                f"sequence length {seq} is not a compiled bucket {self.buckets}; pad to one of them"
+            )
         if not 1 <= batch <= self.max_batch_size:
-            raise EngineInputError(f"batch size {batch} is outside 1..{self.max_batch_size} "
-                                   "(the compiled maximum; split the batch or recompile with "
-                                   "--batch-size)")
+            raise EngineInputError(
+                f"batch size {batch} is outside 1..{self.max_batch_size} "
+                "(the compiled maximum; split the batch or recompile with "
+                "--batch-size)"
+            )
         return arrays, batch, seq
 
     def __repr__(self) -> str:
-        return (f"Engine({str(self.path)!r}, buckets={self.buckets}, "
-                f"max_batch_size={self.max_batch_size}, threads={self.threads})")
+        return (
+            f"Engine({str(self.path)!r}, buckets={self.buckets}, "
+            f"max_batch_size={self.max_batch_size}, threads={self.threads})"
+        )
 
 
-def generate_random_inputs(engine: Engine, batch_size: int = 1, sequence_length: int | None = None,
-                           seed: int = 0) -> list[np.ndarray]:
+def generate_random_inputs(
+    engine: Engine, batch_size: int = 1, sequence_length: int | None = None, seed: int = 0
+) -> list[np.ndarray]:
     """Seeded inputs of the right names, shapes and dtypes (as DeepSparse's helper).
 
     Token ids are drawn from the vocabulary (above the special-token range when it is large),

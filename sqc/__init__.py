@@ -1,6 +1,6 @@
 """sqc: an ahead-of-time compiler for extractive question-answering models.
 
-    from sqc import compile_model, Engine, Pipeline
+from sqc import compile_model, Engine, Pipeline
 """
 
 __version__ = "0.1.0"

@@ -48,6 +48,7 @@ def compile_onnx(build_dir):
 
 def ort_run(model, feeds: dict) -> list[np.ndarray]:
     import onnxruntime as ort
+
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1

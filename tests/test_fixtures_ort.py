@@ -106,7 +106,7 @@ def test_same_weights_across_opsets() -> None:
 def test_padding_does_not_leak() -> None:
     """Changing the ids under the padded part of the mask leaves the unpadded
     logits unchanged (the mask really masks), for every QA fixture."""
-    for name, (in_names, out_names, _) in FIXTURES.items():
+    for name, (in_names, _out_names, _) in FIXTURES.items():
         feeds = make_feeds(in_names, 2, 16, [16, 10])
         sess = session(name)
         a = sess.run(None, feeds)

@@ -24,6 +24,7 @@ TOLERANCE = {
 
 def relative_error(got, want) -> float:
     import numpy as np
+
     got = np.asarray(got, np.float64)
     want = np.asarray(want, np.float64)
     if got.shape != want.shape:

@@ -14,8 +14,16 @@ from sqc.compiler.ir import CompileError
 # Target ISA -> compiler flags and the CPU features (as /proc/cpuinfo names them) the code needs.
 TARGETS = {
     "avx512": {
-        "cflags": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mavx2",
-                   "-mf16c", "-mprefer-vector-width=512"],
+        "cflags": [
+            "-mavx512f",
+            "-mavx512bw",
+            "-mavx512vl",
+            "-mavx512dq",
+            "-mfma",
+            "-mavx2",
+            "-mf16c",
+            "-mprefer-vector-width=512",
+        ],
         "cpu_features": ["avx512f", "avx512bw", "avx512vl", "avx512dq", "fma", "avx2", "f16c"],
     },
     "avx2": {
@@ -23,21 +31,31 @@ TARGETS = {
         "cpu_features": ["avx2", "fma", "f16c"],
     },
 }
-BASE_CFLAGS = ["-O3", "-std=gnu11", "-fopenmp", "-fno-math-errno", "-Wno-unused-variable",
-               "-Wno-unused-function", "-Wno-unused-but-set-variable"]
+BASE_CFLAGS = [
+    "-O3",
+    "-std=gnu11",
+    "-fopenmp",
+    "-fno-math-errno",
+    "-Wno-unused-variable",
+    "-Wno-unused-function",
+    "-Wno-unused-but-set-variable",
+]
 
 
 def cdef_for(buckets: list[int]) -> str:
     lines = []
     for s in buckets:
         lines.append(f"size_t sqc_workspace_s{s}(int B);")
-        lines.append(f"int sqc_run_s{s}(const uint8_t *W, uint8_t *ws, int B, int nt, "
-                     "const void **in, void **out);")
+        lines.append(
+            f"int sqc_run_s{s}(const uint8_t *W, uint8_t *ws, int B, int nt, "
+            "const void **in, void **out);"
+        )
     return "\n".join(lines)
 
 
-def build_library(c_source: str, buckets: list[int], isa: str, out_dir: Path,
-                  module_name: str) -> Path:
+def build_library(
+    c_source: str, buckets: list[int], isa: str, out_dir: Path, module_name: str
+) -> Path:
     """Compile ``c_source`` into ``out_dir/<module_name>.<ext>``; return the library's path."""
     import cffi
 
@@ -45,9 +63,13 @@ def build_library(c_source: str, buckets: list[int], isa: str, out_dir: Path,
         raise CompileError("no C compiler found: install gcc (sqc builds the model with it)")
     ffi = cffi.FFI()
     ffi.cdef(cdef_for(buckets))
-    ffi.set_source(module_name, c_source,
-                   extra_compile_args=BASE_CFLAGS + TARGETS[isa]["cflags"],
-                   extra_link_args=["-fopenmp"], libraries=["m"])
+    ffi.set_source(
+        module_name,
+        c_source,
+        extra_compile_args=BASE_CFLAGS + TARGETS[isa]["cflags"],
+        extra_link_args=["-fopenmp"],
+        libraries=["m"],
+    )
     with tempfile.TemporaryDirectory(prefix="sqc-build-") as tmp:
         try:
             built = ffi.compile(tmpdir=tmp, verbose=False)
@@ -69,8 +91,9 @@ def _first_error(e: Exception) -> str:
 
 def gcc_version() -> str:
     try:
-        out = subprocess.run([os.environ.get("CC", "gcc"), "--version"], capture_output=True,
-                             text=True, timeout=10)
+        out = subprocess.run(
+            [os.environ.get("CC", "gcc"), "--version"], capture_output=True, text=True, timeout=10
+        )
         return out.stdout.splitlines()[0]
     except Exception:
         return "unknown"

@@ -16,32 +16,68 @@ from sqc.compiler.passes.fuse_attention import contiguous_strides
 from sqc.compiler.passes.plan_memory import VIEW_OPS
 
 C_TYPES = {
-    np.dtype(np.float32): "float", np.dtype(np.float64): "double",
-    np.dtype(np.int64): "int64_t", np.dtype(np.int32): "int32_t",
-    np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.bool_): "uint8_t",
-    np.dtype(np.int16): "int16_t", np.dtype(np.uint32): "uint32_t", np.dtype(np.uint64): "uint64_t",
+    np.dtype(np.float32): "float",
+    np.dtype(np.float64): "double",
+    np.dtype(np.int64): "int64_t",
+    np.dtype(np.int32): "int32_t",
+    np.dtype(np.int8): "int8_t",
+    np.dtype(np.uint8): "uint8_t",
+    np.dtype(np.bool_): "uint8_t",
+    np.dtype(np.int16): "int16_t",
+    np.dtype(np.uint32): "uint32_t",
+    np.dtype(np.uint64): "uint64_t",
 }
 
 # Elementwise ops as C expressions over their operands a, b, c (spec semantics; integer
 # division and modulo by zero give 0 rather than undefined behaviour).
 UNARY = {
-    "Identity": "{a}", "Dropout": "{a}", "Neg": "-{a}", "Abs": "fabsf({a})", "Sqrt": "sqrtf({a})",
-    "Exp": "expf({a})", "Log": "logf({a})", "Reciprocal": "1.0f / {a}", "Floor": "floorf({a})",
-    "Ceil": "ceilf({a})", "Tanh": "tanhf({a})", "Erf": "erff({a})", "Relu": "({a} > 0 ? {a} : 0)",
-    "Sigmoid": "1.0f / (1.0f + expf(-{a}))", "Not": "!{a}", "Sign": "(({a} > 0) - ({a} < 0))",
-    "Expand": "{a}", "Transpose": "{a}", "Slice": "{a}", "Split": "{a}", "Concat": "{a}",
+    "Identity": "{a}",
+    "Dropout": "{a}",
+    "Neg": "-{a}",
+    "Abs": "fabsf({a})",
+    "Sqrt": "sqrtf({a})",
+    "Exp": "expf({a})",
+    "Log": "logf({a})",
+    "Reciprocal": "1.0f / {a}",
+    "Floor": "floorf({a})",
+    "Ceil": "ceilf({a})",
+    "Tanh": "tanhf({a})",
+    "Erf": "erff({a})",
+    "Relu": "({a} > 0 ? {a} : 0)",
+    "Sigmoid": "1.0f / (1.0f + expf(-{a}))",
+    "Not": "!{a}",
+    "Sign": "(({a} > 0) - ({a} < 0))",
+    "Expand": "{a}",
+    "Transpose": "{a}",
+    "Slice": "{a}",
+    "Split": "{a}",
+    "Concat": "{a}",
     "Tile": "{a}",
 }
 INT_UNARY = {"Abs": "({a} < 0 ? -{a} : {a})"}
 BINARY = {
-    "Add": "{a} + {b}", "Sub": "{a} - {b}", "Mul": "{a} * {b}", "Div": "{a} / {b}",
-    "Equal": "{a} == {b}", "Less": "{a} < {b}", "LessOrEqual": "{a} <= {b}",
-    "Greater": "{a} > {b}", "GreaterOrEqual": "{a} >= {b}", "And": "{a} && {b}",
-    "Or": "{a} || {b}", "Xor": "(!{a}) != (!{b})", "Max": "({a} > {b} ? {a} : {b})",
-    "Min": "({a} < {b} ? {a} : {b})", "Pow": "powf({a}, {b})", "Sum": "{a} + {b}",
+    "Add": "{a} + {b}",
+    "Sub": "{a} - {b}",
+    "Mul": "{a} * {b}",
+    "Div": "{a} / {b}",
+    "Equal": "{a} == {b}",
+    "Less": "{a} < {b}",
+    "LessOrEqual": "{a} <= {b}",
+    "Greater": "{a} > {b}",
+    "GreaterOrEqual": "{a} >= {b}",
+    "And": "{a} && {b}",
+    "Or": "{a} || {b}",
+    "Xor": "(!{a}) != (!{b})",
+    "Max": "({a} > {b} ? {a} : {b})",
+    "Min": "({a} < {b} ? {a} : {b})",
+    "Pow": "powf({a}, {b})",
+    "Sum": "{a} + {b}",
 }
-INT_BINARY = {"Div": "({b} == 0 ? 0 : {a} / {b})", "Pow": "(int64_t)pow((double){a}, (double){b})",
-              "Mod": "({b} == 0 ? 0 : {a} % {b})"}
+INT_BINARY = {
+    "Div": "({b} == 0 ? 0 : {a} / {b})",
+    "Pow": "(int64_t)pow((double){a}, (double){b})",
+    "Mod": "({b} == 0 ? 0 : {a} % {b})",
+}
 
 
 @dataclass
@@ -56,7 +92,7 @@ class Operand:
 class Emitter:
     """Names C pointers for values and lowers nodes; one per bucket."""
 
-    def __init__(self, graph: Graph, bucket: int, weights: "WeightsTable", isa: str):
+    def __init__(self, graph: Graph, bucket: int, weights: WeightsTable, isa: str):
         self.g = graph
         self.bucket = bucket
         self.weights = weights
@@ -96,14 +132,21 @@ class Emitter:
 
     def operand(self, name: str) -> Operand:
         v = self.g.values[name]
-        return Operand(self.pointer(name), C_TYPES[np.dtype(v.dtype)],
-                       0 if v.is_const else v.numel, 0, contiguous_strides(v.shape))
+        return Operand(
+            self.pointer(name),
+            C_TYPES[np.dtype(v.dtype)],
+            0 if v.is_const else v.numel,
+            0,
+            contiguous_strides(v.shape),
+        )
 
     # ------------------------------------------------------------ lowering
 
     def lower(self, node: Node) -> dict:
-        rec = {"comment": f"node: {node.name} ({node.domain + '.' if node.domain else ''}"
-                          f"{node.op})".replace("*/", "* /")}
+        rec = {
+            "comment": f"node: {node.name} ({node.domain + '.' if node.domain else ''}"
+            f"{node.op})".replace("*/", "* /")
+        }
         if node.domain == "sqc":
             lower = getattr(self, f"_sqc_{node.op}")
         elif node.domain:
@@ -121,8 +164,16 @@ class Emitter:
         rec.update(lower(node))
         return rec
 
-    def _map(self, out: str, out_shape, out_offset, out_strides, ins: list[Operand], expr: str,
-             out_bs: int | None = None) -> dict:
+    def _map(
+        self,
+        out: str,
+        out_shape,
+        out_offset,
+        out_strides,
+        ins: list[Operand],
+        expr: str,
+        out_bs: int | None = None,
+    ) -> dict:
         """out[idx] = expr(ins[idx]) over out_shape, every operand strided; dims merged."""
         o = self.operand(out)
         o.offset, o.strides = out_offset, list(out_strides)
@@ -130,13 +181,23 @@ class Emitter:
             o.batch_stride = out_bs
         shape, operands = _merge_dims(list(out_shape), [o] + ins)
         loops = [{"n": n, "var": f"i{d}"} for d, n in enumerate(shape)]
+
         def index(op: Operand) -> str:
             terms = [str(op.offset)] + [f"i{d} * {s}" for d, s in enumerate(op.strides) if s]
             return " + ".join(terms)
-        args = {k: f"(({op.ctype})p{j + 1}[{index(op)}])" for j, (k, op) in
-                enumerate(zip("abc", operands[1:]))}
-        return {"kind": "map", "loops": loops, "out": operands[0], "ins": operands[1:],
-                "out_index": index(operands[0]), "expr": expr.format(**args)}
+
+        args = {
+            k: f"(({op.ctype})p{j + 1}[{index(op)}])"
+            for j, (k, op) in enumerate(zip("abc", operands[1:]))
+        }
+        return {
+            "kind": "map",
+            "loops": loops,
+            "out": operands[0],
+            "ins": operands[1:],
+            "out_index": index(operands[0]),
+            "expr": expr.format(**args),
+        }
 
     def _elementwise(self, node: Node) -> dict:
         out = node.outputs[0]
@@ -154,8 +215,9 @@ class Emitter:
         if node.op in ("Pow",) and not is_int:
             e = self.g.const(node.inputs[1])
             if e is not None and e.size == 1 and float(e.reshape(())) in (2.0, 3.0, 0.5, 1.0):
-                expr = {2.0: "{a} * {a}", 3.0: "{a} * {a} * {a}", 0.5: "sqrtf({a})",
-                        1.0: "{a}"}[float(e.reshape(()))]
+                expr = {2.0: "{a} * {a}", 3.0: "{a} * {a} * {a}", 0.5: "sqrtf({a})", 1.0: "{a}"}[
+                    float(e.reshape(()))
+                ]
                 ins = ins[:1]
         if len(node.inputs) > 2 and node.op in BINARY:  # variadic Max / Min / Sum
             acc = "{a}"
@@ -175,8 +237,9 @@ class Emitter:
     def _op_Where(self, node: Node) -> dict:
         v = self.g.values[node.outputs[0]]
         ins = [self._broadcast(i, v.shape) for i in node.inputs]
-        return self._map(node.outputs[0], v.shape, 0, contiguous_strides(v.shape), ins,
-                         "{a} ? {b} : {c}")
+        return self._map(
+            node.outputs[0], v.shape, 0, contiguous_strides(v.shape), ins, "{a} ? {b} : {c}"
+        )
 
     def _op_Cast(self, node: Node) -> dict:
         v = self.g.values[node.outputs[0]]
@@ -189,8 +252,14 @@ class Emitter:
             expr = "sqc_f2i32({a})"
         elif dst == np.bool_:
             expr = "({a} != 0)"
-        return self._map(node.outputs[0], v.shape, 0, contiguous_strides(v.shape),
-                         [self._broadcast(node.inputs[0], v.shape)], expr)
+        return self._map(
+            node.outputs[0],
+            v.shape,
+            0,
+            contiguous_strides(v.shape),
+            [self._broadcast(node.inputs[0], v.shape)],
+            expr,
+        )
 
     _op_CastLike = _op_Cast
 
@@ -204,13 +273,25 @@ class Emitter:
             expr = f"({expr} < {float(lo):.9g} ? {float(lo):.9g} : {expr})"
         if hi is not None:
             expr = f"({expr} > {float(hi):.9g} ? {float(hi):.9g} : {expr})"
-        return self._map(node.outputs[0], v.shape, 0, contiguous_strides(v.shape),
-                         [self._broadcast(node.inputs[0], v.shape)], expr.replace("{a}", "{a}"))
+        return self._map(
+            node.outputs[0],
+            v.shape,
+            0,
+            contiguous_strides(v.shape),
+            [self._broadcast(node.inputs[0], v.shape)],
+            expr.replace("{a}", "{a}"),
+        )
 
     def _op_Expand(self, node: Node) -> dict:
         v = self.g.values[node.outputs[0]]
-        return self._map(node.outputs[0], v.shape, 0, contiguous_strides(v.shape),
-                         [self._broadcast(node.inputs[0], v.shape)], "{a}")
+        return self._map(
+            node.outputs[0],
+            v.shape,
+            0,
+            contiguous_strides(v.shape),
+            [self._broadcast(node.inputs[0], v.shape)],
+            "{a}",
+        )
 
     def _op_Identity(self, node: Node) -> dict:  # only when not an alias (e.g. of a constant)
         return self._op_Expand(node)
@@ -227,13 +308,13 @@ class Emitter:
 
     def _op_Slice(self, node: Node) -> dict:
         from sqc.compiler.ops.onnx_ops import slice_params
+
         v = self.g.values[node.outputs[0]]
         src = self.operand(node.inputs[0])
         in_shape = self.g.values[node.inputs[0]].shape
         consts = [self.g.const(node.input(i)) for i in range(1, 5)]
         offset, strides = 0, list(src.strides)
-        for a, start, _, step in slice_params(in_shape, consts[0], consts[1], consts[2],
-                                              consts[3]):
+        for a, start, _, step in slice_params(in_shape, consts[0], consts[1], consts[2], consts[3]):
             offset += start * src.strides[a]
             strides[a] = src.strides[a] * step
         src.offset, src.strides = offset, strides
@@ -249,8 +330,7 @@ class Emitter:
             src.offset = start * src.strides[axis]
             start += v.shape[axis]
             if out:
-                parts.append(self._map(out, v.shape, 0, contiguous_strides(v.shape), [src],
-                                       "{a}"))
+                parts.append(self._map(out, v.shape, 0, contiguous_strides(v.shape), [src], "{a}"))
         return {"kind": "seq", "parts": parts}
 
     def _op_Concat(self, node: Node) -> dict:
@@ -260,8 +340,16 @@ class Emitter:
         start, parts = 0, []
         for name in node.inputs:
             shape = self.g.values[name].shape
-            parts.append(self._map(node.outputs[0], shape, start * out_st[axis], out_st,
-                                   [self.operand(name)], "{a}"))
+            parts.append(
+                self._map(
+                    node.outputs[0],
+                    shape,
+                    start * out_st[axis],
+                    out_st,
+                    [self.operand(name)],
+                    "{a}",
+                )
+            )
             start += shape[axis]
         return {"kind": "seq", "parts": parts}
 
@@ -270,8 +358,9 @@ class Emitter:
         src = self.operand(node.inputs[0])
         in_shape = self.g.values[node.inputs[0]].shape
         if any(r != 1 and d != 1 for r, d in zip(self.g.const(node.inputs[1]), in_shape)):
-            raise UnsupportedOpError(node, self.g.opset_of(node),
-                                     "repeats a dimension larger than 1 (not supported)")
+            raise UnsupportedOpError(
+                node, self.g.opset_of(node), "repeats a dimension larger than 1 (not supported)"
+            )
         src.strides = [0 if d == 1 else s for d, s in zip(in_shape, src.strides)]
         return self._map(node.outputs[0], v.shape, 0, contiguous_strides(v.shape), [src], "{a}")
 
@@ -282,125 +371,221 @@ class Emitter:
         idx_name = idx
         if np.dtype(iv.dtype) != np.int64:
             if not iv.is_const:
-                raise UnsupportedOpError(node, self.g.opset_of(node),
-                                         "has non-int64 run-time indices (cast them first)")
+                raise UnsupportedOpError(
+                    node, self.g.opset_of(node), "has non-int64 run-time indices (cast them first)"
+                )
             idx_name = self.g.add_const(idx + "/i64", iv.const.astype(np.int64))
         outer = int(np.prod(dv.shape[:axis], dtype=np.int64))
-        inner = int(np.prod(dv.shape[axis + 1:], dtype=np.int64))
-        return {"kind": "gather", "outer": outer, "n": dv.shape[axis], "inner": inner,
-                "m": iv.numel, "data": self.pointer(data),
-                "data_bs": 0 if dv.is_const else dv.numel,
-                "idx": self.pointer(idx_name), "idx_bs": 0 if iv.is_const else iv.numel,
-                "out": self.pointer(node.outputs[0]),
-                "elem": np.dtype(dv.dtype).itemsize}
+        inner = int(np.prod(dv.shape[axis + 1 :], dtype=np.int64))
+        return {
+            "kind": "gather",
+            "outer": outer,
+            "n": dv.shape[axis],
+            "inner": inner,
+            "m": iv.numel,
+            "data": self.pointer(data),
+            "data_bs": 0 if dv.is_const else dv.numel,
+            "idx": self.pointer(idx_name),
+            "idx_bs": 0 if iv.is_const else iv.numel,
+            "out": self.pointer(node.outputs[0]),
+            "elem": np.dtype(dv.dtype).itemsize,
+        }
 
     def _op_Softmax(self, node: Node) -> dict:
         v = self.g.values[node.outputs[0]]
         axis = node.attrs.get("axis", -1 if self.g.opset_of(node) >= 13 else 1) % len(v.shape)
         if axis != len(v.shape) - 1 or np.dtype(v.dtype) != np.float32:
-            raise UnsupportedOpError(node, self.g.opset_of(node),
-                                     "is supported over the last axis of float32 only")
-        return {"kind": "softmax", "rows": v.numel // v.shape[-1], "n": v.shape[-1],
-                "x": self.pointer(node.inputs[0]), "y": self.pointer(node.outputs[0])}
+            raise UnsupportedOpError(
+                node, self.g.opset_of(node), "is supported over the last axis of float32 only"
+            )
+        return {
+            "kind": "softmax",
+            "rows": v.numel // v.shape[-1],
+            "n": v.shape[-1],
+            "x": self.pointer(node.inputs[0]),
+            "y": self.pointer(node.outputs[0]),
+        }
 
     def _op_LayerNormalization(self, node: Node) -> dict:
-        return self._layernorm(node, node.inputs[0], "", node.inputs[1], node.input(2), "",
-                               node.attrs.get("epsilon", 1e-5), node.attrs.get("axis", -1))
+        return self._layernorm(
+            node,
+            node.inputs[0],
+            "",
+            node.inputs[1],
+            node.input(2),
+            "",
+            node.attrs.get("epsilon", 1e-5),
+            node.attrs.get("axis", -1),
+        )
 
     def _sqc_SkipLayerNorm(self, node: Node) -> dict:
-        return self._layernorm(node, node.inputs[0], node.inputs[1], node.inputs[2],
-                               node.input(3), node.input(4), node.attrs["epsilon"], -1)
+        return self._layernorm(
+            node,
+            node.inputs[0],
+            node.inputs[1],
+            node.inputs[2],
+            node.input(3),
+            node.input(4),
+            node.attrs["epsilon"],
+            -1,
+        )
 
     def _layernorm(self, node, x, skip, gamma, beta, bias, eps, axis) -> dict:
         v = self.g.values[x]
         if axis % len(v.shape) != len(v.shape) - 1:
-            raise UnsupportedOpError(node, self.g.opset_of(node), "normalizes over more than "
-                                     "the last axis (not supported)")
+            raise UnsupportedOpError(
+                node,
+                self.g.opset_of(node),
+                "normalizes over more than the last axis (not supported)",
+            )
         n = v.shape[-1]
         for name in (gamma, beta, bias):
             c = self.g.const(name) if name else None
             if name and (c is None or c.size != n):
-                raise UnsupportedOpError(node, self.g.opset_of(node),
-                                         "needs constant scale/bias of the normalized size")
-        return {"kind": "layernorm", "rows": v.numel // n, "n": n, "x": self.pointer(x),
-                "skip": self.pointer(skip) if skip else "NULL",
-                "bias": self.pointer(bias) if bias else "NULL",
-                "gamma": self.pointer(gamma), "beta": self.pointer(beta) if beta else "NULL",
-                "eps": f"{float(eps):.9g}f", "y": self.pointer(node.outputs[0]),
-                "sum": self.pointer(node.outputs[1]) if len(node.outputs) > 1 and
-                node.outputs[1] else "NULL"}
+                raise UnsupportedOpError(
+                    node, self.g.opset_of(node), "needs constant scale/bias of the normalized size"
+                )
+        return {
+            "kind": "layernorm",
+            "rows": v.numel // n,
+            "n": n,
+            "x": self.pointer(x),
+            "skip": self.pointer(skip) if skip else "NULL",
+            "bias": self.pointer(bias) if bias else "NULL",
+            "gamma": self.pointer(gamma),
+            "beta": self.pointer(beta) if beta else "NULL",
+            "eps": f"{float(eps):.9g}f",
+            "y": self.pointer(node.outputs[0]),
+            "sum": self.pointer(node.outputs[1])
+            if len(node.outputs) > 1 and node.outputs[1]
+            else "NULL",
+        }
 
     def _sqc_Gelu(self, node: Node) -> dict:
         v = self.g.values[node.outputs[0]]
-        fn = "sqc_gelu_tanh_scalar" if node.attrs.get("approximation") == "tanh" else \
-            "sqc_gelu_erf_scalar"
-        return self._map(node.outputs[0], v.shape, 0, contiguous_strides(v.shape),
-                         [self.operand(node.inputs[0])], fn + "({a})")
+        fn = (
+            "sqc_gelu_tanh_scalar"
+            if node.attrs.get("approximation") == "tanh"
+            else "sqc_gelu_erf_scalar"
+        )
+        return self._map(
+            node.outputs[0],
+            v.shape,
+            0,
+            contiguous_strides(v.shape),
+            [self.operand(node.inputs[0])],
+            fn + "({a})",
+        )
 
     def _sqc_Linear(self, node: Node) -> dict:
         x = self.g.values[node.inputs[0]]
         w = self.g.const(node.inputs[1])
         k, n = w.shape
         if x.shape[-1] != k or np.dtype(x.dtype) != np.float32:
-            raise CompileError(f"node '{node.name}': linear layer input {x.shape} does not "
-                               f"match weight {w.shape}")
+            raise CompileError(
+                f"node '{node.name}': linear layer input {x.shape} does not match weight {w.shape}"
+            )
         from sqc.compiler.codegen.packing import pack_f32_gemm_weights
-        packed = self.weights.ref(lambda: pack_f32_gemm_weights(w, self.isa), "float",
-                                  key=("f32_gemm", self.isa, node.inputs[1]))
-        return {"kind": "linear", "rows": x.numel // k, "n": n, "k": k,
-                "x": self.pointer(node.inputs[0]), "w": packed,
-                "bias": self.pointer(node.input(2)) if node.input(2) else "NULL",
-                "residual": self.pointer(node.input(3)) if node.input(3) else "NULL",
-                "y": self.pointer(node.outputs[0]),
-                "act": {"none": 0, "gelu_erf": 1, "gelu_tanh": 2}[node.attrs.get("act", "none")]}
+
+        packed = self.weights.ref(
+            lambda: pack_f32_gemm_weights(w, self.isa),
+            "float",
+            key=("f32_gemm", self.isa, node.inputs[1]),
+        )
+        return {
+            "kind": "linear",
+            "rows": x.numel // k,
+            "n": n,
+            "k": k,
+            "x": self.pointer(node.inputs[0]),
+            "w": packed,
+            "bias": self.pointer(node.input(2)) if node.input(2) else "NULL",
+            "residual": self.pointer(node.input(3)) if node.input(3) else "NULL",
+            "y": self.pointer(node.outputs[0]),
+            "act": {"none": 0, "gelu_erf": 1, "gelu_tanh": 2}[node.attrs.get("act", "none")],
+        }
 
     def _sqc_Attention(self, node: Node) -> dict:
         a = node.attrs
 
         def view(name, v, key_d="stride_d"):
             val = self.g.values[name]
-            return {"ptr": self.pointer(name), "off": v["offset"], "sh": v["stride_h"],
-                    "ss": v["stride_s"], "sd": v[key_d], "bs": 0 if val.is_const else val.numel}
-        rec = {"kind": "attention", "H": a["num_heads"], "Sq": a["seq_q"], "Sk": a["seq_k"],
-               "D": a["head_dim"], "scale": f"{a['scale']:.9g}f",
-               "q": view(node.inputs[0], a["q_view"]), "k": view(node.inputs[1], a["k_view"]),
-               "v": view(node.inputs[2], a["v_view"]),
-               "o": view(node.outputs[0], a["out_view"])}
-        rec["mask"] = view(node.inputs[3], a["mask_view"], "stride_j") if node.input(3) else \
-            {"ptr": "NULL", "off": 0, "sh": 0, "ss": 0, "sd": 0, "bs": 0}
+            return {
+                "ptr": self.pointer(name),
+                "off": v["offset"],
+                "sh": v["stride_h"],
+                "ss": v["stride_s"],
+                "sd": v[key_d],
+                "bs": 0 if val.is_const else val.numel,
+            }
+
+        rec = {
+            "kind": "attention",
+            "H": a["num_heads"],
+            "Sq": a["seq_q"],
+            "Sk": a["seq_k"],
+            "D": a["head_dim"],
+            "scale": f"{a['scale']:.9g}f",
+            "q": view(node.inputs[0], a["q_view"]),
+            "k": view(node.inputs[1], a["k_view"]),
+            "v": view(node.inputs[2], a["v_view"]),
+            "o": view(node.outputs[0], a["out_view"]),
+        }
+        rec["mask"] = (
+            view(node.inputs[3], a["mask_view"], "stride_j")
+            if node.input(3)
+            else {"ptr": "NULL", "off": 0, "sh": 0, "ss": 0, "sd": 0, "bs": 0}
+        )
         return rec
 
     def _op_MatMul(self, node: Node) -> dict:
         a, b = (self.g.values[i] for i in node.inputs)
         out = self.g.values[node.outputs[0]]
         if len(a.shape) < 2 or len(b.shape) < 2 or np.dtype(a.dtype) != np.float32:
-            raise UnsupportedOpError(node, self.g.opset_of(node),
-                                     "is supported for float32 operands of rank >= 2")
+            raise UnsupportedOpError(
+                node, self.g.opset_of(node), "is supported for float32 operands of rank >= 2"
+            )
         M, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
         lead = out.shape[:-2]
         pairs = []
         for idx in np.ndindex(*lead) if lead else [()]:
-            ia = tuple(i if d != 1 else 0 for i, d in zip(idx[len(idx) - len(a.shape) + 2:],
-                                                         a.shape[:-2]))
-            ib = tuple(i if d != 1 else 0 for i, d in zip(idx[len(idx) - len(b.shape) + 2:],
-                                                         b.shape[:-2]))
+            ia = tuple(
+                i if d != 1 else 0 for i, d in zip(idx[len(idx) - len(a.shape) + 2 :], a.shape[:-2])
+            )
+            ib = tuple(
+                i if d != 1 else 0 for i, d in zip(idx[len(idx) - len(b.shape) + 2 :], b.shape[:-2])
+            )
             oa = int(np.ravel_multi_index(ia, a.shape[:-2])) * M * K if ia else 0
             ob = int(np.ravel_multi_index(ib, b.shape[:-2])) * K * N if ib else 0
             pairs.append((oa, ob))
-        return {"kind": "matmul", "M": M, "N": N, "K": K, "pairs": pairs,
-                "a": self.operand(node.inputs[0]), "b": self.operand(node.inputs[1]),
-                "out": self.operand(node.outputs[0])}
+        return {
+            "kind": "matmul",
+            "M": M,
+            "N": N,
+            "K": K,
+            "pairs": pairs,
+            "a": self.operand(node.inputs[0]),
+            "b": self.operand(node.inputs[1]),
+            "out": self.operand(node.outputs[0]),
+        }
 
     def _op_CumSum(self, node: Node) -> dict:
         v = self.g.values[node.outputs[0]]
         axis = int(self.g.const(node.inputs[1]).reshape(-1)[0]) % len(v.shape)
         outer = int(np.prod(v.shape[:axis], dtype=np.int64))
-        inner = int(np.prod(v.shape[axis + 1:], dtype=np.int64))
-        return {"kind": "cumsum", "outer": outer, "n": v.shape[axis], "inner": inner,
-                "x": self.operand(node.inputs[0]), "y": self.pointer(node.outputs[0]),
-                "ctype": C_TYPES[np.dtype(v.dtype)],
-                "exclusive": int(node.attrs.get("exclusive", 0)),
-                "reverse": int(node.attrs.get("reverse", 0)), "numel": v.numel}
+        inner = int(np.prod(v.shape[axis + 1 :], dtype=np.int64))
+        return {
+            "kind": "cumsum",
+            "outer": outer,
+            "n": v.shape[axis],
+            "inner": inner,
+            "x": self.operand(node.inputs[0]),
+            "y": self.pointer(node.outputs[0]),
+            "ctype": C_TYPES[np.dtype(v.dtype)],
+            "exclusive": int(node.attrs.get("exclusive", 0)),
+            "reverse": int(node.attrs.get("reverse", 0)),
+            "numel": v.numel,
+        }
 
     def _reduce(self, node: Node, init: str, step: str, final: str) -> dict:
         src = self.g.values[node.inputs[0]]
@@ -417,15 +602,25 @@ class Emitter:
         axes = sorted(int(a) % rank for a in axes)
         kept = [d for d in range(rank) if d not in axes]
         st = np.array(contiguous_strides(src.shape), np.int64)
+
         # Index tables: output element o reads src at base[o] + roff[r] for each reduced r.
         def offsets(dims):
             grid = np.indices([src.shape[d] for d in dims]).reshape(len(dims), -1).T
             return (grid @ st[dims]).astype(np.int64) if dims else np.zeros(1, np.int64)
+
         base, roff = offsets(kept), offsets(axes)
-        return {"kind": "reduce", "x": self.operand(node.inputs[0]),
-                "y": self.pointer(node.outputs[0]), "base": base.tolist(), "roff": roff.tolist(),
-                "init": init, "step": step, "final": final.format(n=len(roff)),
-                "ctype": C_TYPES[np.dtype(out.dtype)], "out_numel": out.numel}
+        return {
+            "kind": "reduce",
+            "x": self.operand(node.inputs[0]),
+            "y": self.pointer(node.outputs[0]),
+            "base": base.tolist(),
+            "roff": roff.tolist(),
+            "init": init,
+            "step": step,
+            "final": final.format(n=len(roff)),
+            "ctype": C_TYPES[np.dtype(out.dtype)],
+            "out_numel": out.numel,
+        }
 
     def _op_ReduceMean(self, node):
         return self._reduce(node, "0.0", "acc += x", "acc / {n}")
@@ -460,6 +655,7 @@ class WeightsTable:
         ``array`` may be a function making the array, called only when ``key`` is new.
         """
         import hashlib
+
         if key is not None and key in self._by_key:
             return f"(const {ctype} *)(W + {self.offsets[self._by_key[key]]})"
         array = np.ascontiguousarray(array() if callable(array) else array)

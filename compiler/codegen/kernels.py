@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import jinja2
+
 from sqc.compiler.codegen.packing import f32_gemm_knobs
 
 

@@ -28,11 +28,15 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf's DecodeError and friends
-        raise CompileError(f"{path}: not a readable ONNX model ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0] if str(e) else 'parse failed'})") from None
+        raise CompileError(
+            f"{path}: not a readable ONNX model ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else 'parse failed'})"
+        ) from None
     if not model.graph.node and not model.graph.output:
-        raise CompileError(f"{path}: not an ONNX model (no graph found; is the file truncated "
-                           "or of another format?)")
+        raise CompileError(
+            f"{path}: not an ONNX model (no graph found; is the file truncated "
+            "or of another format?)"
+        )
     try:
         onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
     except Exception as e:
@@ -55,8 +59,10 @@ def _attr_value(attr: onnx.AttributeProto):
 
 def _dims(type_proto: onnx.TypeProto) -> list:
     shape = type_proto.tensor_type.shape
-    return [d.dim_param if d.dim_param else (d.dim_value if d.HasField("dim_value") else "?")
-            for d in shape.dim]
+    return [
+        d.dim_param if d.dim_param else (d.dim_value if d.HasField("dim_value") else "?")
+        for d in shape.dim
+    ]
 
 
 def import_model(model: onnx.ModelProto, name: str = "model") -> Graph:
@@ -67,16 +73,19 @@ def import_model(model: onnx.ModelProto, name: str = "model") -> Graph:
         opsets.setdefault("", opsets["ai.onnx"])
     version = opsets.get("", None)
     if version is None or not (MIN_OPSET <= version <= MAX_OPSET):
-        raise CompileError(f"model uses ai.onnx opset {version}; sqc supports opsets "
-                           f"{MIN_OPSET} to {MAX_OPSET}")
+        raise CompileError(
+            f"model uses ai.onnx opset {version}; sqc supports opsets {MIN_OPSET} to {MAX_OPSET}"
+        )
 
     values: dict[str, Value] = {}
     for init in g.initializer:
         try:
             array = numpy_helper.to_array(init)
         except Exception as e:
-            raise CompileError(f"initializer '{init.name}' cannot be read ({e}); is the model "
-                               "truncated or its external data missing?") from None
+            raise CompileError(
+                f"initializer '{init.name}' cannot be read ({e}); is the model "
+                "truncated or its external data missing?"
+            ) from None
         values[init.name] = Value(init.name, array.dtype, tuple(array.shape), array)
 
     inputs, declared = [], {}
@@ -93,17 +102,23 @@ def import_model(model: onnx.ModelProto, name: str = "model") -> Graph:
 
     nodes: list[Node] = []
     for i, n in enumerate(g.node):
-        node = Node(n.op_type, list(n.input), list(n.output),
-                    {a.name: _attr_value(a) for a in n.attribute},
-                    n.name or f"{n.op_type}_{i}", n.domain if n.domain != "ai.onnx" else "")
+        node = Node(
+            n.op_type,
+            list(n.input),
+            list(n.output),
+            {a.name: _attr_value(a) for a in n.attribute},
+            n.name or f"{n.op_type}_{i}",
+            n.domain if n.domain != "ai.onnx" else "",
+        )
         check_supported(node, opsets.get(node.domain, None))
         for out in node.outputs:
             if out:
                 values.setdefault(out, Value(out))
         nodes.append(node)
 
-    graph = Graph(nodes, values, inputs, [o.name for o in g.output], opsets, name,
-                  declared_shapes=declared)
+    graph = Graph(
+        nodes, values, inputs, [o.name for o in g.output], opsets, name, declared_shapes=declared
+    )
     _check_connected(graph)
     return graph
 
@@ -118,8 +133,9 @@ def check_supported(node: Node, opset: int | None) -> None:
         raise UnsupportedOpError(node, opset, f"needs opset {opdef.since} or newer in sqc")
     unknown = sorted(set(node.attrs) - opdef.attrs)
     if unknown:
-        raise UnsupportedOpError(node, opset, f"has attribute(s) {', '.join(unknown)} that sqc "
-                                              "does not support")
+        raise UnsupportedOpError(
+            node, opset, f"has attribute(s) {', '.join(unknown)} that sqc does not support"
+        )
 
 
 def _check_connected(graph: Graph) -> None:
@@ -127,9 +143,11 @@ def _check_connected(graph: Graph) -> None:
     for node in graph.nodes:
         for i in node.inputs:
             if i and i not in known:
-                raise CompileError(f"node '{node.name}' ({node.op}) reads '{i}', which no node, "
-                                   "initializer or graph input produces (truncated or "
-                                   "unsorted model?)")
+                raise CompileError(
+                    f"node '{node.name}' ({node.op}) reads '{i}', which no node, "
+                    "initializer or graph input produces (truncated or "
+                    "unsorted model?)"
+                )
         known.update(o for o in node.outputs if o)
     for out in graph.outputs:
         if out not in known:

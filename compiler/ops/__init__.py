@@ -7,10 +7,8 @@ evaluation would be expensive). Code emission lives in ``compiler/codegen``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
-
-import numpy as np
 
 from sqc.compiler.ir import Node
 
@@ -39,12 +37,19 @@ MIN_OPSET = 11
 MAX_OPSET = 21
 
 
-def register(op: str, domain: str = "", *, attrs=(), infer: Infer | None = None, since: int = 1,
-             const_inputs: tuple[int, ...] = ()):
+def register(
+    op: str,
+    domain: str = "",
+    *,
+    attrs=(),
+    infer: Infer | None = None,
+    since: int = 1,
+    const_inputs: tuple[int, ...] = (),
+):
     def wrap(fn: Evaluate | None):
-        REGISTRY[(domain, op)] = OpDef(op, domain, fn, infer, frozenset(attrs), since,
-                                       const_inputs)
+        REGISTRY[(domain, op)] = OpDef(op, domain, fn, infer, frozenset(attrs), since, const_inputs)
         return fn
+
     return wrap
 
 

@@ -37,12 +37,24 @@ def _same_infer(node, x, opset):
     return [x[0]]
 
 
-register("Attention", MS, infer=_attention_infer,
-         attrs=("num_heads", "unidirectional", "qkv_hidden_sizes", "mask_filter_value", "scale",
-                "do_rotary", "past_present_share_buffer"))(None)
+register(
+    "Attention",
+    MS,
+    infer=_attention_infer,
+    attrs=(
+        "num_heads",
+        "unidirectional",
+        "qkv_hidden_sizes",
+        "mask_filter_value",
+        "scale",
+        "do_rotary",
+        "past_present_share_buffer",
+    ),
+)(None)
 register("SkipLayerNormalization", MS, attrs=("epsilon",), infer=_skip_ln_infer)(None)
-register("EmbedLayerNormalization", MS, attrs=("epsilon", "mask_index_type"),
-         infer=_embed_ln_infer)(None)
+register(
+    "EmbedLayerNormalization", MS, attrs=("epsilon", "mask_index_type"), infer=_embed_ln_infer
+)(None)
 register("BiasGelu", MS, infer=_same_infer)(None)
 register("FastGelu", MS, infer=_same_infer)(None)
 register("Gelu", MS, infer=_same_infer)(None)

@@ -14,16 +14,28 @@ from sqc.compiler.ops import register
 
 # ONNX TensorProto data type -> numpy dtype (the types BERT-family models use).
 ONNX_DTYPES = {
-    1: np.float32, 2: np.uint8, 3: np.int8, 5: np.int16, 6: np.int32, 7: np.int64,
-    9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64,
+    1: np.float32,
+    2: np.uint8,
+    3: np.int8,
+    5: np.int16,
+    6: np.int32,
+    7: np.int64,
+    9: np.bool_,
+    10: np.float16,
+    11: np.float64,
+    12: np.uint32,
+    13: np.uint64,
 }
 
 
 def onnx_dtype(code: int, node: Node) -> np.dtype:
     from sqc.compiler.ir import CompileError
+
     if code not in ONNX_DTYPES:
-        raise CompileError(f"node '{node.name}': op {node.op} uses ONNX data type {code}, "
-                           "which sqc does not support")
+        raise CompileError(
+            f"node '{node.name}': op {node.op} uses ONNX data type {code}, "
+            "which sqc does not support"
+        )
     return np.dtype(ONNX_DTYPES[code])
 
 
@@ -37,6 +49,7 @@ def _bcast(*shapes):
 
 # ---------------------------------------------------------------- elementwise
 
+
 def _unary(op: str, fn):
     def evaluate(node, x, opset):
         with np.errstate(all="ignore"):
@@ -44,6 +57,7 @@ def _unary(op: str, fn):
 
     def infer(node, x, opset):
         return [x[0]]
+
     register(op, infer=infer)(evaluate)
 
 
@@ -80,6 +94,7 @@ def _binary(op: str, fn, bool_out: bool = False):
     def infer(node, x, opset):
         shape = _bcast(x[0][1], x[1][1])
         return [(np.dtype(np.bool_) if bool_out else x[0][0], shape)]
+
     register(op, infer=infer)(evaluate)
 
 
@@ -113,6 +128,7 @@ def _variadic(op: str, fn):
 
     def infer(node, x, opset):
         return [(x[0][0], _bcast(*[v[1] for v in x]))]
+
     register(op, infer=infer)(evaluate)
 
 
@@ -166,6 +182,7 @@ def Dropout(node, x, opset):
 
 # ---------------------------------------------------------------- linear algebra
 
+
 def _matmul_infer(node, x, opset):
     da, sa, sb = x[0][0], x[0][1], x[1][1]
     if len(sa) == 1 or len(sb) == 1:
@@ -201,6 +218,7 @@ def Gemm(node, x, opset):
 
 
 # ---------------------------------------------------------------- normalization / reductions
+
 
 def _same_infer(node, x, opset):
     return [x[0]]
@@ -270,8 +288,8 @@ def _reduce(op: str, fn, axes_input_since: int):
         if not axes:
             return [x[0].copy()]
         return [np.asarray(fn(x[0], axis=axes, keepdims=keep)).astype(x[0].dtype)]
-    register(op, attrs=("axes", "keepdims", "noop_with_empty_axes"),
-             const_inputs=(1,))(evaluate)
+
+    register(op, attrs=("axes", "keepdims", "noop_with_empty_axes"), const_inputs=(1,))(evaluate)
 
 
 _reduce("ReduceMean", np.mean, 18)
@@ -279,8 +297,9 @@ _reduce("ReduceSum", np.sum, 13)
 _reduce("ReduceMax", np.max, 18)
 _reduce("ReduceMin", np.min, 18)
 _reduce("ReduceProd", np.prod, 18)
-_reduce("ReduceL2", lambda a, axis, keepdims: np.sqrt(np.sum(a * a, axis=axis,
-                                                            keepdims=keepdims)), 18)
+_reduce(
+    "ReduceL2", lambda a, axis, keepdims: np.sqrt(np.sum(a * a, axis=axis, keepdims=keepdims)), 18
+)
 
 
 @register("CumSum", attrs=("exclusive", "reverse"), const_inputs=(1,))
@@ -298,6 +317,7 @@ def CumSum(node, x, opset):
 
 
 # ---------------------------------------------------------------- shape ops
+
 
 @register("Shape", attrs=("start", "end"))
 def Shape(node, x, opset):
@@ -379,8 +399,9 @@ def slice_params(shape, starts, ends, axes, steps):
     steps = [1] * len(starts) if steps is None else [int(s) for s in steps]
     out = []
     for a, s, e, st in zip(axes, starts, ends, steps):
-        start, stop, step = slice(int(max(min(s, 2**62), -2**62)),
-                                  int(max(min(e, 2**62), -2**62)), st).indices(shape[a])
+        start, stop, step = slice(
+            int(max(min(s, 2**62), -(2**62))), int(max(min(e, 2**62), -(2**62))), st
+        ).indices(shape[a])
         out.append((a, start, stop, step))
     return out
 
@@ -442,8 +463,19 @@ def Range(node, x, opset):
     return [np.arange(start, limit, delta).astype(start.dtype)]
 
 
-@register("Constant", attrs=("value", "value_float", "value_floats", "value_int", "value_ints",
-                             "sparse_value", "value_string", "value_strings"))
+@register(
+    "Constant",
+    attrs=(
+        "value",
+        "value_float",
+        "value_floats",
+        "value_int",
+        "value_ints",
+        "sparse_value",
+        "value_string",
+        "value_strings",
+    ),
+)
 def Constant(node, x, opset):
     a = node.attrs
     if "value" in a:
@@ -457,4 +489,5 @@ def Constant(node, x, opset):
     if "value_ints" in a:
         return [np.array(a["value_ints"], np.int64)]
     from sqc.compiler.ir import UnsupportedOpError
+
     raise UnsupportedOpError(node, opset, "has a value kind sqc does not support")

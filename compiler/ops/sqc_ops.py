@@ -20,7 +20,7 @@ def gelu_np(x: np.ndarray, kind: str) -> np.ndarray:
     if kind == "gelu_erf":
         y = 0.5 * x64 * (1.0 + np.vectorize(math.erf)(x64 / math.sqrt(2.0)))
     elif kind == "gelu_tanh":
-        y = 0.5 * x64 * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x64 + 0.044715 * x64 ** 3)))
+        y = 0.5 * x64 * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x64 + 0.044715 * x64**3)))
     else:
         y = x64
     return y.astype(x.dtype)
@@ -80,9 +80,24 @@ def _attention_infer(node, x, opset):
     return [(x[0][0], tuple(node.attrs["out_shape"]))]
 
 
-@register("Attention", "sqc", attrs=("num_heads", "head_dim", "seq_q", "seq_k", "scale", "q_view",
-                                      "k_view", "v_view", "out_view", "out_shape", "mask_view"),
-          infer=_attention_infer)
+@register(
+    "Attention",
+    "sqc",
+    attrs=(
+        "num_heads",
+        "head_dim",
+        "seq_q",
+        "seq_k",
+        "scale",
+        "q_view",
+        "k_view",
+        "v_view",
+        "out_view",
+        "out_shape",
+        "mask_view",
+    ),
+    infer=_attention_infer,
+)
 def Attention(node, x, opset):
     """out[h, s, :] = softmax_j(scale * q[h, s] . k[h, j] + mask[h, s, j]) @ v[h, j, :]
 

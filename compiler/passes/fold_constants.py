@@ -12,6 +12,5 @@ from sqc.compiler.ir import Graph
 
 def fold_constants(graph: Graph) -> Graph:
     g = graph.copy()
-    g.nodes = [n for n in g.nodes
-               if not all(g.values[o].is_const for o in n.outputs if o)]
+    g.nodes = [n for n in g.nodes if not all(g.values[o].is_const for o in n.outputs if o)]
     return g

@@ -54,8 +54,11 @@ def trace_view(m: Matcher, name: str):
             src = n.inputs[0]
             base, off, st, scale = trace_view(m, src)
             src_shape = m.value(src).shape
-            if off == 0 and st == contiguous_strides(src_shape) and \
-                    m.value(base).numel == m.value(src).numel:
+            if (
+                off == 0
+                and st == contiguous_strides(src_shape)
+                and m.value(base).numel == m.value(src).numel
+            ):
                 return base, 0, contiguous_strides(shape), scale
     return name, 0, contiguous_strides(shape), 1.0
 
@@ -84,8 +87,11 @@ def _rule_attention(m: Matcher, node: Node):
     scores, mask, prologue = soft.inputs[0], None, []
     add = m.node_of(scores, "Add")
     where = m.node_of(scores, "Where")
-    if where is not None and m.scalar(where.inputs[1]) is not None and \
-            _scores_matmul(m, where.inputs[2]) is not None:
+    if (
+        where is not None
+        and m.scalar(where.inputs[1]) is not None
+        and _scores_matmul(m, where.inputs[2]) is not None
+    ):
         # Where(masked, fill, scores) == scores + Where(masked, fill, 0) after softmax: the
         # fill (-FLT_MAX or -inf) swamps the score either way. Read the condition before its
         # Expand, so the additive mask stays [.., 1, Sk] and costs one row.
@@ -95,8 +101,9 @@ def _rule_attention(m: Matcher, node: Node):
             cond = expand.inputs[0]
         mask = new_value(m.g, where.name + "/additive", np.float32, m.value(cond).shape)
         zero = m.g.add_const(where.name + "/zero", np.float32(0))
-        prologue.append(Node("Where", [cond, where.inputs[1], zero], [mask],
-                             name=where.name + "/additive"))
+        prologue.append(
+            Node("Where", [cond, where.inputs[1], zero], [mask], name=where.name + "/additive")
+        )
         scores = where.inputs[2]
     elif add is not None:
         for a, b in ((0, 1), (1, 0)):
@@ -113,8 +120,14 @@ def _rule_attention(m: Matcher, node: Node):
     D = v_dims[2]
     q_dims = _split_leading(m.value(matmul.inputs[0]).shape)
     k_dims = _split_leading(m.value(matmul.inputs[1]).shape)
-    if q_dims is None or k_dims is None or q_dims[:2] != (H, Sq) or \
-            k_dims != (H, q_dims[2], Sk) or v_dims != (H, Sk, D) or D != q_dims[2]:
+    if (
+        q_dims is None
+        or k_dims is None
+        or q_dims[:2] != (H, Sq)
+        or k_dims != (H, q_dims[2], Sk)
+        or v_dims != (H, Sk, D)
+        or D != q_dims[2]
+    ):
         return None
     q_base, q_off, q_st, q_scale = trace_view(m, matmul.inputs[0])
     k_base, k_off, k_st, k_scale = trace_view(m, matmul.inputs[1])
@@ -123,7 +136,10 @@ def _rule_attention(m: Matcher, node: Node):
         v_base, v_off, v_st = node.inputs[1], 0, contiguous_strides(m.value(node.inputs[1]).shape)
     inputs = [q_base, k_base, v_base]
     attrs = {
-        "num_heads": H, "head_dim": q_dims[2], "seq_q": Sq, "seq_k": Sk,
+        "num_heads": H,
+        "head_dim": q_dims[2],
+        "seq_q": Sq,
+        "seq_k": Sk,
         "scale": float(scale * q_scale * k_scale),
         "q_view": _view(q_off, q_st[-3], q_st[-2], q_st[-1]),
         "k_view": _view(k_off, k_st[-3], k_st[-1], k_st[-2]),  # Kt is [h, d, s]
@@ -137,8 +153,16 @@ def _rule_attention(m: Matcher, node: Node):
             return None
         inputs.append(mask)
         attrs["mask_view"] = mv
-    return prologue + [Node("Attention", inputs, [node.outputs[0]], attrs,
-                            name=node.name + "/fused_attention", domain="sqc")]
+    return prologue + [
+        Node(
+            "Attention",
+            inputs,
+            [node.outputs[0]],
+            attrs,
+            name=node.name + "/fused_attention",
+            domain="sqc",
+        )
+    ]
 
 
 def _scores_matmul(m: Matcher, name: str):
@@ -180,7 +204,7 @@ def _view(offset, sh, ss, sd) -> dict:
 
 
 def _rule_output_layout(m: Matcher, node: Node):
-    """Reshape(Transpose(Attention, perm=[0,2,1,3]), [1, Sq, H*D]) -> Attention writing [Sq, H*D]."""
+    """Reshape(Transpose(Attention, [0,2,1,3]), [1, Sq, H*D]) -> Attention writing [Sq, H*D]."""
     if node.op not in VIEW_OPS or node.domain:
         return None
     tr = m.node_of(node.inputs[0], "Transpose")
@@ -199,5 +223,6 @@ def _rule_output_layout(m: Matcher, node: Node):
     if int(np.prod(out_shape)) != H * Sq * D or out_shape[-1] != H * D:
         return None
     attrs = dict(a, out_view=_view(0, D, H * D, 1), out_shape=list(out_shape))
-    return [Node("Attention", list(att.inputs), [node.outputs[0]], attrs, name=att.name,
-                 domain="sqc")]
+    return [
+        Node("Attention", list(att.inputs), [node.outputs[0]], attrs, name=att.name, domain="sqc")
+    ]

@@ -21,7 +21,7 @@ from sqc.compiler.passes.rewrite import Matcher, rewrite
 SAMPLES = np.linspace(-4.0, 4.0, 33, dtype=np.float32)
 EXPECTED_ARG = {
     "Erf": lambda x: x / math.sqrt(2.0),
-    "Tanh": lambda x: math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3),
+    "Tanh": lambda x: math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3),
 }
 
 
@@ -57,8 +57,16 @@ def _rule(m: Matcher, node: Node):
                 continue
             if _argument_is(m, fn.inputs[0], x, EXPECTED_ARG[fn.op]):
                 kind = "tanh" if fn.op == "Tanh" else "none"
-                return [Node("Gelu", [x], [node.outputs[0]], {"approximation": kind},
-                             name=node.name + "/fused_gelu", domain="sqc")]
+                return [
+                    Node(
+                        "Gelu",
+                        [x],
+                        [node.outputs[0]],
+                        {"approximation": kind},
+                        name=node.name + "/fused_gelu",
+                        domain="sqc",
+                    )
+                ]
     return None
 
 
@@ -82,5 +90,8 @@ def _argument_is(m: Matcher, arg: str, x: str, expected) -> bool:
         return env[name]
 
     got = value_of(arg, 0)
-    return got is not None and got.shape == SAMPLES.shape and \
-        np.allclose(got, expected(SAMPLES.astype(np.float64)), rtol=1e-4, atol=1e-5)
+    return (
+        got is not None
+        and got.shape == SAMPLES.shape
+        and np.allclose(got, expected(SAMPLES.astype(np.float64)), rtol=1e-4, atol=1e-5)
+    )

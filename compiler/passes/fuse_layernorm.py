@@ -47,8 +47,9 @@ def _normalized(m: Matcher, name: str):
     if mean is None or mean.inputs[0] != sub.inputs[0]:
         return None
     x = sub.inputs[0]
-    for add, eps_name in commuted(m.node_of(sqrt.inputs[0], "Add") or Node("", ["", ""], []),
-                                  m, "ReduceMean"):
+    for add, eps_name in commuted(
+        m.node_of(sqrt.inputs[0], "Add") or Node("", ["", ""], []), m, "ReduceMean"
+    ):
         eps = m.scalar(eps_name)
         var = _last_axis_mean(m, add.outputs[0])
         if eps is None or var is None:
@@ -78,8 +79,11 @@ def _rule(m: Matcher, node: Node):
         return None
     if beta is None:
         user = m.only_user(mul.outputs[0])
-        if user is not None and user.op == "Add" and any(
-                m.g.const(i) is not None for i in user.inputs):
+        if (
+            user is not None
+            and user.op == "Add"
+            and any(m.g.const(i) is not None for i in user.inputs)
+        ):
             return None  # the Add of beta is the root; fuse there
 
     for a, b in ((0, 1), (1, 0)):
@@ -94,8 +98,15 @@ def _rule(m: Matcher, node: Node):
         inputs = [x, _vector(m, gamma, size)]
         if beta is not None:
             inputs.append(_vector(m, beta, size))
-        return [Node("LayerNormalization", inputs, [node.outputs[0]],
-                     {"axis": -1, "epsilon": float(eps)}, name=node.name + "/fused_layernorm")]
+        return [
+            Node(
+                "LayerNormalization",
+                inputs,
+                [node.outputs[0]],
+                {"axis": -1, "epsilon": float(eps)},
+                name=node.name + "/fused_layernorm",
+            )
+        ]
     return None
 
 

@@ -36,8 +36,11 @@ def _rule_matmul(m: Matcher, node: Node):
             return None
         if weight is not m.g.const(w):
             w = m.g.add_const(w + "/2d", weight)
-        return [Node("Linear", [x, w], list(node.outputs), {"act": "none"},
-                     name=node.name, domain="sqc")]
+        return [
+            Node(
+                "Linear", [x, w], list(node.outputs), {"act": "none"}, name=node.name, domain="sqc"
+            )
+        ]
     if node.op == "Gemm":
         if m.g.const(node.inputs[1]) is None or node.attrs.get("transA", 0):
             return None
@@ -50,11 +53,15 @@ def _rule_matmul(m: Matcher, node: Node):
         if node.input(2):
             if c is None or c.size not in (1, weight.shape[1]):
                 return None
-            bias = np.broadcast_to(c.reshape(-1), (weight.shape[1],)) * \
-                np.float32(node.attrs.get("beta", 1.0))
+            bias = np.broadcast_to(c.reshape(-1), (weight.shape[1],)) * np.float32(
+                node.attrs.get("beta", 1.0)
+            )
             inputs.append(m.g.add_const(node.inputs[2] + "/bias", bias.astype(np.float32)))
-        return [Node("Linear", inputs, list(node.outputs), {"act": "none"},
-                     name=node.name, domain="sqc")]
+        return [
+            Node(
+                "Linear", inputs, list(node.outputs), {"act": "none"}, name=node.name, domain="sqc"
+            )
+        ]
     return None
 
 
@@ -74,8 +81,16 @@ def _rule_bias(m: Matcher, node: Node):
         b_name = node.inputs[b]
         if bias.shape != (n,):
             b_name = m.g.add_const(b_name + "/vector", bias.reshape(n))
-        return [Node("Linear", [lin.inputs[0], lin.inputs[1], b_name], list(node.outputs),
-                     dict(lin.attrs), name=lin.name, domain="sqc")]
+        return [
+            Node(
+                "Linear",
+                [lin.inputs[0], lin.inputs[1], b_name],
+                list(node.outputs),
+                dict(lin.attrs),
+                name=lin.name,
+                domain="sqc",
+            )
+        ]
     return None
 
 
@@ -86,5 +101,13 @@ def _rule_activation(m: Matcher, node: Node):
     if lin is None or not m.private(lin.outputs[0]) or lin.attrs.get("act") != "none":
         return None
     act = "gelu_tanh" if node.attrs.get("approximation") == "tanh" else "gelu_erf"
-    return [Node("Linear", list(lin.inputs), list(node.outputs), dict(lin.attrs, act=act),
-                 name=lin.name, domain="sqc")]
+    return [
+        Node(
+            "Linear",
+            list(lin.inputs),
+            list(node.outputs),
+            dict(lin.attrs, act=act),
+            name=lin.name,
+            domain="sqc",
+        )
+    ]

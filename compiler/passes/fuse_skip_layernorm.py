@@ -26,12 +26,22 @@ def _rule(m: Matcher, node: Node):
     if add is None:
         return None
     a, b = add.inputs
-    if m.value(a).shape != shape or m.value(b).shape != shape or \
-            not (m.value(a).batched and m.value(b).batched):
+    if (
+        m.value(a).shape != shape
+        or m.value(b).shape != shape
+        or not (m.value(a).batched and m.value(b).batched)
+    ):
         return None
     if not m.private(add.outputs[0]):
         return None
     inputs = [a, b, node.inputs[1], node.input(2)]
-    return [Node("SkipLayerNorm", inputs, [node.outputs[0]],
-                 {"epsilon": float(node.attrs.get("epsilon", 1e-5))},
-                 name=node.name + "/fused_skip", domain="sqc")]
+    return [
+        Node(
+            "SkipLayerNorm",
+            inputs,
+            [node.outputs[0]],
+            {"epsilon": float(node.attrs.get("epsilon", 1e-5))},
+            name=node.name + "/fused_skip",
+            domain="sqc",
+        )
+    ]

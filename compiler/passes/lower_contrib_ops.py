@@ -35,8 +35,9 @@ def _used(m: Matcher, name: str) -> bool:
 
 
 def _refuse(node: Node, what: str):
-    raise CompileError(f"node '{node.name}': op {node.op} (domain {MS}) {what}, which sqc does "
-                       "not support")
+    raise CompileError(
+        f"node '{node.name}': op {node.op} (domain {MS}) {what}, which sqc does not support"
+    )
 
 
 def _as_int64(m: Matcher, name: str, out: list[Node]) -> str:
@@ -58,8 +59,15 @@ def _lower_embed_layernorm(m: Matcher, node: Node):
 
     def gather(table: str, index: str, tag: str) -> str:
         y = new_value(m.g, f"{node.name}/{tag}", dtype, shape)
-        out.append(Node("Gather", [table, _as_int64(m, index, out)], [y], {"axis": 0},
-                        name=f"{node.name}/{tag}"))
+        out.append(
+            Node(
+                "Gather",
+                [table, _as_int64(m, index, out)],
+                [y],
+                {"axis": 0},
+                name=f"{node.name}/{tag}",
+            )
+        )
         return y
 
     acc = gather(word, ids, "word")
@@ -72,9 +80,15 @@ def _lower_embed_layernorm(m: Matcher, node: Node):
         y = new_value(m.g, f"{node.name}/sum{i}", dtype, shape)
         out.append(Node("Add", [acc, p], [y], name=f"{node.name}/sum{i}"))
         acc = y
-    out.append(Node("LayerNormalization", [acc, gamma, beta], [node.outputs[0]],
-                    {"axis": -1, "epsilon": float(node.attrs.get("epsilon", 1e-12))},
-                    name=f"{node.name}/layernorm"))
+    out.append(
+        Node(
+            "LayerNormalization",
+            [acc, gamma, beta],
+            [node.outputs[0]],
+            {"axis": -1, "epsilon": float(node.attrs.get("epsilon", 1e-12))},
+            name=f"{node.name}/layernorm",
+        )
+    )
     if len(node.outputs) > 1 and _used(m, node.outputs[1]):
         if node.attrs.get("mask_index_type", 1) != 1:
             _refuse(node, "has mask_index_type other than 1")
@@ -83,10 +97,18 @@ def _lower_embed_layernorm(m: Matcher, node: Node):
             mi = _as_int64(m, mask, out)
             total = new_value(m.g, f"{node.name}/mask_count", np.int64, (1,))
             axes = m.g.add_const(f"{node.name}/axes", np.array([1], np.int64))
-            out.append(Node("ReduceSum", [mi, axes], [total], {"keepdims": 0},
-                            name=f"{node.name}/mask_count"))
-            out.append(Node("Cast", [total], [node.outputs[1]], {"to": 6},
-                            name=f"{node.name}/mask_index"))
+            out.append(
+                Node(
+                    "ReduceSum",
+                    [mi, axes],
+                    [total],
+                    {"keepdims": 0},
+                    name=f"{node.name}/mask_count",
+                )
+            )
+            out.append(
+                Node("Cast", [total], [node.outputs[1]], {"to": 6}, name=f"{node.name}/mask_index")
+            )
         else:
             _refuse(node, "has a mask_index output without a mask input")
     if len(node.outputs) > 2 and _used(m, node.outputs[2]):
@@ -104,8 +126,11 @@ def _lower_attention(m: Matcher, node: Node):
     if len(node.outputs) > 1 and _used(m, node.outputs[1]):
         _refuse(node, "has a 'present' output")
     w = m.g.const(weights)
-    if w is None or w.shape[1] % 3 or (a.get("qkv_hidden_sizes") and
-                                       len(set(a["qkv_hidden_sizes"])) != 1):
+    if (
+        w is None
+        or w.shape[1] % 3
+        or (a.get("qkv_hidden_sizes") and len(set(a["qkv_hidden_sizes"])) != 1)
+    ):
         _refuse(node, "has non-constant or unequal Q/K/V weights")
     hidden = w.shape[1] // 3
     heads = a["num_heads"]
@@ -114,14 +139,27 @@ def _lower_attention(m: Matcher, node: Node):
     S = shape[-2]
     out: list[Node] = []
     qkv = new_value(m.g, f"{node.name}/qkv", np.float32, tuple(shape[:-1]) + (3 * hidden,))
-    out.append(Node("Linear", [x, weights] + ([bias] if bias else []), [qkv], {"act": "none"},
-                    name=f"{node.name}/qkv", domain="sqc"))
+    out.append(
+        Node(
+            "Linear",
+            [x, weights] + ([bias] if bias else []),
+            [qkv],
+            {"act": "none"},
+            name=f"{node.name}/qkv",
+            domain="sqc",
+        )
+    )
     inputs = [qkv, qkv, qkv]
     attrs = {
-        "num_heads": heads, "head_dim": D, "seq_q": S, "seq_k": S,
+        "num_heads": heads,
+        "head_dim": D,
+        "seq_q": S,
+        "seq_k": S,
         "scale": float(a.get("scale", 1.0 / math.sqrt(D))),
-        "q_view": _view(0, D, 3 * hidden), "k_view": _view(hidden, D, 3 * hidden),
-        "v_view": _view(2 * hidden, D, 3 * hidden), "out_view": _view(0, D, hidden),
+        "q_view": _view(0, D, 3 * hidden),
+        "k_view": _view(hidden, D, 3 * hidden),
+        "v_view": _view(2 * hidden, D, 3 * hidden),
+        "out_view": _view(0, D, hidden),
         "out_shape": list(m.value(node.outputs[0]).shape),
     }
     if mask_index:
@@ -148,9 +186,18 @@ def _additive_mask(m: Matcher, node: Node, mask_index: str, S: int, out: list[No
     else:
         _refuse(node, f"has a mask_index of shape {list(shape)} (1-D lengths or 2-D masks only)")
     additive = new_value(m.g, f"{node.name}/mask", np.float32, (1, S))
-    out.append(Node("Where", [keep, m.g.add_const(f"{node.name}/zero_f", np.float32(0)),
-                              m.g.add_const(f"{node.name}/fill", np.float32(fill))],
-                    [additive], name=f"{node.name}/mask"))
+    out.append(
+        Node(
+            "Where",
+            [
+                keep,
+                m.g.add_const(f"{node.name}/zero_f", np.float32(0)),
+                m.g.add_const(f"{node.name}/fill", np.float32(fill)),
+            ],
+            [additive],
+            name=f"{node.name}/mask",
+        )
+    )
     return additive
 
 
@@ -166,9 +213,16 @@ def _lower_skip_layernorm(m: Matcher, node: Node):
     if len(node.outputs) > 3 and _used(m, node.outputs[3]):
         outputs.append(node.outputs[3])
     inputs = [node.input(i) for i in range(5)]
-    return [Node("SkipLayerNorm", inputs, outputs,
-                 {"epsilon": float(node.attrs.get("epsilon", 1e-12))}, name=node.name,
-                 domain="sqc")]
+    return [
+        Node(
+            "SkipLayerNorm",
+            inputs,
+            outputs,
+            {"epsilon": float(node.attrs.get("epsilon", 1e-12))},
+            name=node.name,
+            domain="sqc",
+        )
+    ]
 
 
 def _lower_gelu(m: Matcher, node: Node):
@@ -180,8 +234,16 @@ def _lower_gelu(m: Matcher, node: Node):
         y = new_value(m.g, f"{node.name}/biased", v.dtype, v.shape)
         out.append(Node("Add", [x, node.inputs[1]], [y], name=f"{node.name}/bias"))
         x = y
-    out.append(Node("Gelu", [x], [node.outputs[0]], {"approximation": approximation},
-                    name=node.name, domain="sqc"))
+    out.append(
+        Node(
+            "Gelu",
+            [x],
+            [node.outputs[0]],
+            {"approximation": approximation},
+            name=node.name,
+            domain="sqc",
+        )
+    )
     return out
 
 

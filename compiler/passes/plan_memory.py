@@ -51,8 +51,7 @@ def plan_memory(graph: Graph) -> Graph:
     memory: dict[str, tuple[int, int]] = {}
     for name in sorted(first, key=lambda n: first[n]):
         size = _align(max(g.values[name].nbytes, 1))
-        live = sorted((o, s) for o, s, f, la in placed
-                      if not (la < first[name] or f > last[name]))
+        live = sorted((o, s) for o, s, f, la in placed if not (la < first[name] or f > last[name]))
         offset = 0
         for o, s in live:
             if offset + size <= o:

@@ -8,7 +8,7 @@ so rules never walk or edit the graph themselves.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -25,8 +25,9 @@ class Matcher:
         self.users = graph.consumers()
         self.outputs = set(graph.outputs)
 
-    def node_of(self, name: str, op: str | tuple[str, ...] | None = None,
-                domain: str = "") -> Node | None:
+    def node_of(
+        self, name: str, op: str | tuple[str, ...] | None = None, domain: str = ""
+    ) -> Node | None:
         """The node producing ``name`` if it is ``op`` (any op when None)."""
         n = self.producer.get(name)
         if n is None:
@@ -71,7 +72,7 @@ def rewrite(graph: Graph, rule: Rule) -> Graph:
         if replacement is None:
             i += 1
             continue
-        g.nodes[i:i + 1] = replacement
+        g.nodes[i : i + 1] = replacement
         g = eliminate_dead_nodes(g)
         m = Matcher(g)
         i = 0 if not replacement else _index_after(g, replacement[-1])

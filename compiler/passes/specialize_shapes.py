@@ -29,12 +29,15 @@ def input_dims(name: str, dims: list) -> list:
     """The run-time layout of an input: "batch" first, then "sequence" for every symbolic dim
     (specialized to the bucket) and integers for fixed dims."""
     if len(dims) < 1:
-        raise CompileError(f"input '{name}' is a scalar; sqc compiles inputs shaped "
-                           "[batch, sequence, ...]")
+        raise CompileError(
+            f"input '{name}' is a scalar; sqc compiles inputs shaped [batch, sequence, ...]"
+        )
     batch = dims[0]
     if isinstance(batch, int) and batch not in (0, 1):
-        raise CompileError(f"input '{name}' has a fixed batch size {batch}; export the model with "
-                           "a dynamic batch axis (sqc makes batch a run-time argument)")
+        raise CompileError(
+            f"input '{name}' has a fixed batch size {batch}; export the model with "
+            "a dynamic batch axis (sqc makes batch a run-time argument)"
+        )
     return ["batch"] + [d if isinstance(d, int) and d > 0 else "sequence" for d in dims[1:]]
 
 
@@ -50,8 +53,12 @@ def _specialize_node(g: Graph, node) -> None:
     ins = [g.values[i] if i else None for i in node.inputs]
     for pos in opdef.const_inputs:
         if pos < len(ins) and ins[pos] is not None and not ins[pos].is_const:
-            raise UnsupportedOpError(node, opset, f"has input {pos} ('{node.inputs[pos]}') that "
-                                     "depends on the model's inputs; sqc needs it constant")
+            raise UnsupportedOpError(
+                node,
+                opset,
+                f"has input {pos} ('{node.inputs[pos]}') that "
+                "depends on the model's inputs; sqc needs it constant",
+            )
     consts = [None if v is None else v.const for v in ins]
     live = [v for v in ins if v is not None]
     if node.op == "Shape" and not node.domain:
@@ -66,19 +73,27 @@ def _specialize_node(g: Graph, node) -> None:
     _check_batch_alignment(node, ins, opset)
     if opdef.infer is not None:
         try:
-            specs = opdef.infer(node, [None if v is None else (np.dtype(v.dtype), v.shape,
-                                                               v.const) for v in ins], opset)
+            specs = opdef.infer(
+                node,
+                [None if v is None else (np.dtype(v.dtype), v.shape, v.const) for v in ins],
+                opset,
+            )
         except (ValueError, IndexError) as e:
             raise _shape_error(node, ins, e) from None
         for out, spec in zip(node.outputs, specs):
             if out:
                 val = g.value(out)
-                val.dtype, val.shape, val.const, val.batched = np.dtype(spec[0]), tuple(spec[1]), \
-                    None, True
+                val.dtype, val.shape, val.const, val.batched = (
+                    np.dtype(spec[0]),
+                    tuple(spec[1]),
+                    None,
+                    True,
+                )
         return
     # Evaluate on zeros: exact shapes for the data-movement ops that have no infer rule.
-    zeros = [c if c is not None or v is None else np.zeros(v.shape, v.dtype)
-             for c, v in zip(consts, ins)]
+    zeros = [
+        c if c is not None or v is None else np.zeros(v.shape, v.dtype) for c, v in zip(consts, ins)
+    ]
     results = _evaluate(opdef, node, zeros, opset)
     for out, r in zip(node.outputs, results):
         if out:
@@ -86,8 +101,26 @@ def _specialize_node(g: Graph, node) -> None:
             val.dtype, val.shape, val.const, val.batched = r.dtype, tuple(r.shape), None, True
 
 
-BROADCASTING = {"Add", "Sub", "Mul", "Div", "Pow", "Equal", "Less", "LessOrEqual", "Greater",
-                "GreaterOrEqual", "And", "Or", "Xor", "Max", "Min", "Sum", "Where", "Mod"}
+BROADCASTING = {
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Equal",
+    "Less",
+    "LessOrEqual",
+    "Greater",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "Max",
+    "Min",
+    "Sum",
+    "Where",
+    "Mod",
+}
 
 
 def _check_batch_alignment(node, ins, opset) -> None:
@@ -99,8 +132,12 @@ def _check_batch_alignment(node, ins, opset) -> None:
     if node.op == "Expand" and ins[1].is_const:
         ranks.add(max(len(ins[0].shape), len(ins[1].const)))
     if len(ranks) > 1:
-        raise UnsupportedOpError(node, opset, "broadcasts batched operands of different ranks "
-                                 f"{sorted(ranks)}; the batch axes would not line up")
+        raise UnsupportedOpError(
+            node,
+            opset,
+            "broadcasts batched operands of different ranks "
+            f"{sorted(ranks)}; the batch axes would not line up",
+        )
 
 
 def _evaluate(opdef, node, arrays, opset):
@@ -109,15 +146,18 @@ def _evaluate(opdef, node, arrays, opset):
     except CompileError:
         raise
     except Exception as e:
-        raise _shape_error(node, [None if a is None else np.asarray(a) for a in arrays],
-                           e) from None
+        raise _shape_error(
+            node, [None if a is None else np.asarray(a) for a in arrays], e
+        ) from None
 
 
 def _shape_error(node, ins, e: Exception) -> CompileError:
     shapes = ", ".join(str(list(v.shape)) for v in ins if v is not None)
-    return CompileError(f"node '{node.name}' ({node.op}) cannot take the specialized shapes "
-                        f"{shapes} ({e}); is the bucket longer than the model's maximum sequence "
-                        "length (its position table)?")
+    return CompileError(
+        f"node '{node.name}' ({node.op}) cannot take the specialized shapes "
+        f"{shapes} ({e}); is the bucket longer than the model's maximum sequence "
+        "length (its position table)?"
+    )
 
 
 def _set_outputs(g: Graph, node, results, batched: bool) -> None:

@@ -17,8 +17,13 @@ TINY = FIXTURES / "bert_qa_opset17.onnx"
 
 
 def sqc(*args, cwd=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "sqc.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sqc.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 def one_line_error(result, *needles):
@@ -54,8 +59,18 @@ def test_compile_then_reuse(tmp_path):
 
 
 def test_dump_after_and_disable(tmp_path):
-    out = sqc("compile", TINY, "--buckets", "16", "-o", tmp_path / "d", "--dump-after",
-              "fuse_attention", "--disable", "fuse_skip_layernorm")
+    out = sqc(
+        "compile",
+        TINY,
+        "--buckets",
+        "16",
+        "-o",
+        tmp_path / "d",
+        "--dump-after",
+        "fuse_attention",
+        "--disable",
+        "fuse_skip_layernorm",
+    )
     assert out.returncode == 0, out.stderr
     dump = (tmp_path / "d" / "dumps" / "s16_after_fuse_attention.txt").read_text()
     assert "sqc.Attention" in dump
@@ -81,9 +96,12 @@ def test_not_onnx_and_truncated_and_missing(tmp_path):
 
 def test_unsupported_op_names_node_op_domain_opset(tmp_path):
     node = helper.make_node("NonMaxSuppression", ["x", "x"], ["y"], name="nms_1")
-    graph = helper.make_graph([node], "g",
-                              [helper.make_tensor_value_info("x", T.FLOAT, ["b", "s", 4])],
-                              [helper.make_tensor_value_info("y", T.INT64, None)])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", T.FLOAT, ["b", "s", 4])],
+        [helper.make_tensor_value_info("y", T.INT64, None)],
+    )
     path = tmp_path / "nms.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     one_line_error(sqc("compile", path), "nms_1", "NonMaxSuppression", "ai.onnx", "opset 17")
@@ -91,9 +109,12 @@ def test_unsupported_op_names_node_op_domain_opset(tmp_path):
 
 def test_unsupported_attribute_is_named(tmp_path):
     node = helper.make_node("Softmax", ["x"], ["y"], name="sm", axis=-1, flavour=3)
-    graph = helper.make_graph([node], "g",
-                              [helper.make_tensor_value_info("x", T.FLOAT, ["b", "s"])],
-                              [helper.make_tensor_value_info("y", T.FLOAT, None)])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", T.FLOAT, ["b", "s"])],
+        [helper.make_tensor_value_info("y", T.FLOAT, None)],
+    )
     path = tmp_path / "attr.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     one_line_error(sqc("compile", path), "sm", "flavour")
@@ -101,21 +122,35 @@ def test_unsupported_attribute_is_named(tmp_path):
 
 def test_run_answers_and_errors(tmp_path):
     artifact = tmp_path / "qa"
-    assert sqc("compile", TINY, "--buckets", "32,64", "-o", artifact,
-               "--tokenizer", FIXTURES / "tiny-bert-tokenizer.json").returncode == 0
-    out = sqc("run", artifact, "--question", "who is mark?", "--context", "mark is batman.",
-              "--json")
+    assert (
+        sqc(
+            "compile",
+            TINY,
+            "--buckets",
+            "32,64",
+            "-o",
+            artifact,
+            "--tokenizer",
+            FIXTURES / "tiny-bert-tokenizer.json",
+        ).returncode
+        == 0
+    )
+    out = sqc(
+        "run", artifact, "--question", "who is mark?", "--context", "mark is batman.", "--json"
+    )
     assert out.returncode == 0, out.stderr
     answer = json.loads(out.stdout)
     assert set(answer) == {"score", "answer", "start", "end"}
-    assert "mark is batman."[answer["start"]:answer["end"]] == answer["answer"]
+    assert "mark is batman."[answer["start"] : answer["end"]] == answer["answer"]
     one_line_error(sqc("run", artifact, "--question", "   ", "--context", "x"), "question")
     one_line_error(sqc("run", artifact, "--question", "q", "--context", "  \n "), "context")
     one_line_error(sqc("run", artifact, "--question", "q"), "--context")
     one_line_error(sqc("run", tmp_path / "nowhere", "-q", "q", "-c", "c"), "nowhere")
     lines = tmp_path / "in.jsonl"
-    lines.write_text('{"id": 1, "question": "who?", "context": "mark is batman."}\n'
-                     'not json\n{"question": 5, "context": "x"}\n')
+    lines.write_text(
+        '{"id": 1, "question": "who?", "context": "mark is batman."}\n'
+        'not json\n{"question": 5, "context": "x"}\n'
+    )
     out = sqc("run", artifact, "--input", lines)
     rows = [json.loads(r) for r in out.stdout.splitlines()]
     assert out.returncode == 1 and len(rows) == 3
@@ -132,15 +167,39 @@ def test_eval_scores_reference_predictions():
 
 
 def test_eval_runs_a_model_and_writes_predictions(tmp_path):
-    data = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{
-        "context": "mark is batman. bruce is not.",
-        "qas": [{"id": "q1", "question": "who is mark?", "answers": [
-            {"text": "batman", "answer_start": 8}]}]}]}]}
+    data = {
+        "version": "1.1",
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [
+                    {
+                        "context": "mark is batman. bruce is not.",
+                        "qas": [
+                            {
+                                "id": "q1",
+                                "question": "who is mark?",
+                                "answers": [{"text": "batman", "answer_start": 8}],
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
     squad = tmp_path / "squad.json"
     squad.write_text(json.dumps(data))
     artifact = tmp_path / "qa"
-    sqc("compile", TINY, "--buckets", "32", "-o", artifact,
-        "--tokenizer", FIXTURES / "tiny-bert-tokenizer.json")
+    sqc(
+        "compile",
+        TINY,
+        "--buckets",
+        "32",
+        "-o",
+        artifact,
+        "--tokenizer",
+        FIXTURES / "tiny-bert-tokenizer.json",
+    )
     out = sqc("eval", artifact, "--squad", squad, "--predictions", tmp_path / "p.json")
     assert out.returncode == 0, out.stderr
     assert "exact_match" in out.stdout and "questions/s" in out.stdout

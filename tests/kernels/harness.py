@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 from cffi import FFI
+
 from sqc.compiler.codegen.kernels import KernelVariant, render_kernel
 
 # gcc flags per ISA: the same sets the code generator compiles with.

@@ -1,4 +1,4 @@
-"""Kernel tests for sqc_f32_gemm (templates/kernels/f32_gemm.h.j2) against a float64 numpy reference.
+"""Kernel tests for sqc_f32_gemm (templates/kernels/f32_gemm.h.j2) against float64 numpy.
 
 Sizes are written in terms of each variant's knobs (mr, nr, kc) so every variant is swept below, at
 and above its own tiles. Each axis is swept with the others at a middle value, then random combos.
@@ -20,9 +20,9 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+
 from sqc.compiler.codegen.kernels import KERNEL_VARIANTS, KernelVariant, render_kernel
 from sqc.compiler.codegen.packing import f32_gemm_knobs, pack_f32_gemm_weights
-
 from tests.kernels import harness
 
 # Tolerances, one row per check, with the reason.

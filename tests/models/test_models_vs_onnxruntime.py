@@ -8,7 +8,6 @@ examples/export_fixtures.py. The real model is ../shared/models/minilm-l6-qa.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,13 +41,20 @@ def test_fixture_model_matches_onnxruntime(compile_onnx, name):
                 assert err <= TOLERANCE["f32_model"], f"{name} {out_name} s{seq} b{batch}: {err}"
 
 
-@pytest.mark.parametrize("name", ["bert_qa_opset17.onnx", "distilbert_qa_opset14.onnx",
-                                  "roberta_qa_opset17.onnx", "bert_qa_ort_optimized.onnx"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bert_qa_opset17.onnx",
+        "distilbert_qa_opset14.onnx",
+        "roberta_qa_opset17.onnx",
+        "bert_qa_ort_optimized.onnx",
+    ],
+)
 def test_fixture_model_is_fully_fused(compile_onnx, name):
     """Every linear layer, attention and LayerNorm of a BERT-family model gets its fused kernel."""
     engine = compile_onnx(FIXTURES / name, buckets=BUCKETS, max_batch_size=4)
     source = (engine.path / "model.c").read_text()
-    body = source[source.index("int sqc_run_s16"):source.index("size_t sqc_workspace_s24")]
+    body = source[source.index("int sqc_run_s16") : source.index("size_t sqc_workspace_s24")]
     assert body.count("(sqc.Attention)") == 2
     assert body.count("(sqc.Linear)") in (13, 9)  # 2 layers x 6 (or 4 with packed QKV) + head
     assert "(MatMul)" not in body and "(Softmax)" not in body and "(Erf)" not in body
@@ -73,6 +79,7 @@ def test_engine_threads_give_identical_results(compile_onnx):
 
 def test_engine_is_safe_from_many_threads(compile_onnx):
     from concurrent.futures import ThreadPoolExecutor
+
     engine = compile_onnx(FIXTURES / "bert_qa_opset17.onnx", buckets=BUCKETS, max_batch_size=4)
     jobs = [generate_random_inputs(engine, 1 + i % 4, BUCKETS[i % 2], seed=i) for i in range(24)]
     expected = [engine.run(j) for j in jobs]
@@ -85,15 +92,18 @@ def test_engine_is_safe_from_many_threads(compile_onnx):
 
 # ------------------------------------------------------------------ the real model
 
+
 def squad_windows(count: int, seq: int, stride: int = 128):
     """Tokenized windows (input ids, mask, types) of the first ``count`` SQuAD dev questions."""
     from tokenizers import Tokenizer
+
     tok = Tokenizer.from_file(str(REAL_MODEL.parent / "tokenizer.json"))
     tok.enable_truncation(seq, stride=stride, strategy="only_second")
     tok.enable_padding(length=seq)
     data = json.loads((SHARED / "data/squad/dev-v1.1.reconstructed.json").read_text())["data"]
-    pairs = [(qa["question"], p["context"]) for a in data for p in a["paragraphs"]
-             for qa in p["qas"]][:count]
+    pairs = [
+        (qa["question"], p["context"]) for a in data for p in a["paragraphs"] for qa in p["qas"]
+    ][:count]
     ids, mask, types = [], [], []
     for q, ctx in pairs:
         enc = tok.encode(q, ctx)
@@ -111,7 +121,7 @@ def test_real_model_logits_on_squad_windows(compile_onnx):
     assert len(ids) >= 200
     worst = 0.0
     for start in range(0, len(ids), 16):
-        chunk = [a[start:start + 16] for a in (ids, mask, types)]
+        chunk = [a[start : start + 16] for a in (ids, mask, types)]
         got = engine.run(chunk)
         want = ort_run(REAL_MODEL, dict(zip(engine.input_names, chunk)))
         for g, w in zip(got, want):
@@ -119,5 +129,3 @@ def test_real_model_logits_on_squad_windows(compile_onnx):
             for gw, ww in zip(g, w):
                 worst = max(worst, relative_error(gw, ww))
     assert worst <= TOLERANCE["f32_model"], worst
-
-

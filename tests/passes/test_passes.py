@@ -67,13 +67,24 @@ def n(op, ins, outs, **kw):
 
 # ------------------------------------------------------------------ specialization and folding
 
+
 def test_specialize_folds_shape_subgraph_and_marks_batched():
-    m = model([n("Shape", ["x"], ["sh"]), n("Gather", ["sh", "one"], ["s"], axis=0),
-               n("Unsqueeze", ["s", "zero"], ["su"]),
-               n("Concat", ["m1", "su", "four", "two"], ["target"], axis=0),
-               n("Reshape", ["x", "target"], ["y"])],
-              [c("one", np.array(1)), c("zero", np.array([0])), c("m1", np.array([-1])),
-               c("four", np.array([4])), c("two", np.array([2]))])
+    m = model(
+        [
+            n("Shape", ["x"], ["sh"]),
+            n("Gather", ["sh", "one"], ["s"], axis=0),
+            n("Unsqueeze", ["s", "zero"], ["su"]),
+            n("Concat", ["m1", "su", "four", "two"], ["target"], axis=0),
+            n("Reshape", ["x", "target"], ["y"]),
+        ],
+        [
+            c("one", np.array(1)),
+            c("zero", np.array([0])),
+            c("m1", np.array([-1])),
+            c("four", np.array([4])),
+            c("two", np.array([2])),
+        ],
+    )
     g = specialize_shapes(import_model(m), S)
     assert g.values["target"].const.tolist() == [-1, S, 4, 2]
     assert g.values["y"].shape == (1, S, 4, 2) and g.values["y"].batched
@@ -83,42 +94,67 @@ def test_specialize_folds_shape_subgraph_and_marks_batched():
 
 
 def test_specialize_refuses_fixed_batch_and_mismatched_bucket():
-    fixed_batch = model([n("Identity", ["x"], ["y"])], [],
-                        [helper.make_tensor_value_info("x", T.FLOAT, [4, "seq", H])])
+    fixed_batch = model(
+        [n("Identity", ["x"], ["y"])],
+        [],
+        [helper.make_tensor_value_info("x", T.FLOAT, [4, "seq", H])],
+    )
     with pytest.raises(CompileError, match="fixed batch size 4"):
         specialize_shapes(import_model(fixed_batch), S)
-    fixed_seq = model([n("Identity", ["x"], ["y"])], [],
-                      [helper.make_tensor_value_info("x", T.FLOAT, ["b", 10, H])])
+    fixed_seq = model(
+        [n("Identity", ["x"], ["y"])],
+        [],
+        [helper.make_tensor_value_info("x", T.FLOAT, ["b", 10, H])],
+    )
     g = specialize_shapes(import_model(fixed_seq), S)  # fixed dims are kept, not bucketed
     assert g.values["x"].shape == (1, 10, H)
 
 
 def test_specialize_refuses_data_dependent_reshape():
-    m = model([n("Cast", ["x"], ["xi"], to=T.INT64), n("ReduceMax", ["xi"], ["s"], keepdims=0),
-               n("Unsqueeze", ["s", "zero"], ["target"]), n("Reshape", ["x", "target"], ["y"])],
-              [c("zero", np.array([0]))], opset=13)
+    m = model(
+        [
+            n("Cast", ["x"], ["xi"], to=T.INT64),
+            n("ReduceMax", ["xi"], ["s"], keepdims=0),
+            n("Unsqueeze", ["s", "zero"], ["target"]),
+            n("Reshape", ["x", "target"], ["y"]),
+        ],
+        [c("zero", np.array([0]))],
+        opset=13,
+    )
     with pytest.raises(CompileError, match="depends on the model's inputs"):
         specialize_shapes(import_model(m), S)
 
 
 # ------------------------------------------------------------------ fusions
 
+
 def decomposed_layernorm(x, out, eps=1e-12, square="Pow"):
-    sq = [n("Pow", [f"{out}_d", "two"], [f"{out}_p"])] if square == "Pow" else \
-        [n("Mul", [f"{out}_d", f"{out}_d"], [f"{out}_p"])]
-    return [n("ReduceMean", [x], [f"{out}_m"], axes=[-1]),
-            n("Sub", [x, f"{out}_m"], [f"{out}_d"])] + sq + [
-        n("ReduceMean", [f"{out}_p"], [f"{out}_v"], axes=[-1]),
-        n("Add", [f"{out}_v", "eps"], [f"{out}_ve"]), n("Sqrt", [f"{out}_ve"], [f"{out}_s"]),
-        n("Div", [f"{out}_d", f"{out}_s"], [f"{out}_n"]),
-        n("Mul", [f"{out}_n", "gamma"], [f"{out}_g"]), n("Add", [f"{out}_g", "beta"], [out])]
+    sq = (
+        [n("Pow", [f"{out}_d", "two"], [f"{out}_p"])]
+        if square == "Pow"
+        else [n("Mul", [f"{out}_d", f"{out}_d"], [f"{out}_p"])]
+    )
+    return (
+        [n("ReduceMean", [x], [f"{out}_m"], axes=[-1]), n("Sub", [x, f"{out}_m"], [f"{out}_d"])]
+        + sq
+        + [
+            n("ReduceMean", [f"{out}_p"], [f"{out}_v"], axes=[-1]),
+            n("Add", [f"{out}_v", "eps"], [f"{out}_ve"]),
+            n("Sqrt", [f"{out}_ve"], [f"{out}_s"]),
+            n("Div", [f"{out}_d", f"{out}_s"], [f"{out}_n"]),
+            n("Mul", [f"{out}_n", "gamma"], [f"{out}_g"]),
+            n("Add", [f"{out}_g", "beta"], [out]),
+        ]
+    )
 
 
 @pytest.mark.parametrize("square", ["Pow", "Mul"])
 def test_fuse_layernorm_decomposed(square):
-    m = model(decomposed_layernorm("x", "y", square=square),
-              [c("two", np.float32(2)), c("eps", np.float32(1e-12)), c("gamma", w(H)),
-               c("beta", w(H))], opset=14)
+    m = model(
+        decomposed_layernorm("x", "y", square=square),
+        [c("two", np.float32(2)), c("eps", np.float32(1e-12)), c("gamma", w(H)), c("beta", w(H))],
+        opset=14,
+    )
     before = specialized(m)
     after = fuse_layernorm(before)
     assert ops(after) == {"LayerNormalization": 1}
@@ -127,28 +163,42 @@ def test_fuse_layernorm_decomposed(square):
 
 
 def test_fuse_layernorm_leaves_other_reductions_alone():
-    m = model([n("ReduceMean", ["x"], ["m"], axes=[1]), n("Sub", ["x", "m"], ["y"])], [],
-              opset=14)
+    m = model([n("ReduceMean", ["x"], ["m"], axes=[1]), n("Sub", ["x", "m"], ["y"])], [], opset=14)
     before = specialized(m)
     assert ops(fuse_layernorm(before)) == ops(before)
 
 
 def erf_gelu(x, out):
-    return [n("Div", [x, "sqrt2"], [f"{out}_d"]), n("Erf", [f"{out}_d"], [f"{out}_e"]),
-            n("Add", [f"{out}_e", "one"], [f"{out}_a"]), n("Mul", [x, f"{out}_a"], [f"{out}_m"]),
-            n("Mul", [f"{out}_m", "half"], [out])]
+    return [
+        n("Div", [x, "sqrt2"], [f"{out}_d"]),
+        n("Erf", [f"{out}_d"], [f"{out}_e"]),
+        n("Add", [f"{out}_e", "one"], [f"{out}_a"]),
+        n("Mul", [x, f"{out}_a"], [f"{out}_m"]),
+        n("Mul", [f"{out}_m", "half"], [out]),
+    ]
 
 
 def tanh_gelu(x, out):
-    return [n("Mul", [x, "half"], [f"{out}_h"]), n("Pow", [x, "three"], [f"{out}_p"]),
-            n("Mul", [f"{out}_p", "c"], [f"{out}_pc"]), n("Add", [x, f"{out}_pc"], [f"{out}_s"]),
-            n("Mul", [f"{out}_s", "k"], [f"{out}_sk"]), n("Tanh", [f"{out}_sk"], [f"{out}_t"]),
-            n("Add", [f"{out}_t", "one"], [f"{out}_a"]), n("Mul", [f"{out}_h", f"{out}_a"], [out])]
+    return [
+        n("Mul", [x, "half"], [f"{out}_h"]),
+        n("Pow", [x, "three"], [f"{out}_p"]),
+        n("Mul", [f"{out}_p", "c"], [f"{out}_pc"]),
+        n("Add", [x, f"{out}_pc"], [f"{out}_s"]),
+        n("Mul", [f"{out}_s", "k"], [f"{out}_sk"]),
+        n("Tanh", [f"{out}_sk"], [f"{out}_t"]),
+        n("Add", [f"{out}_t", "one"], [f"{out}_a"]),
+        n("Mul", [f"{out}_h", f"{out}_a"], [out]),
+    ]
 
 
-GELU_CONSTS = [c("sqrt2", np.float32(1.4142135)), c("one", np.float32(1)),
-               c("half", np.float32(0.5)), c("three", np.float32(3)),
-               c("c", np.float32(0.044715)), c("k", np.float32(0.7978846))]
+GELU_CONSTS = [
+    c("sqrt2", np.float32(1.4142135)),
+    c("one", np.float32(1)),
+    c("half", np.float32(0.5)),
+    c("three", np.float32(3)),
+    c("c", np.float32(0.044715)),
+    c("k", np.float32(0.7978846)),
+]
 
 
 @pytest.mark.parametrize("form,kind", [(erf_gelu, "none"), (tanh_gelu, "tanh")])
@@ -171,11 +221,16 @@ def attention_nodes(mask_input="mask", scale_on_q=False):
     """BERT self-attention as torch exports it: Q/K/V linears, head split, QK^T, mask, PV."""
     nodes = []
     for t in "qkv":
-        nodes += [n("MatMul", ["x", f"w{t}"], [f"{t}0"]), n("Add", [f"{t}0", f"b{t}"], [f"{t}1"]),
-                  n("Reshape", [f"{t}1", "heads"], [f"{t}2"])]
-    nodes += [n("Transpose", ["q2"], ["q3"], perm=[0, 2, 1, 3]),
-              n("Transpose", ["k2"], ["kt"], perm=[0, 2, 3, 1]),
-              n("Transpose", ["v2"], ["v3"], perm=[0, 2, 1, 3])]
+        nodes += [
+            n("MatMul", ["x", f"w{t}"], [f"{t}0"]),
+            n("Add", [f"{t}0", f"b{t}"], [f"{t}1"]),
+            n("Reshape", [f"{t}1", "heads"], [f"{t}2"]),
+        ]
+    nodes += [
+        n("Transpose", ["q2"], ["q3"], perm=[0, 2, 1, 3]),
+        n("Transpose", ["k2"], ["kt"], perm=[0, 2, 3, 1]),
+        n("Transpose", ["v2"], ["v3"], perm=[0, 2, 1, 3]),
+    ]
     q = "q3"
     if scale_on_q:
         nodes.append(n("Div", ["q3", "rootd"], ["q4"]))
@@ -185,32 +240,51 @@ def attention_nodes(mask_input="mask", scale_on_q=False):
     if not scale_on_q:
         nodes.append(n("Div", ["s0", "rootd"], ["s1"]))
         s = "s1"
-    nodes += [n("Unsqueeze", [mask_input, "ax12"], ["mu"]), n("Cast", ["mu"], ["mf"], to=T.FLOAT),
-              n("Sub", ["one", "mf"], ["inv"]), n("Mul", ["inv", "big"], ["madd"]),
-              n("Add", [s, "madd"], ["s2"]), n("Softmax", ["s2"], ["p"], axis=-1),
-              n("MatMul", ["p", "v3"], ["ctx"]),
-              n("Transpose", ["ctx"], ["ctx2"], perm=[0, 2, 1, 3]),
-              n("Reshape", ["ctx2", "merge"], ["y"])]
-    inits = [c(f"w{t}", w(H, H)) for t in "qkv"] + [c(f"b{t}", w(H)) for t in "qkv"] + [
-        c("heads", np.array([0, 0, HEADS, H // HEADS])), c("rootd", np.float32(2.0)),
-        c("ax12", np.array([1, 2])), c("one", np.float32(1)), c("big", np.float32(-3.4e38)),
-        c("merge", np.array([0, 0, H]))]
+    nodes += [
+        n("Unsqueeze", [mask_input, "ax12"], ["mu"]),
+        n("Cast", ["mu"], ["mf"], to=T.FLOAT),
+        n("Sub", ["one", "mf"], ["inv"]),
+        n("Mul", ["inv", "big"], ["madd"]),
+        n("Add", [s, "madd"], ["s2"]),
+        n("Softmax", ["s2"], ["p"], axis=-1),
+        n("MatMul", ["p", "v3"], ["ctx"]),
+        n("Transpose", ["ctx"], ["ctx2"], perm=[0, 2, 1, 3]),
+        n("Reshape", ["ctx2", "merge"], ["y"]),
+    ]
+    inits = (
+        [c(f"w{t}", w(H, H)) for t in "qkv"]
+        + [c(f"b{t}", w(H)) for t in "qkv"]
+        + [
+            c("heads", np.array([0, 0, HEADS, H // HEADS])),
+            c("rootd", np.float32(2.0)),
+            c("ax12", np.array([1, 2])),
+            c("one", np.float32(1)),
+            c("big", np.float32(-3.4e38)),
+            c("merge", np.array([0, 0, H])),
+        ]
+    )
     return nodes, inits
 
 
 @pytest.mark.parametrize("scale_on_q", [False, True])
 def test_fuse_attention_reads_heads_in_place(scale_on_q):
     nodes, inits = attention_nodes(scale_on_q=scale_on_q)
-    inputs = [helper.make_tensor_value_info("x", T.FLOAT, ["batch", "seq", H]),
-              helper.make_tensor_value_info("mask", T.INT64, ["batch", "seq"])]
+    inputs = [
+        helper.make_tensor_value_info("x", T.FLOAT, ["batch", "seq", H]),
+        helper.make_tensor_value_info("mask", T.INT64, ["batch", "seq"]),
+    ]
     before = specialized(model(nodes, inits, inputs, opset=13))
     after = fuse_attention(before)
     hist = ops(after)
     assert hist["sqc.Attention"] == 1 and "Softmax" not in hist and "Transpose" not in hist
     att = next(x for x in after.nodes if x.op == "Attention")
     assert att.attrs["scale"] == pytest.approx(0.5)
-    assert att.attrs["out_view"] == {"offset": 0, "stride_h": H // HEADS, "stride_s": H,
-                                     "stride_d": 1}
+    assert att.attrs["out_view"] == {
+        "offset": 0,
+        "stride_h": H // HEADS,
+        "stride_s": H,
+        "stride_d": 1,
+    }
     mask = np.ones((2, S), np.int64)
     mask[1, 4:] = 0
     check_same(before, after, dict(x_feeds(), mask=mask))
@@ -230,8 +304,11 @@ def test_fuse_linear_bias_and_gelu():
 
 def test_fuse_linear_keeps_shared_matmul_output():
     # The MatMul result is read twice: folding the bias into it would change the other reader.
-    nodes = [n("MatMul", ["x", "w"], ["h"]), n("Add", ["h", "b"], ["y"]),
-             n("Mul", ["h", "h"], ["z"])]
+    nodes = [
+        n("MatMul", ["x", "w"], ["h"]),
+        n("Add", ["h", "b"], ["y"]),
+        n("Mul", ["h", "h"], ["z"]),
+    ]
     before = specialized(model(nodes, [c("w", w(H, 12)), c("b", w(12))], outputs=("y", "z")))
     after = fuse_linear(before)
     assert ops(after) == {"sqc.Linear": 1, "Add": 1, "Mul": 1}
@@ -239,10 +316,14 @@ def test_fuse_linear_keeps_shared_matmul_output():
 
 
 def test_fuse_skip_layernorm():
-    nodes = [n("Add", ["x", "x2"], ["s"]),
-             n("LayerNormalization", ["s", "g", "b"], ["y"], axis=-1, epsilon=1e-5)]
-    inputs = [helper.make_tensor_value_info("x", T.FLOAT, ["batch", "seq", H]),
-              helper.make_tensor_value_info("x2", T.FLOAT, ["batch", "seq", H])]
+    nodes = [
+        n("Add", ["x", "x2"], ["s"]),
+        n("LayerNormalization", ["s", "g", "b"], ["y"], axis=-1, epsilon=1e-5),
+    ]
+    inputs = [
+        helper.make_tensor_value_info("x", T.FLOAT, ["batch", "seq", H]),
+        helper.make_tensor_value_info("x2", T.FLOAT, ["batch", "seq", H]),
+    ]
     before = specialized(model(nodes, [c("g", w(H)), c("b", w(H))], inputs))
     after = fuse_skip_layernorm(before)
     assert ops(after) == {"sqc.SkipLayerNorm": 1}
@@ -251,26 +332,41 @@ def test_fuse_skip_layernorm():
 
 
 def test_fuse_skip_layernorm_leaves_shared_sum():
-    nodes = [n("Add", ["x", "x2"], ["s"]),
-             n("LayerNormalization", ["s", "g", "b"], ["y"], axis=-1, epsilon=1e-5),
-             n("Mul", ["s", "two"], ["z"])]
-    inputs = [helper.make_tensor_value_info("x", T.FLOAT, ["batch", "seq", H]),
-              helper.make_tensor_value_info("x2", T.FLOAT, ["batch", "seq", H])]
-    before = specialized(model(nodes, [c("g", w(H)), c("b", w(H)), c("two", np.float32(2))],
-                               inputs, outputs=("y", "z")))
+    nodes = [
+        n("Add", ["x", "x2"], ["s"]),
+        n("LayerNormalization", ["s", "g", "b"], ["y"], axis=-1, epsilon=1e-5),
+        n("Mul", ["s", "two"], ["z"]),
+    ]
+    inputs = [
+        helper.make_tensor_value_info("x", T.FLOAT, ["batch", "seq", H]),
+        helper.make_tensor_value_info("x2", T.FLOAT, ["batch", "seq", H]),
+    ]
+    before = specialized(
+        model(
+            nodes, [c("g", w(H)), c("b", w(H)), c("two", np.float32(2))], inputs, outputs=("y", "z")
+        )
+    )
     assert ops(fuse_skip_layernorm(before)) == ops(before)
 
 
 def test_lower_contrib_ops_attention_and_skip_layernorm():
     ms = "com.microsoft"
-    nodes = [n("Attention", ["x", "wqkv", "bqkv", "mask_index"], ["a"], domain=ms,
-               num_heads=HEADS),
-             n("SkipLayerNormalization", ["a", "x", "g", "b"], ["y"], domain=ms, epsilon=1e-12),
-             n("FastGelu", ["y", "fb"], ["z"], domain=ms)]
-    inputs = [helper.make_tensor_value_info("x", T.FLOAT, ["batch", "seq", H]),
-              helper.make_tensor_value_info("mask_index", T.INT32, ["batch"])]
-    m = model(nodes, [c("wqkv", w(H, 3 * H)), c("bqkv", w(3 * H)), c("g", w(H)), c("b", w(H)),
-                      c("fb", w(H))], inputs, outputs=("z",), extra_opsets=[(ms, 1)])
+    nodes = [
+        n("Attention", ["x", "wqkv", "bqkv", "mask_index"], ["a"], domain=ms, num_heads=HEADS),
+        n("SkipLayerNormalization", ["a", "x", "g", "b"], ["y"], domain=ms, epsilon=1e-12),
+        n("FastGelu", ["y", "fb"], ["z"], domain=ms),
+    ]
+    inputs = [
+        helper.make_tensor_value_info("x", T.FLOAT, ["batch", "seq", H]),
+        helper.make_tensor_value_info("mask_index", T.INT32, ["batch"]),
+    ]
+    m = model(
+        nodes,
+        [c("wqkv", w(H, 3 * H)), c("bqkv", w(3 * H)), c("g", w(H)), c("b", w(H)), c("fb", w(H))],
+        inputs,
+        outputs=("z",),
+        extra_opsets=[(ms, 1)],
+    )
     g = specialize_shapes(import_model(m), S)
     lowered = lower_contrib_ops(g)
     hist = ops(lowered)
@@ -278,6 +374,7 @@ def test_lower_contrib_ops_attention_and_skip_layernorm():
     assert not any(x.domain == ms for x in lowered.nodes)
     # Reference: onnxruntime runs the com.microsoft graph itself.
     from tests.conftest import ort_run
+
     feeds = dict(x_feeds(), mask_index=np.array([S, 3], np.int32))
     got = interpret(lowered, feeds)[0]
     want = ort_run(m, feeds)[0]
@@ -286,10 +383,11 @@ def test_lower_contrib_ops_attention_and_skip_layernorm():
 
 def test_plan_memory_never_overlaps_live_values():
     nodes, inits = attention_nodes()
-    inputs = [helper.make_tensor_value_info("x", T.FLOAT, ["batch", "seq", H]),
-              helper.make_tensor_value_info("mask", T.INT64, ["batch", "seq"])]
-    g = plan_memory(fuse_linear(fuse_attention(specialized(model(nodes, inits, inputs,
-                                                                 opset=13)))))
+    inputs = [
+        helper.make_tensor_value_info("x", T.FLOAT, ["batch", "seq", H]),
+        helper.make_tensor_value_info("mask", T.INT64, ["batch", "seq"]),
+    ]
+    g = plan_memory(fuse_linear(fuse_attention(specialized(model(nodes, inits, inputs, opset=13)))))
     mem, alias = g.meta["memory"], g.meta["alias"]
     live = {}
     for i, node in enumerate(g.nodes):
@@ -308,8 +406,9 @@ def test_plan_memory_never_overlaps_live_values():
 
 
 def test_bucket_longer_than_position_table_is_named():
-    from tests.conftest import FIXTURES
     from sqc.compiler.frontend.load_onnx import load_onnx
+    from tests.conftest import FIXTURES
+
     g = load_onnx(FIXTURES / "bert_qa_opset17.onnx")  # 64 position embeddings
     with pytest.raises(CompileError, match="longer than the model's maximum sequence length"):
         specialize_shapes(g, 256)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 
 import pytest
-from sqc.runtime.qa import QuestionAnsweringOutput, QuestionAnsweringPipeline, default_doc_stride
 from tokenizers import Tokenizer
+
+from sqc.runtime.qa import QuestionAnsweringOutput, QuestionAnsweringPipeline, default_doc_stride
 
 
 def _id(tokenizer_path: str, token: str) -> int:

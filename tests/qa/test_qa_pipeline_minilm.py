@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from sqc.runtime.qa import QuestionAnsweringPipeline
 from tokenizers import Tokenizer
+
+from sqc.runtime.qa import QuestionAnsweringPipeline
 
 DEEPSPARSE = (
     "DeepSparse is sparsity-aware inference runtime offering GPU-class performance on CPUs and "

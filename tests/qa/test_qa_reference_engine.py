@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from sqc.runtime.qa import QuestionAnsweringPipeline
 from sqc.runtime.reference import OnnxRuntimeEngine
 

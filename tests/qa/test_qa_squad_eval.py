@@ -6,6 +6,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
+
 from sqc.runtime.squad import (
     SquadQuestion,
     evaluate,

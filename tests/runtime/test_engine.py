@@ -40,7 +40,7 @@ def test_every_batch_up_to_max_equals_rows_run_alone(engine, batch):
     x = generate_random_inputs(engine, batch, 32, seed=batch)
     together = engine.run(x)[0]
     for row in range(batch):
-        alone = engine.run([a[row:row + 1] for a in x])[0]
+        alone = engine.run([a[row : row + 1] for a in x])[0]
         np.testing.assert_allclose(together[row], alone[0], rtol=0, atol=1e-5)
 
 
@@ -53,19 +53,22 @@ def test_random_inputs_are_realistic(engine):
     assert all(np.array_equal(p, q) for p, q in zip((ids, mask, types), again))
 
 
-@pytest.mark.parametrize("bad,message", [
-    (lambda x: x[:2], "expected 3 inputs"),
-    (lambda x: {"input_ids": x[0]}, "missing"),
-    (lambda x: dict(zip(["input_ids", "attention_mask", "typo"], x)), "unknown"),
-    (lambda x: [x[0].astype(np.float32), x[1], x[2]], "dtype float32"),
-    (lambda x: [x[0][0], x[1], x[2]], "shape"),
-    (lambda x: [x[0], x[1][:, :8], x[2]], "shape"),
-    (lambda x: [a[:, :10] for a in x], "not a compiled bucket"),
-    (lambda x: [np.concatenate([a] * 2) for a in x], "batch size 6"),
-    (lambda x: [x[0] + 5000, x[1], x[2]], "outside [0, 1023]"),
-    (lambda x: [x[0] * -1 - 1, x[1], x[2]], "input_ids"),
-    (lambda x: "text", "list or a dict"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (lambda x: x[:2], "expected 3 inputs"),
+        (lambda x: {"input_ids": x[0]}, "missing"),
+        (lambda x: dict(zip(["input_ids", "attention_mask", "typo"], x)), "unknown"),
+        (lambda x: [x[0].astype(np.float32), x[1], x[2]], "dtype float32"),
+        (lambda x: [x[0][0], x[1], x[2]], "shape"),
+        (lambda x: [x[0], x[1][:, :8], x[2]], "shape"),
+        (lambda x: [a[:, :10] for a in x], "not a compiled bucket"),
+        (lambda x: [np.concatenate([a] * 2) for a in x], "batch size 6"),
+        (lambda x: [x[0] + 5000, x[1], x[2]], "outside [0, 1023]"),
+        (lambda x: [x[0] * -1 - 1, x[1], x[2]], "input_ids"),
+        (lambda x: "text", "list or a dict"),
+    ],
+)
 def test_bad_inputs_get_clear_errors(engine, bad, message):
     x = generate_random_inputs(engine, 3, 16)
     with pytest.raises(EngineInputError, match=message.replace("[", r"\[")):
@@ -92,6 +95,7 @@ def test_artifact_loads_fast_and_refuses_missing_cpu_features(engine, monkeypatc
 
 def test_damaged_artifacts_are_refused(engine, tmp_path):
     import shutil
+
     copy = tmp_path / "copy"
     shutil.copytree(engine.path, copy)
     with open(copy / "weights.bin", "r+b") as f:
