@@ -129,3 +129,34 @@ def test_real_model_logits_on_squad_windows(compile_onnx):
             for gw, ww in zip(g, w):
                 worst = max(worst, relative_error(gw, ww))
     assert worst <= TOLERANCE["f32_model"], worst
+
+
+def test_external_data_model(compile_onnx, tmp_path):
+    """A model saved with its weights in a separate file compiles and matches onnxruntime."""
+    import onnx
+
+    model = onnx.load(str(FIXTURES / "bert_qa_opset17.onnx"))
+    path = tmp_path / "external.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="external.weights", size_threshold=256)
+    assert (tmp_path / "external.weights").stat().st_size > path.stat().st_size
+    engine = compile_onnx(path, buckets=(16,), max_batch_size=2)
+    inputs = generate_random_inputs(engine, 2, 16, seed=9)
+    want = ort_run(path, dict(zip(engine.input_names, inputs)))
+    for g, w in zip(engine.run(inputs), want):
+        assert relative_error(g, w) <= TOLERANCE["f32_model"]
+
+
+def test_missing_external_data_is_a_clear_error(tmp_path):
+    import onnx
+
+    from sqc.compiler.driver import compile_model
+    from sqc.compiler.ir import CompileError
+
+    model = onnx.load(str(FIXTURES / "bert_qa_opset17.onnx"))
+    path = tmp_path / "external.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, location="w.bin",
+                    size_threshold=256)
+    (tmp_path / "w.bin").unlink()
+    with pytest.raises(CompileError, match="external data"):
+        compile_model(path, [16], tmp_path / "out")
