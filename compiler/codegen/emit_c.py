@@ -375,12 +375,11 @@ class Emitter:
                     node, self.g.opset_of(node), "has non-int64 run-time indices (cast them first)"
                 )
             idx_name = self.g.add_const(idx + "/i64", iv.const.astype(np.int64))
-        outer = int(np.prod(dv.shape[:axis], dtype=np.int64))
-        inner = int(np.prod(dv.shape[axis + 1 :], dtype=np.int64))
+        outer, n, inner = _around_axis(dv.shape, axis)
         return {
             "kind": "gather",
             "outer": outer,
-            "n": dv.shape[axis],
+            "n": n,
             "inner": inner,
             "m": iv.numel,
             "data": self.pointer(data),
@@ -572,12 +571,11 @@ class Emitter:
     def _op_CumSum(self, node: Node) -> dict:
         v = self.g.values[node.outputs[0]]
         axis = int(self.g.const(node.inputs[1]).reshape(-1)[0]) % len(v.shape)
-        outer = int(np.prod(v.shape[:axis], dtype=np.int64))
-        inner = int(np.prod(v.shape[axis + 1 :], dtype=np.int64))
+        outer, n, inner = _around_axis(v.shape, axis)
         return {
             "kind": "cumsum",
             "outer": outer,
-            "n": v.shape[axis],
+            "n": n,
             "inner": inner,
             "x": self.operand(node.inputs[0]),
             "y": self.pointer(node.outputs[0]),
@@ -677,6 +675,13 @@ class WeightsTable:
                 f.seek(offset)
                 f.write(array.tobytes())
             f.truncate(self.size)
+
+
+def _around_axis(shape, axis: int) -> tuple[int, int, int]:
+    """A shape seen as [outer, shape[axis], inner] around one axis."""
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    inner = int(np.prod(shape[axis + 1 :], dtype=np.int64))
+    return outer, int(shape[axis]), inner
 
 
 def _merge_dims(shape: list[int], ops: list[Operand]) -> tuple[list[int], list[Operand]]:
