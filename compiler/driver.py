@@ -18,8 +18,8 @@ import numpy as np
 
 import sqc
 from sqc.compiler.codegen.build import TARGETS, build_library, gcc_version
-from sqc.compiler.codegen.emit_c import Emitter, WeightsTable
-from sqc.compiler.codegen.kernels import KERNEL_VARIANTS, render_kernel
+from sqc.compiler.codegen.emit_c import WeightsTable, emit_model_source
+from sqc.compiler.codegen.kernels import KERNEL_VARIANTS
 from sqc.compiler.frontend.load_onnx import load_onnx
 from sqc.compiler.ir import CompileError, Graph
 from sqc.compiler.passes.specialize_shapes import input_dims
@@ -161,7 +161,7 @@ def compile_model(
     dump_dir = out_dir / "dumps"
 
     weights = WeightsTable()
-    bucket_fns, layer_records, planned = [], [], {}
+    planned: dict[int, Graph] = {}
     for seq in buckets:
 
         def dump(name: str, g: Graph, seq=seq) -> None:
@@ -179,38 +179,9 @@ def compile_model(
             on_pass=lambda name, seq=seq: say(f"bucket {seq}: {name}"),
         )
         planned[seq] = g
-        say(f"bucket {seq}: emit C")
-        emitter = Emitter(g, seq, weights, isa)
-        ops = [emitter.lower(n) for n in g.nodes]
-        outputs = [
-            {"name": o, "ptr": emitter.pointer(o), "nbytes": g.values[o].nbytes} for o in g.outputs
-        ]
-        bucket_fns.append(
-            {
-                "seq": seq,
-                "decls": emitter.decls,
-                "ops": ops,
-                "outputs": outputs,
-                "workspace": g.meta["workspace_per_example"],
-            }
-        )
+    say("emit C")
+    c_source = emit_model_source(planned, weights, isa, model.name, model_hash)
     layer_records = _layers(planned[buckets[-1]], isa)
-
-    gemm = next(v for v in KERNEL_VARIANTS if v.isa == isa and "f32_gemm" in v.name)
-    kernel_source = (
-        render_kernel("kernels/ops.h") + "\n" + render_kernel(gemm.template, **gemm.knobs)
-    )
-    c_source = render_kernel(
-        "model.c.j2",
-        version=sqc.__version__,
-        source=model.name,
-        source_sha256=model_hash,
-        isa=isa,
-        buckets=buckets,
-        kernels=[gemm.name],
-        kernel_source=kernel_source,
-        bucket_fns=bucket_fns,
-    )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in list(out_dir.glob("_sqc_*")):

@@ -633,6 +633,55 @@ class Emitter:
         return self._reduce(node, "INFINITY", "acc = x < acc ? x : acc", "acc")
 
 
+def emit_bucket(g: Graph, seq: int, weights: WeightsTable, isa: str) -> dict:
+    """The record ``templates/model.c.j2`` renders as the function ``sqc_run_s{seq}``."""
+    emitter = Emitter(g, seq, weights, isa)
+    ops = [emitter.lower(n) for n in g.nodes]
+    outputs = [
+        {"name": o, "ptr": emitter.pointer(o), "nbytes": g.values[o].nbytes} for o in g.outputs
+    ]
+    return {
+        "seq": seq,
+        "decls": emitter.decls,
+        "ops": ops,
+        "outputs": outputs,
+        "workspace": g.meta["workspace_per_example"],
+    }
+
+
+def emit_model_source(
+    planned: dict[int, Graph],
+    weights: WeightsTable,
+    isa: str,
+    source: str,
+    source_sha256: str,
+    with_kernels: bool = True,
+) -> str:
+    """The whole generated C of a model: kernels, then one run function per bucket."""
+    import sqc
+    from sqc.compiler.codegen.kernels import KERNEL_VARIANTS, render_kernel
+
+    buckets = sorted(planned)
+    bucket_fns = [emit_bucket(planned[s], s, weights, isa) for s in buckets]
+    gemm = next(v for v in KERNEL_VARIANTS if v.isa == isa and "f32_gemm" in v.name)
+    kernel_source = ""
+    if with_kernels:
+        kernel_source = (
+            render_kernel("kernels/ops.h") + "\n" + render_kernel(gemm.template, **gemm.knobs)
+        )
+    return render_kernel(
+        "model.c.j2",
+        version=sqc.__version__,
+        source=source,
+        source_sha256=source_sha256,
+        isa=isa,
+        buckets=buckets,
+        kernels=[gemm.name],
+        kernel_source=kernel_source,
+        bucket_fns=bucket_fns,
+    )
+
+
 class WeightsTable:
     """The constants of every bucket, deduplicated by content, laid out in ``weights.bin``.
 
