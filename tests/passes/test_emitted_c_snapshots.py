@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sqc.compiler.codegen.emit_c import WeightsTable, emit_model_source
@@ -52,8 +53,8 @@ def corpus():
                 c("b1", w(16)),
                 c("w2", w(16, H)),
                 c("b2", w(H)),
-                c("two", __import__("numpy").float32(2)),
-                c("eps", __import__("numpy").float32(1e-12)),
+                c("two", np.float32(2)),
+                c("eps", np.float32(1e-12)),
                 c("gamma", w(H)),
                 c("beta", w(H)),
             ]
