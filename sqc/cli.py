@@ -22,7 +22,9 @@ err = Console(stderr=True)
 
 def fail(message: str, code: int = 1) -> None:
     """A user-facing error: one line, no traceback, non-zero exit."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -283,6 +285,115 @@ def eval_cmd(
     )
     if version == 2:
         typer.echo(json.dumps({k: v for k, v in metrics.items() if "answer" in k}, indent=1))
+
+
+@app.command("benchmark")
+def benchmark_cmd(
+    model: Path | None = typer.Argument(
+        None, help="Artifact directory or .onnx model (default: the bundled model)."
+    ),
+    batch_size: int = typer.Option(1, "--batch-size", "-b", help="Items per engine call."),
+    sequence_length: int | None = typer.Option(
+        None, "--sequence-length", help="Tokens per item (default: the largest bucket, or 128)."
+    ),
+    input_shapes: str | None = typer.Option(
+        None, "--input-shapes", "-i", help='DeepSparse syntax, e.g. "[64,384]" (batch,sequence).'
+    ),
+    scenario: str = typer.Option("sync", "--scenario", "-s", help="sync or async."),
+    nstreams: int | None = typer.Option(
+        None, "-nstreams", "--nstreams", help="Concurrent streams for async (default: cores/2)."
+    ),
+    seconds: float = typer.Option(10.0, "--time", "-t", help="Seconds to measure."),
+    warmup: float = typer.Option(2.0, "--warmup-time", "-w", help="Seconds of warm-up."),
+    threads: int | None = typer.Option(None, "--threads", help="Threads in all (default: cores)."),
+    engine: str = typer.Option("sqc", "--engine", "-e", help="sqc or onnxruntime."),
+    compare: str | None = typer.Option(
+        None, "--compare", help="onnxruntime: run it too on the same inputs and print the ratio."
+    ),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the results."),
+    export_path: Path | None = typer.Option(
+        None, "--export-path", "-x", help="Write the results as JSON here."
+    ),
+) -> None:
+    """Measure throughput and latency (as deepsparse.benchmark does), optionally against
+    onnxruntime on the same file and inputs."""
+    import json
+
+    from sqc.runtime.benchmark import describe, parse_input_shapes, report_header, run_benchmark
+    from sqc.runtime.cpu import physical_cores
+
+    try:
+        if input_shapes:
+            batch_size, sequence_length = parse_input_shapes(input_shapes)[0]
+        engines = [engine] + ([compare] if compare else [])
+        for name in engines:
+            if name not in ("sqc", "onnxruntime"):
+                fail(f"engine '{name}' is not sqc or onnxruntime")
+        if "onnxruntime" in engines and model is not None and model.is_dir():
+            source = json.loads((model / "manifest.json").read_text())["source_model"]["file"]
+            fail(f"onnxruntime needs the .onnx file; pass it instead of the artifact ({source})")
+        total_threads = threads or physical_cores()
+        streams = nstreams or max(1, total_threads // 2)
+        per_call = max(1, total_threads // streams) if scenario == "async" else total_threads
+        report = report_header(batch_size, sequence_length or 0, total_threads)
+        report["results"] = []
+        for name in engines:
+            runner, seq = _benchmark_engine(
+                name, model, batch_size, sequence_length, per_call, quiet
+            )
+            report["sequence_length"] = seq
+            result = run_benchmark(
+                runner,
+                batch_size,
+                seconds=seconds,
+                warmup=warmup,
+                scenario=scenario,
+                streams=streams,
+            )
+            result["engine"] = name
+            report["results"].append(result)
+            typer.echo(describe(result))
+        if compare:
+            ratio = (
+                report["results"][0]["items_per_second"] / report["results"][1]["items_per_second"]
+            )
+            report["speedup"] = ratio
+            typer.echo(f"{engine} / {compare} throughput: {ratio:.2f}x")
+    except user_errors() as e:
+        fail(str(e))
+    if export_path is not None:
+        export_path.write_text(json.dumps(report, indent=1))
+        if not quiet:
+            err.print(f"wrote {export_path}")
+
+
+def _benchmark_engine(name, model, batch, seq, threads, quiet):
+    """A zero-argument function running one batch on engine ``name``, and the sequence length."""
+    from sqc.api import default_model_path, ensure_artifact
+    from sqc.runtime.engine import Engine, generate_random_inputs
+
+    model = model or default_model_path()
+    say = (lambda m: None) if quiet else (lambda m: err.print(f"  {m}", highlight=False))
+    if Path(model).is_dir():
+        artifact = Path(model)
+        compiled = Engine(artifact, threads=threads)
+        seq = seq or compiled.buckets[-1]
+    else:
+        seq = seq or 128
+        artifact = ensure_artifact(model, [seq], max(batch, 1), progress=say)
+        compiled = Engine(artifact, threads=threads)
+    if seq not in compiled.buckets:
+        raise ValueError(
+            f"sequence length {seq} is not a bucket of {artifact} ({compiled.buckets})"
+        )
+    inputs = generate_random_inputs(compiled, batch, seq, seed=0)
+    if name == "sqc":
+        return (lambda: compiled.run(inputs, threads=threads)), seq
+    from sqc.runtime.reference import OnnxRuntimeEngine
+
+    ort = OnnxRuntimeEngine(model, [seq], max_batch_size=batch, threads=threads)
+    feeds = dict(zip(compiled.input_names, inputs))
+    return (lambda: ort.run(feeds)), seq
 
 
 @app.callback(invoke_without_command=True)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import onnx
 import pytest
@@ -14,6 +17,8 @@ from onnx import helper
 from tests.conftest import FIXTURES, SHARED
 
 TINY = FIXTURES / "bert_qa_opset17.onnx"
+# .onnx models compiled on first use go to a cache of this test session, not the user's
+CACHE = Path(tempfile.mkdtemp(prefix="sqc-cli-cache-"))
 
 
 def sqc(*args, cwd=None, timeout=300):
@@ -23,6 +28,7 @@ def sqc(*args, cwd=None, timeout=300):
         text=True,
         cwd=cwd,
         timeout=timeout,
+        env=dict(os.environ, SQC_CACHE_DIR=str(CACHE)),
     )
 
 
@@ -205,3 +211,63 @@ def test_eval_runs_a_model_and_writes_predictions(tmp_path):
     assert "exact_match" in out.stdout and "questions/s" in out.stdout
     assert set(json.loads((tmp_path / "p.json").read_text())) == {"q1"}
     one_line_error(sqc("eval", artifact, "--squad", tmp_path / "p.json"), "SQuAD")
+
+
+def test_benchmark_compare_and_export(tmp_path):
+    report = tmp_path / "bench.json"
+    out = sqc(
+        "benchmark",
+        TINY,
+        "-i",
+        "[2,32]",
+        "-t",
+        "0.5",
+        "-w",
+        "0.1",
+        "--threads",
+        "1",
+        "--compare",
+        "onnxruntime",
+        "-x",
+        report,
+        "-q",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "sqc / onnxruntime throughput" in out.stdout
+    data = json.loads(report.read_text())
+    assert data["batch_size"] == 2 and data["sequence_length"] == 32
+    assert [r["engine"] for r in data["results"]] == ["sqc", "onnxruntime"]
+    for r in data["results"]:
+        assert r["iterations"] > 0 and r["items_per_second"] > 0
+        assert {"mean", "median", "std", "p25", "p50", "p90", "p99", "p99.9"} <= set(
+            r["latency_ms"]
+        )
+    assert data["cpu"]["model"] and "sqc_version" in data and "command" in data
+
+
+def test_benchmark_async_and_bad_shapes(tmp_path):
+    out = sqc(
+        "benchmark",
+        TINY,
+        "-b",
+        "2",
+        "--sequence-length",
+        "16",
+        "-s",
+        "async",
+        "-nstreams",
+        "2",
+        "-t",
+        "0.3",
+        "-w",
+        "0",
+        "--threads",
+        "2",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "async, 2 stream(s)" in out.stdout
+    one_line_error(sqc("benchmark", TINY, "-i", "[a,3]"), "[a,3]")
+    one_line_error(sqc("benchmark", TINY, "-e", "tensorrt"), "tensorrt")
