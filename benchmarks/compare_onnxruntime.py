@@ -27,6 +27,7 @@ from make_models import model_path  # noqa: E402
 from sqc.compiler.driver import compile_model  # noqa: E402
 from sqc.runtime.engine import Engine, generate_random_inputs  # noqa: E402
 
+PAUSE = 0.2  # seconds between engine calls
 MARK_BEGIN = "<!-- compare_onnxruntime:begin -->"
 MARK_END = "<!-- compare_onnxruntime:end -->"
 
@@ -49,7 +50,9 @@ def flops_per_item(seq: int, hidden: int, layers: int, ffn: int) -> float:
     return layers * (linear + attention)
 
 
-SIZES = {"bert-base": (768, 12, 3072), "distilbert-base": (768, 6, 3072)}
+SIZES = {"bert-base": (768, 12, 3072), "distilbert-base": (768, 6, 3072),
+         "minilm-l6-qa": (384, 6, 1536)}
+SHARED_MODELS = {"minilm-l6-qa": ROOT.parent / "shared" / "models" / "minilm-l6-qa" / "model.onnx"}
 
 
 def measure(engine: Engine, session, inputs, threads: int, repeats: int):
@@ -58,14 +61,18 @@ def measure(engine: Engine, session, inputs, threads: int, repeats: int):
     engine.run(inputs, threads=threads)  # warm-up both
     session.run(None, feeds)
     for _ in range(repeats):
+        # Both runtimes leave their worker threads spinning for a while after a call (OpenMP's
+        # and onnxruntime's spin-wait); a pause lets them go idle, so neither engine starts with
+        # the other's threads still burning the cores.
+        time.sleep(PAUSE)
         t0 = time.perf_counter()
         engine.run(inputs, threads=threads)
-        t1 = time.perf_counter()
+        sqc_times.append(time.perf_counter() - t0)
+        time.sleep(PAUSE)
+        t0 = time.perf_counter()
         session.run(None, feeds)
-        t2 = time.perf_counter()
-        sqc_times.append(t1 - t0)
-        ort_times.append(t2 - t1)
-        ratios.append((t2 - t1) / (t1 - t0))
+        ort_times.append(time.perf_counter() - t0)
+        ratios.append(ort_times[-1] / sqc_times[-1])
     return statistics.median(sqc_times), statistics.median(ort_times), statistics.median(ratios)
 
 
@@ -96,7 +103,7 @@ def main() -> None:
     threads = [int(t) for t in args.threads.split(",")]
     rows = []
     for kind in args.models.split(","):
-        path = model_path(kind)
+        path = SHARED_MODELS.get(kind) or model_path(kind)
         buckets = sorted({s for _, s in shapes})
         max_batch = max(b for b, _ in shapes)
         began = time.perf_counter()
