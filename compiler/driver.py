@@ -25,7 +25,7 @@ from sqc.compiler.ir import CompileError, Graph
 from sqc.compiler.passes.specialize_shapes import input_dims
 from sqc.compiler.pipeline import check_pass_names, graph_text, run_passes
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -224,7 +224,12 @@ def compile_model(
             for n in g0.inputs
         ],
         "outputs": [
-            {"name": n, "dtype": str(np.dtype(g0.values[n].dtype)), "shape": _output_shape(g0, n)}
+            {
+                "name": n,
+                "dtype": str(np.dtype(g0.values[n].dtype)),
+                "shape": _output_layout(planned, n),
+                "shape_per_bucket": {str(s): _output_shape(planned[s], n) for s in buckets},
+            }
             for n in g0.outputs
         ],
         "index_bounds": _index_bounds(g0),
@@ -272,12 +277,28 @@ def _copy_tokenizer(model: Path, out_dir: Path, tokenizer) -> None:
 
 
 def _output_shape(g: Graph, name: str) -> list:
-    """Run-time output layout: the example's shape with its leading 1 (the exported batch
-    axis) replaced by "batch"; "sequence" where the dim is the bucket length."""
+    """Run-time output shape in one bucket: the example's shape with its leading 1 (the
+    exported batch axis) replaced by "batch"."""
     shape = list(g.values[name].shape)
     rest = shape[1:] if shape and shape[0] == 1 else shape
-    seq = g.meta["bucket"]
-    return ["batch"] + ["sequence" if d == seq else d for d in rest]
+    return ["batch"] + [int(d) for d in rest]
+
+
+def _output_layout(planned: dict[int, Graph], name: str) -> list:
+    """For readers: "sequence" where the dim follows the bucket length, else the dim. With one
+    bucket, a dim equal to the bucket length is taken to follow it."""
+    shapes = [_output_shape(g, name) for g in planned.values()]
+    buckets = list(planned)
+    out = []
+    for i, d in enumerate(shapes[0]):
+        dims = [s[i] for s in shapes]
+        if i == 0:
+            out.append("batch")
+        elif dims == buckets:
+            out.append("sequence")
+        else:
+            out.append(d)
+    return out
 
 
 def _index_bounds(g: Graph) -> dict[str, int]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from sqc.runtime.cpu import missing_features, physical_cores
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class ArtifactError(Exception):
@@ -146,7 +146,7 @@ class Engine:
 
     @staticmethod
     def _output_shape(o: dict, batch: int, seq: int) -> list[int]:
-        return [batch if d == "batch" else seq if d == "sequence" else int(d) for d in o["shape"]]
+        return [batch] + [int(d) for d in o["shape_per_bucket"][str(seq)][1:]]
 
     def _workspace(self, seq: int, batch: int) -> np.ndarray:
         need = int(self._ws_size[seq](batch))

@@ -88,15 +88,55 @@ static void sqc_softmax_f32(int64_t rows, int n, const float *SQC_RESTRICT x,
  *   out[h, s, :] = sum_j softmax_j(scale * q[h, s, :] . k[h, j, :] + mask[h, s, j]) v[h, j, :]
  * Every operand is a strided view (offset, stride_h, stride_s, stride_d) into one example's
  * buffer; *_bs is the distance between examples (0 for a constant shared by all). The mask
- * is additive; its strides are 0 along broadcast axes. One task is one (example, head): K is
- * transposed once into a [D][Sk] tile so that scores vectorize across keys, then each query
- * row computes its scores, softmax and weighted sum of V with the row in a stack buffer. */
+ * is additive; its strides are 0 along broadcast axes.
+ *
+ * One task is one (example, head). K is packed once as K^T [D][Sk8] and V as [Sk][D8] (Sk8, D8
+ * rounded up to 8 lanes, zero-filled), so both products are small register-blocked GEMMs:
+ * a block of SQC_ATT_ROWS query rows x 8 keys (or 8 features) accumulates in registers over
+ * the inner dimension, each load of K^T or V serving every row of the block. Vectors are GCC
+ * vector extensions, so the same source compiles to AVX2 or AVX-512 code. */
 typedef struct { int64_t off, sh, ss, sd, bs; } sqc_view;
+typedef float sqc_v8 __attribute__((vector_size(32)));
+#define SQC_ATT_ROWS 8
+
+typedef int32_t sqc_v8i __attribute__((vector_size(32)));
+
+static inline sqc_v8 sqc_v8_load(const float *p) { sqc_v8 v; memcpy(&v, p, sizeof v); return v; }
+static inline void sqc_v8_store(float *p, sqc_v8 v) { memcpy(p, &v, sizeof v); }
+
+/* a where mask m is set (all ones), b elsewhere */
+static inline sqc_v8 sqc_v8_select(sqc_v8i m, sqc_v8 a, sqc_v8 b) {
+    return (sqc_v8)(((sqc_v8i)a & m) | ((sqc_v8i)b & ~m));
+}
+
+/* exp(x) for 8 lanes: x = n ln2 + r with |r| <= ln2/2, exp(r) by Cephes' expf polynomial,
+ * 2^n built in the exponent bits. Inputs are clamped to [-87.3, 88.3], where expf neither
+ * underflows to a denormal nor overflows; within 2 ulp of libm's expf there. */
+static inline sqc_v8 sqc_v8_exp(sqc_v8 x) {
+    const sqc_v8 hi = (sqc_v8){ 0 } + 88.3f, lo = (sqc_v8){ 0 } - 87.3f;
+    x = sqc_v8_select(x > hi, hi, x);
+    x = sqc_v8_select(x < lo, lo, x);
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    const sqc_v8 n = (x * 1.44269504088896341f + magic) - magic;
+    const sqc_v8 r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+    sqc_v8 y = (sqc_v8){ 0 } + 1.9875691500e-4f;
+    y = y * r + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * (r * r) + r + 1.0f;
+    const sqc_v8i bits = (__builtin_convertvector(n, sqc_v8i) + 127) << 23;
+    sqc_v8 scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return y * scale;
+}
 
 static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float scale,
                               const float *q, sqc_view qv, const float *k, sqc_view kv,
                               const float *v, sqc_view vv, const float *mask, sqc_view mv,
                               float *out, sqc_view ov, int nthreads) {
+    const int Sk8 = (Sk + 7) & ~7, D8 = (D + 7) & ~7, R = SQC_ATT_ROWS;
     const int64_t tasks = (int64_t)batch * H;
 #pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(static)
     for (int64_t t = 0; t < tasks; ++t) {
@@ -107,55 +147,82 @@ static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float sca
         const float *vb = v + b * vv.bs + vv.off + h * vv.sh;
         const float *mb = mask ? mask + b * mv.bs + mv.off + h * mv.sh : NULL;
         float *ob = out + b * ov.bs + ov.off + h * ov.sh;
-        float kt[(size_t)D * Sk];
-        float p[Sk];
-        float acc[D];
-        for (int j = 0; j < Sk; ++j)
-            for (int d = 0; d < D; ++d) kt[(size_t)d * Sk + j] = kb[j * kv.ss + d * kv.sd];
-        for (int s = 0; s < Sq; ++s) {
-            const float *qs = qb + s * qv.ss;
-            for (int j = 0; j < Sk; ++j) p[j] = 0.0f;
-            for (int d = 0; d < D; ++d) {
-                const float qd = qs[d * qv.sd];
-                const float *kr = kt + (size_t)d * Sk;
-                for (int j = 0; j < Sk; ++j) p[j] += qd * kr[j];
+        float kt[(size_t)D * Sk8];  /* K^T: kt[d][j] */
+        float vp[(size_t)Sk * D8];  /* V: vp[j][d] */
+        float qp[SQC_ATT_ROWS * D]; /* the query block: qp[r][d] */
+        float p[(size_t)SQC_ATT_ROWS * Sk8];
+        for (int d = 0; d < D; ++d) {
+            for (int j = 0; j < Sk; ++j) kt[(size_t)d * Sk8 + j] = kb[j * kv.ss + d * kv.sd];
+            for (int j = Sk; j < Sk8; ++j) kt[(size_t)d * Sk8 + j] = 0.0f;
+        }
+        for (int j = 0; j < Sk; ++j) {
+            for (int d = 0; d < D; ++d) vp[(size_t)j * D8 + d] = vb[j * vv.ss + d * vv.sd];
+            for (int d = D; d < D8; ++d) vp[(size_t)j * D8 + d] = 0.0f;
+        }
+        for (int s0 = 0; s0 < Sq; s0 += R) {
+            const int rows = Sq - s0 < R ? Sq - s0 : R;
+            /* rows past the end repeat the last row: no branches in the blocks below */
+            for (int r = 0; r < R; ++r) {
+                const float *qs = qb + (s0 + (r < rows ? r : rows - 1)) * qv.ss;
+                for (int d = 0; d < D; ++d) qp[r * D + d] = qs[d * qv.sd];
             }
-            float mx = -INFINITY;
-            if (mb) {
-                const float *mr = mb + s * mv.ss;
-                if (mv.sd == 1)
-                    for (int j = 0; j < Sk; ++j) p[j] = p[j] * scale + mr[j];
-                else
-                    for (int j = 0; j < Sk; ++j) p[j] = p[j] * scale + mr[j * mv.sd];
-            } else {
-                for (int j = 0; j < Sk; ++j) p[j] *= scale;
-            }
-            for (int j = 0; j < Sk; ++j) mx = p[j] > mx ? p[j] : mx;
-            float sum = 0.0f;
-            for (int j = 0; j < Sk; ++j) {
-                p[j] = expf(p[j] - mx);
-                sum += p[j];
-            }
-            const float inv = 1.0f / sum;
-            for (int d = 0; d < D; ++d) acc[d] = 0.0f;
-            if (vv.sd == 1) {
-                for (int j = 0; j < Sk; ++j) {
-                    const float pj = p[j] * inv;
-                    const float *vj = vb + j * vv.ss;
-                    for (int d = 0; d < D; ++d) acc[d] += pj * vj[d];
+            /* scores: p[r][j] = q[r] . k[j] */
+            for (int j0 = 0; j0 < Sk8; j0 += 8) {
+                sqc_v8 acc[SQC_ATT_ROWS];
+                for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] = (sqc_v8){ 0 };
+                for (int d = 0; d < D; ++d) {
+                    const sqc_v8 kd = sqc_v8_load(kt + (size_t)d * Sk8 + j0);
+#pragma GCC unroll 8
+                    for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] += qp[r * D + d] * kd;
                 }
-            } else {
+#pragma GCC unroll 8
+                for (int r = 0; r < SQC_ATT_ROWS; ++r) sqc_v8_store(p + (size_t)r * Sk8 + j0, acc[r]);
+            }
+            /* softmax of scale * scores + mask over the Sk real keys of each row; the padded
+             * keys Sk..Sk8 get probability 0 */
+            for (int r = 0; r < rows; ++r) {
+                float *pr = p + (size_t)r * Sk8;
+                const float *mr = mb ? mb + (s0 + r) * mv.ss : NULL;
+                float mx = -INFINITY;
                 for (int j = 0; j < Sk; ++j) {
-                    const float pj = p[j] * inv;
-                    const float *vj = vb + j * vv.ss;
-                    for (int d = 0; d < D; ++d) acc[d] += pj * vj[d * vv.sd];
+                    float x = pr[j] * scale + (mr ? mr[j * mv.sd] : 0.0f);
+                    pr[j] = x;
+                    mx = x > mx ? x : mx;
+                }
+                sqc_v8 sum8 = (sqc_v8){ 0 };
+                for (int j0 = 0; j0 < Sk8; j0 += 8) {
+                    sqc_v8 e = sqc_v8_exp(sqc_v8_load(pr + j0) - mx);
+                    if (j0 + 8 > Sk) {
+                        float lanes[8];
+                        sqc_v8_store(lanes, e);
+                        for (int i = Sk - j0; i < 8; ++i) lanes[i] = 0.0f;
+                        e = sqc_v8_load(lanes);
+                    }
+                    sqc_v8_store(pr + j0, e);
+                    sum8 += e;
+                }
+                float sum = 0.0f;
+                for (int i = 0; i < 8; ++i) sum += sum8[i];
+                const float inv = 1.0f / sum;
+                for (int j0 = 0; j0 < Sk8; j0 += 8) sqc_v8_store(pr + j0, sqc_v8_load(pr + j0) * inv);
+            }
+            /* out[r] = sum_j p[r][j] v[j] */
+            for (int d0 = 0; d0 < D8; d0 += 8) {
+                sqc_v8 acc[SQC_ATT_ROWS];
+                for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] = (sqc_v8){ 0 };
+                for (int j = 0; j < Sk; ++j) {
+                    const sqc_v8 vj = sqc_v8_load(vp + (size_t)j * D8 + d0);
+#pragma GCC unroll 8
+                    for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] += p[(size_t)r * Sk8 + j] * vj;
+                }
+                for (int r = 0; r < rows; ++r) {
+                    float *os = ob + (s0 + r) * ov.ss;
+                    float lanes[8];
+                    sqc_v8_store(lanes, acc[r]);
+                    const int n = D - d0 < 8 ? D - d0 : 8;
+                    for (int i = 0; i < n; ++i) os[(d0 + i) * ov.sd] = lanes[i];
                 }
             }
-            float *os = ob + s * ov.ss;
-            if (ov.sd == 1)
-                memcpy(os, acc, sizeof(float) * (size_t)D);
-            else
-                for (int d = 0; d < D; ++d) os[d * ov.sd] = acc[d];
         }
     }
 }

@@ -137,8 +137,14 @@ def test_external_data_model(compile_onnx, tmp_path):
 
     model = onnx.load(str(FIXTURES / "bert_qa_opset17.onnx"))
     path = tmp_path / "external.onnx"
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="external.weights", size_threshold=256)
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="external.weights",
+        size_threshold=256,
+    )
     assert (tmp_path / "external.weights").stat().st_size > path.stat().st_size
     engine = compile_onnx(path, buckets=(16,), max_batch_size=2)
     inputs = generate_random_inputs(engine, 2, 16, seed=9)
@@ -155,8 +161,35 @@ def test_missing_external_data_is_a_clear_error(tmp_path):
 
     model = onnx.load(str(FIXTURES / "bert_qa_opset17.onnx"))
     path = tmp_path / "external.onnx"
-    onnx.save_model(model, str(path), save_as_external_data=True, location="w.bin",
-                    size_threshold=256)
+    onnx.save_model(
+        model, str(path), save_as_external_data=True, location="w.bin", size_threshold=256
+    )
     (tmp_path / "w.bin").unlink()
     with pytest.raises(CompileError, match="external data"):
         compile_model(path, [16], tmp_path / "out")
+
+
+@pytest.mark.parametrize("buckets", [(6, 11), (8, 17)])
+def test_fused_attention_kernel_tails(compile_onnx, buckets):
+    """The attention kernel's blocks (8 keys, 8 features, 8 query rows) with every tail: head
+    dim 4 and sequence lengths that are not multiples of 8, with padding in the mask."""
+    from onnx import TensorProto as T
+    from onnx import helper
+
+    from tests.passes.test_passes import H, attention_nodes, model
+
+    nodes, inits = attention_nodes()
+    inputs = [
+        helper.make_tensor_value_info("x", T.FLOAT, ["batch", "seq", H]),
+        helper.make_tensor_value_info("mask", T.INT64, ["batch", "seq"]),
+    ]
+    m = model(nodes, inits, inputs, opset=13)
+    engine = compile_onnx(m, buckets=buckets, max_batch_size=3)
+    assert "(sqc.Attention)" in (engine.path / "model.c").read_text()
+    rng = np.random.default_rng(0)
+    for seq in buckets:
+        x = rng.standard_normal((3, seq, H)).astype(np.float32)
+        mask = (np.arange(seq)[None, :] < np.array([[seq], [seq - 2], [1]])).astype(np.int64)
+        got = engine.run({"x": x, "mask": mask})[0]
+        want = ort_run(m, {"x": x, "mask": mask})[0]
+        assert relative_error(got, want) <= TOLERANCE["f32_model"]
