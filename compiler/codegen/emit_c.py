@@ -369,10 +369,11 @@ class Emitter:
         dv, iv = self.g.values[data], self.g.values[idx]
         axis = node.attrs.get("axis", 0) % len(dv.shape)
         idx_name = idx
-        if np.dtype(iv.dtype) != np.int64:
+        if np.dtype(iv.dtype) not in (np.int64, np.int32):
             if not iv.is_const:
                 raise UnsupportedOpError(
-                    node, self.g.opset_of(node), "has non-int64 run-time indices (cast them first)"
+                    node, self.g.opset_of(node), f"has {iv.dtype} run-time indices (int32 or "
+                    "int64 only)"
                 )
             idx_name = self.g.add_const(idx + "/i64", iv.const.astype(np.int64))
         outer, n, inner = _around_axis(dv.shape, axis)
@@ -385,6 +386,7 @@ class Emitter:
             "data": self.pointer(data),
             "data_bs": 0 if dv.is_const else dv.numel,
             "idx": self.pointer(idx_name),
+            "idx_elem": np.dtype(self.g.values[idx_name].dtype).itemsize,
             "idx_bs": 0 if iv.is_const else iv.numel,
             "out": self.pointer(node.outputs[0]),
             "elem": np.dtype(dv.dtype).itemsize,

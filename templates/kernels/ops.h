@@ -227,21 +227,24 @@ static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float sca
     }
 }
 
-/* Gather along one axis: data viewed as [outer, n, inner], indices [m] per example;
- * out[o, i, :] = data[o, idx[i] (negative counts from the end), :]. Out-of-range indices
- * write zeros and return nonzero, so a bad token id is an error, never a wild read. */
+/* Gather along one axis: data viewed as [outer, n, inner], indices [m] per example (int64 or
+ * int32, idx_elem bytes each); out[o, i, :] = data[o, idx[i] (negative counts from the end), :].
+ * Out-of-range indices write zeros and return nonzero, so a bad token id is an error, never a
+ * wild read. */
 static int sqc_gather(int batch, int64_t outer, int64_t n, int64_t inner, int64_t m,
-                      const uint8_t *data, int64_t data_bs, const int64_t *idx, int64_t idx_bs,
-                      uint8_t *out, int64_t elem, int nthreads) {
+                      const uint8_t *data, int64_t data_bs, const void *idx, int idx_elem,
+                      int64_t idx_bs, uint8_t *out, int64_t elem, int nthreads) {
     int bad = 0;
     (void)nthreads;
     for (int b = 0; b < batch; ++b) {
         const uint8_t *db = data + b * data_bs * elem;
-        const int64_t *ib = idx + b * idx_bs;
         uint8_t *obase = out + (int64_t)b * outer * m * inner * elem;
         for (int64_t o = 0; o < outer; ++o)
             for (int64_t i = 0; i < m; ++i) {
-                int64_t j = ib[i] < 0 ? ib[i] + n : ib[i];
+                const int64_t at = b * idx_bs + i;
+                int64_t j = idx_elem == 8 ? ((const int64_t *)idx)[at]
+                                          : (int64_t)((const int32_t *)idx)[at];
+                j = j < 0 ? j + n : j;
                 uint8_t *dst = obase + ((o * m + i) * inner) * elem;
                 if (j < 0 || j >= n) {
                     memset(dst, 0, (size_t)(inner * elem));

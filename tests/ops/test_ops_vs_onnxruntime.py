@@ -398,6 +398,16 @@ def cases(opset: int) -> list[Case]:
     )
     c.append(
         Case(
+            "Gather_int32_ids",
+            [n("Cast", ["i"], ["i32"], to=T.INT32), n("Gather", ["table", "i32"], ["out"])],
+            [("i", T.INT64, ["sequence"])],
+            Y_OUT,
+            "exact",
+            [const("table", rng.standard_normal((50, F)).astype(np.float32))],
+        )
+    )
+    c.append(
+        Case(
             "Gather_const_index_batched_data",
             [n("Gather", ["x", "idx"], ["out"], axis=2)],
             X,
