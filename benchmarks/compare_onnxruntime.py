@@ -50,8 +50,11 @@ def flops_per_item(seq: int, hidden: int, layers: int, ffn: int) -> float:
     return layers * (linear + attention)
 
 
-SIZES = {"bert-base": (768, 12, 3072), "distilbert-base": (768, 6, 3072),
-         "minilm-l6-qa": (384, 6, 1536)}
+SIZES = {
+    "bert-base": (768, 12, 3072),
+    "distilbert-base": (768, 6, 3072),
+    "minilm-l6-qa": (384, 6, 1536),
+}
 SHARED_MODELS = {"minilm-l6-qa": ROOT.parent / "shared" / "models" / "minilm-l6-qa" / "model.onnx"}
 
 

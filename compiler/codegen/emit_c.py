@@ -372,8 +372,9 @@ class Emitter:
         if np.dtype(iv.dtype) not in (np.int64, np.int32):
             if not iv.is_const:
                 raise UnsupportedOpError(
-                    node, self.g.opset_of(node), f"has {iv.dtype} run-time indices (int32 or "
-                    "int64 only)"
+                    node,
+                    self.g.opset_of(node),
+                    f"has {iv.dtype} run-time indices (int32 or int64 only)",
                 )
             idx_name = self.g.add_const(idx + "/i64", iv.const.astype(np.int64))
         outer, n, inner = _around_axis(dv.shape, axis)

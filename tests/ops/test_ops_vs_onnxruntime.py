@@ -545,8 +545,7 @@ def zoo(compile_onnx):
     return get
 
 
-@pytest.mark.parametrize("opset,case_name",
-                         [(o, c.name) for o in OPSETS for c in cases(o)])
+@pytest.mark.parametrize("opset,case_name", [(o, c.name) for o in OPSETS for c in cases(o)])
 def test_op_matches_onnxruntime(zoo, opset, case_name):
     results, all_cases = zoo(opset)
     case = all_cases[case_name]
