@@ -121,6 +121,8 @@ class Engine:
         """Run one batch. ``inputs``: a list in ``input_names`` order or a dict by name, each
         shaped as the manifest says ([batch, sequence] for QA models) with sequence one of
         ``buckets`` and 1 <= batch <= ``max_batch_size``."""
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
         arrays, batch, seq = self._check_inputs(inputs)
         outputs = [
             np.empty(self._output_shape(o, batch, seq), np.dtype(o["dtype"])) for o in self._outputs

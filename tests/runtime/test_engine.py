@@ -75,6 +75,12 @@ def test_bad_inputs_get_clear_errors(engine, bad, message):
         engine.run(bad(x))
 
 
+@pytest.mark.parametrize("threads", [0, -2, 1.5])
+def test_bad_thread_counts_are_refused(engine, threads):
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        engine.run(generate_random_inputs(engine, 1, 16), threads=threads)
+
+
 def test_int32_inputs_are_accepted(engine):
     x = generate_random_inputs(engine, 1, 16)
     a = engine.run(x)[0]
