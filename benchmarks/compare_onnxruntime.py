@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from make_models import model_path  # noqa: E402
 
 from sqc.compiler.driver import compile_model  # noqa: E402
+from sqc.runtime.benchmark import cpu_info  # noqa: E402
 from sqc.runtime.engine import Engine, generate_random_inputs  # noqa: E402
 
 PAUSE = 0.2  # seconds between engine calls
@@ -77,16 +78,6 @@ def measure(engine: Engine, session, inputs, threads: int, repeats: int):
         ort_times.append(time.perf_counter() - t0)
         ratios.append(ort_times[-1] / sqc_times[-1])
     return statistics.median(sqc_times), statistics.median(ort_times), statistics.median(ratios)
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -144,10 +135,11 @@ def render(rows, args) -> str:
     import onnxruntime
 
     gcc = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    cpu = cpu_info()
     lines = [
         MARK_BEGIN,
-        f"Measured {datetime.date.today().isoformat()} on {cpu_model()} "
-        f"({len(__import__('os').sched_getaffinity(0))} cores available), Python "
+        f"Measured {datetime.date.today().isoformat()} on {cpu['model']} "
+        f"({cpu['cores_available']} cores available), Python "
         f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}, {gcc}.",
         "",
         "Command: `python benchmarks/compare_onnxruntime.py "

@@ -19,7 +19,7 @@ import numpy as np
 import sqc
 from sqc.compiler.codegen.build import TARGETS, build_library, gcc_version
 from sqc.compiler.codegen.emit_c import WeightsTable, emit_model_source
-from sqc.compiler.codegen.kernels import KERNEL_VARIANTS
+from sqc.compiler.codegen.kernels import f32_gemm_variant
 from sqc.compiler.frontend.load_onnx import load_onnx
 from sqc.compiler.ir import CompileError, Graph
 from sqc.compiler.passes.specialize_shapes import input_dims
@@ -334,7 +334,7 @@ def _layers(g: Graph, isa: str) -> list[dict]:
                     "format": "dense",
                     "sparsity": round(float(np.mean(w == 0)), 4),
                     "quantization": "none",
-                    "kernel": next(v.name for v in KERNEL_VARIANTS if v.isa == isa),
+                    "kernel": f32_gemm_variant(isa).name,
                     "why": "dense fp32 weights",
                 }
             )

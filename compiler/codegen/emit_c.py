@@ -279,7 +279,7 @@ class Emitter:
             0,
             contiguous_strides(v.shape),
             [self._broadcast(node.inputs[0], v.shape)],
-            expr.replace("{a}", "{a}"),
+            expr,
         )
 
     def _op_Expand(self, node: Node) -> dict:
@@ -320,7 +320,7 @@ class Emitter:
         src.offset, src.strides = offset, strides
         return self._map(node.outputs[0], v.shape, 0, contiguous_strides(v.shape), [src], "{a}")
 
-    def _op_Split(self, node: Node) -> list:
+    def _op_Split(self, node: Node) -> dict:
         in_shape = self.g.values[node.inputs[0]].shape
         axis = node.attrs.get("axis", 0) % len(in_shape)
         start, parts = 0, []
@@ -662,11 +662,11 @@ def emit_model_source(
 ) -> str:
     """The whole generated C of a model: kernels, then one run function per bucket."""
     import sqc
-    from sqc.compiler.codegen.kernels import KERNEL_VARIANTS, render_kernel
+    from sqc.compiler.codegen.kernels import f32_gemm_variant, render_kernel
 
     buckets = sorted(planned)
     bucket_fns = [emit_bucket(planned[s], s, weights, isa) for s in buckets]
-    gemm = next(v for v in KERNEL_VARIANTS if v.isa == isa and "f32_gemm" in v.name)
+    gemm = f32_gemm_variant(isa)
     kernel_source = ""
     if with_kernels:
         kernel_source = (

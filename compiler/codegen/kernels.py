@@ -40,6 +40,13 @@ KERNEL_VARIANTS: list[KernelVariant] = [
 ]
 
 
+def f32_gemm_variant(isa: str) -> KernelVariant:
+    """The dense fp32 GEMM variant the code generator uses for ``isa``."""
+    return next(
+        v for v in KERNEL_VARIANTS if v.isa == isa and v.template == "kernels/f32_gemm.h.j2"
+    )
+
+
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     templates = importlib.resources.files("sqc.templates")
