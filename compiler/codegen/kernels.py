@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import jinja2
 
-from sqc.compiler.codegen.packing import f32_gemm_knobs
+from sqc.compiler.codegen.packing import f32_gemm_knobs, int8_gemm_knobs
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,26 @@ def _f32_gemm_variant(isa: str) -> KernelVariant:
     )
 
 
+def _int8_gemm_variant(isa: str) -> KernelVariant:
+    knobs = int8_gemm_knobs(isa)
+    return KernelVariant(
+        name=f"sqc_u8s8_gemm_{knobs['mr']}x{knobs['nr']}__{isa}",
+        template=INT8_GEMM_TEMPLATE,
+        isa=isa,
+        knobs=knobs,
+    )
+
+
+F32_GEMM_TEMPLATE = "kernels/f32_gemm.h.j2"
+# Rendered after f32_gemm.h.j2 in the same C file (it reuses that header's GELU vector helpers).
+INT8_GEMM_TEMPLATE = "kernels/int8_gemm.h.j2"
+
 KERNEL_VARIANTS: list[KernelVariant] = [
     _f32_gemm_variant("avx512"),
     _f32_gemm_variant("avx2"),
+    _int8_gemm_variant("avx512_vnni"),
+    _int8_gemm_variant("avx_vnni"),
+    _int8_gemm_variant("avx2"),
 ]
 
 
@@ -45,6 +62,14 @@ def f32_gemm_variant(isa: str) -> KernelVariant:
     return next(
         v for v in KERNEL_VARIANTS if v.isa == isa and v.template == "kernels/f32_gemm.h.j2"
     )
+
+
+def int8_gemm_variant(isa: str) -> KernelVariant:
+    """The u8 x s8 GEMM variant for ``isa`` ("avx512_vnni", "avx_vnni" or "avx2")."""
+    for v in KERNEL_VARIANTS:
+        if v.isa == isa and v.template == INT8_GEMM_TEMPLATE:
+            return v
+    raise ValueError(f"int8 GEMM: unknown isa {isa!r}")
 
 
 @lru_cache(maxsize=1)

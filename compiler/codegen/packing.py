@@ -87,3 +87,91 @@ def pack_f32_panels(W: np.ndarray, nr: int) -> np.ndarray:
     padded = np.zeros((K, panels * nr), dtype=np.float32)
     padded[:, :N] = W
     return np.ascontiguousarray(padded.reshape(K, panels, nr).transpose(1, 0, 2))
+
+
+# ---- int8 GEMM (u8 activations x s8 weights -> int32, templates/kernels/int8_gemm.h.j2) --------
+#
+# int8 GEMM knobs per ISA (the one table). Knob meanings are in the template's header comment.
+# TUNING: see the table below (filled in from benchmarks/gemm_peak.py --int8).
+_INT8_GEMM_KNOBS: dict[str, dict[str, int]] = {
+    # 32 zmm: 12 x 32 = 24 int32 accumulators + 2 weight vectors; A quads are broadcast straight
+    # from memory as vpdpbusd's {1to16} operand.
+    "avx512_vnni": {"mr": 12, "nr": 32, "mc": 96, "nc": 256},
+    # 16 ymm: 6 x 16 = 12 accumulators + 2 weight vectors + 1 broadcast A quad.
+    "avx_vnni": {"mr": 6, "nr": 16, "mc": 96, "nc": 256},
+    # 16 ymm: 6 x 16 = 12 accumulators + 2 sign-extended weight vectors + 1 zero-extended A pair.
+    "avx2": {"mr": 6, "nr": 16, "mc": 96, "nc": 256},
+}
+
+# int32 lanes per vector, and the k values one packed group of a column holds (4: one vpdpbusd
+# quad; 2: one vpmaddwd pair).
+_INT8_VECTOR_INT32 = {"avx512_vnni": 16, "avx_vnni": 8, "avx2": 8}
+_INT8_K_GROUP = {"avx512_vnni": 4, "avx_vnni": 4, "avx2": 2}
+
+
+def int8_gemm_knobs(isa: str) -> dict:
+    """The knobs of the int8 GEMM template for ``isa`` ("avx512_vnni", "avx_vnni" or "avx2")."""
+    if isa not in _INT8_GEMM_KNOBS:
+        raise ValueError(f"int8 GEMM: unknown isa {isa!r}; known: {sorted(_INT8_GEMM_KNOBS)}")
+    knobs = dict(_INT8_GEMM_KNOBS[isa])
+    nr, mr, mc, nc = knobs["nr"], knobs["mr"], knobs["mc"], knobs["nc"]
+    if nr % _INT8_VECTOR_INT32[isa] or mc < mr or nc % nr:
+        raise ValueError(f"int8 GEMM: inconsistent knobs for {isa}: {knobs}")
+    return {"isa": isa, **knobs}
+
+
+def int8_gemm_lda(K: int, isa: str) -> int:
+    """Row stride (bytes) of the quantized activations Aq the int8 GEMM for ``isa`` reads.
+
+    K rounded up to a multiple of 4 (at least 4): the kernel reads A in k-quads of 4 bytes. The
+    kernel only needs ldq >= this; bytes of a row past K may hold anything (the packed weights are
+    zero there), sqc_quantize_rows_u8 writes them as 0.
+    """
+    int8_gemm_knobs(isa)  # validates isa
+    if K < 0:
+        raise ValueError(f"int8 GEMM: K must be >= 0, got {K}")
+    return max(4, -(-K // 4) * 4)
+
+
+def int8_gemm_packed_shape(K: int, N: int, isa: str) -> tuple[int, int, int]:
+    """Shape (panels, K groups, nr * group) of W[K, N] packed for ``isa``.
+
+    panels = ceil(N / nr); K is zero padded to a multiple of 4 and split into groups of 4
+    (vpdpbusd quads, VNNI isas) or 2 (vpmaddwd pairs, avx2).
+    """
+    nr, group = int8_gemm_knobs(isa)["nr"], _INT8_K_GROUP[isa]
+    return (-(-N // nr), -(-K // 4) * 4 // group, nr * group)
+
+
+def pack_s8_gemm_weights(W_s8: np.ndarray, isa: str) -> np.ndarray:
+    """Pack W[K, N] (int8, ONNX MatMulInteger B) in the layout ``sqc_u8s8_gemm`` for ``isa`` reads.
+
+    Returns a C-contiguous int8 array of :func:`int8_gemm_packed_shape`: panels of nr columns;
+    inside a panel, K groups one after the other; inside a group, for each of the nr columns its
+    ``group`` consecutive k values (group = 4 for the VNNI isas, 2 for avx2). So W[k, n] sits at
+    flat index ((n // nr) * Kg + k // group) * nr * group + (n % nr) * group + k % group, with
+    Kg = ceil(K / 4) * 4 / group. Columns past N and k past K are zero (so the kernel may read
+    whole groups and whole panels, and A's bytes past K never count).
+    """
+    W = np.asarray(W_s8)
+    if W.ndim != 2:
+        raise ValueError(f"int8 weight packing: W must be 2-D [K, N], got shape {W.shape}")
+    if W.dtype != np.int8:
+        raise ValueError(f"int8 weight packing: W must be int8, got {W.dtype}")
+    K, N = W.shape
+    panels, groups, width = int8_gemm_packed_shape(K, N, isa)
+    nr = int8_gemm_knobs(isa)["nr"]
+    group = width // nr
+    padded = np.zeros((groups * group, panels * nr), dtype=np.int8)
+    padded[:K, :N] = W
+    # [g, j, p, c] -> [p, g, c, j]: panel, group, column, k inside the group
+    layout = padded.reshape(groups, group, panels, nr).transpose(2, 0, 3, 1)
+    return np.ascontiguousarray(layout.reshape(panels, groups, width))
+
+
+def s8_gemm_col_sums(W_s8: np.ndarray) -> np.ndarray:
+    """int32[N]: sum over k of W[k, n] (for col_comp[n] = K * w_zp[n] - colsum[n])."""
+    W = np.asarray(W_s8)
+    if W.ndim != 2 or W.dtype != np.int8:
+        raise ValueError(f"int8 column sums: W must be 2-D int8, got {W.dtype} {W.shape}")
+    return W.sum(axis=0, dtype=np.int64).astype(np.int32)

@@ -27,12 +27,37 @@ from sqc.compiler.codegen.kernels import KernelVariant, render_kernel
 ISA_CFLAGS: dict[str, list[str]] = {
     "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mavx2", "-mf16c"],
     "avx2": ["-mavx2", "-mfma", "-mf16c"],
+    # int8 GEMM ISAs (templates/kernels/int8_gemm.h.j2): vpdpbusd on zmm (EVEX), on ymm (VEX)
+    "avx512_vnni": [
+        "-mavx512f",
+        "-mavx512bw",
+        "-mavx512vl",
+        "-mavx512dq",
+        "-mavx512vnni",
+        "-mfma",
+        "-mavx2",
+        "-mf16c",
+    ],
+    "avx_vnni": ["-mavx2", "-mfma", "-mf16c", "-mavxvnni"],
 }
 # /proc/cpuinfo flags each ISA's code needs to run natively.
 ISA_CPU_FLAGS: dict[str, set[str]] = {
     "avx512": {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma", "avx2", "f16c"},
     "avx2": {"avx2", "fma", "f16c"},
+    "avx512_vnni": {
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512dq",
+        "avx512_vnni",
+        "fma",
+        "avx2",
+        "f16c",
+    },
+    "avx_vnni": {"avx_vnni", "avx2", "fma", "f16c"},
 }
+# The f32 GEMM header (its GELU helpers) an int8 GEMM header is rendered after, per int8 ISA.
+INT8_GEMM_F32_ISA: dict[str, str] = {"avx512_vnni": "avx512", "avx_vnni": "avx2", "avx2": "avx2"}
 BASE_CFLAGS = ["-O3", "-fopenmp", "-std=gnu11"]
 
 F32_GEMM_CDEF = """
@@ -153,16 +178,20 @@ def build_kernel_module(
     wrappers: str,
     build_dir: str | os.PathLike,
     emulate: bool = False,
+    before: tuple[KernelVariant, ...] = (),
 ) -> ModuleType:
     """Render ``variant``, append ``wrappers``, compile with cffi into ``build_dir`` and load it.
 
     Returns the compiled module: ``module.lib`` holds the ``cdef`` functions, ``module.ffi`` the
     FFI. ``emulate``: compile AVX-512 code on AVX2 through SIMDe (see the module docstring).
+    ``before``: variants rendered ahead of ``variant`` in the same source (headers it builds on).
     """
-    header = render_kernel(variant.template, **variant.knobs)
+    header = "".join(render_kernel(v.template, **v.knobs) for v in (*before, variant))
     prelude = ""
     include_dirs: list[str] = []
-    cflags = BASE_CFLAGS + ISA_CFLAGS[variant.isa]
+    # every header's ISA flags, in order, once
+    isa_flags = [f for v in (*before, variant) for f in ISA_CFLAGS[v.isa]]
+    cflags = BASE_CFLAGS + list(dict.fromkeys(isa_flags))
     if emulate:
         include = simde_include_dir()
         if include is None:
@@ -196,3 +225,56 @@ def build_f32_gemm(
 ) -> ModuleType:
     """The f32 GEMM ``variant`` as a module exporting sqc_test_f32_gemm and the scalar GELUs."""
     return build_kernel_module(variant, F32_GEMM_CDEF, F32_GEMM_WRAPPERS, build_dir, emulate)
+
+
+INT8_GEMM_CDEF = """
+void sqc_test_u8s8_gemm(int M, int N, int K, const uint8_t *Aq, int ldq, const int8_t *Wp,
+                        const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
+                        const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
+                        const float *bias, const float *residual, float *C, int ldc, int act,
+                        int nthreads);
+void sqc_test_quantize_rows_u8(int M, int K, const float *A, int lda, const float *scale,
+                               const int32_t *zp, uint8_t *Aq, int ldq, int32_t *rowsum,
+                               int nthreads);
+void sqc_test_dynamic_qparams_u8(int M, int K, const float *A, int lda, float *scale,
+                                 int32_t *zp);
+"""
+
+INT8_GEMM_WRAPPERS = """
+/* the f32 GEMM header rendered ahead of it only lends its GELU helpers here */
+__attribute__((unused)) static void *const sqc_test_keep_f32_gemm = (void *)sqc_f32_gemm;
+void sqc_test_u8s8_gemm(int M, int N, int K, const uint8_t *Aq, int ldq, const int8_t *Wp,
+                        const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
+                        const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
+                        const float *bias, const float *residual, float *C, int ldc, int act,
+                        int nthreads)
+{
+    sqc_u8s8_gemm(M, N, K, Aq, ldq, Wp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
+                  residual, C, ldc, act, nthreads);
+}
+void sqc_test_quantize_rows_u8(int M, int K, const float *A, int lda, const float *scale,
+                               const int32_t *zp, uint8_t *Aq, int ldq, int32_t *rowsum,
+                               int nthreads)
+{
+    sqc_quantize_rows_u8(M, K, A, lda, scale, zp, Aq, ldq, rowsum, nthreads);
+}
+void sqc_test_dynamic_qparams_u8(int M, int K, const float *A, int lda, float *scale,
+                                 int32_t *zp)
+{
+    sqc_dynamic_qparams_u8(M, K, A, lda, scale, zp);
+}
+"""
+
+
+def build_int8_gemm(
+    variant: KernelVariant, build_dir: str | os.PathLike, f32_isa: str | None = None
+) -> ModuleType:
+    """The int8 GEMM ``variant`` (after the f32 GEMM header for ``f32_isa``, by default
+    INT8_GEMM_F32_ISA's) as a module exporting sqc_test_u8s8_gemm, sqc_test_quantize_rows_u8 and
+    sqc_test_dynamic_qparams_u8. Native only (no SIMDe path for VNNI)."""
+    from sqc.compiler.codegen.kernels import f32_gemm_variant
+
+    f32 = f32_gemm_variant(f32_isa or INT8_GEMM_F32_ISA[variant.isa])
+    return build_kernel_module(
+        variant, INT8_GEMM_CDEF, INT8_GEMM_WRAPPERS, build_dir, before=(f32,)
+    )
