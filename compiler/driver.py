@@ -19,9 +19,10 @@ import numpy as np
 import sqc
 from sqc.compiler.codegen.build import TARGETS, build_library, gcc_version
 from sqc.compiler.codegen.emit_c import WeightsTable, emit_model_source
-from sqc.compiler.codegen.kernels import f32_gemm_variant
+from sqc.compiler.codegen.kernels import f32_gemm_variant, int8_gemm_variant
 from sqc.compiler.frontend.load_onnx import load_onnx
 from sqc.compiler.ir import CompileError, Graph
+from sqc.compiler.passes.quantize_dynamic import QUANTIZE_MODES
 from sqc.compiler.passes.specialize_shapes import input_dims
 from sqc.compiler.pipeline import check_pass_names, graph_text, run_passes
 
@@ -50,13 +51,12 @@ def host_cpu_features() -> set[str]:
 def resolve_target(target: str) -> str:
     if target == "native":
         features = host_cpu_features()
-        if set(TARGETS["avx512"]["cpu_features"]) <= features:
-            return "avx512"
-        if set(TARGETS["avx2"]["cpu_features"]) <= features:
-            return "avx2"
+        for name, spec in TARGETS.items():
+            if set(spec["cpu_features"]) <= features:
+                return name
         raise CompileError("this CPU has neither AVX-512 nor AVX2 with FMA; sqc needs one of them")
     if target not in TARGETS:
-        raise CompileError(f"unknown target '{target}'; use native, avx512 or avx2")
+        raise CompileError(f"unknown target '{target}'; use native, {', '.join(TARGETS)}")
     return target
 
 
@@ -114,11 +114,14 @@ def compile_model(
     tokenizer: str | os.PathLike | None = None,
     force: bool = False,
     progress: Callable[[str], None] | None = None,
+    quantize: str = "none",
 ) -> Path:
     """Compile an ONNX model into an artifact directory and return its path.
 
     Compiling the same model with the same options again reuses the build: the manifest
     records a key hashing the model, the options, sqc's version and its templates.
+    ``quantize="dynamic"`` makes a float model's linear layers int8 (per-column int8 weights
+    made now, activations quantized per example at run time); quantized models need nothing.
     """
     say = progress or (lambda msg: None)
     model = Path(model)
@@ -130,6 +133,8 @@ def compile_model(
     if threads is not None and threads < 1:
         raise CompileError(f"threads {threads!r} is not a positive integer")
     isa = resolve_target(target)
+    if quantize not in QUANTIZE_MODES:
+        raise CompileError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, not {quantize!r}")
     if not model.exists():
         raise CompileError(f"{model}: no such file")
     out_dir = Path(output) if output else Path("artifacts") / model.stem
@@ -142,6 +147,7 @@ def compile_model(
                 "batch": max_batch_size,
                 "isa": isa,
                 "disable": sorted(disable),
+                "quantize": quantize,
                 "sqc": sqc.__version__,
                 "templates": _templates_digest(),
                 "format": FORMAT_VERSION,
@@ -158,6 +164,7 @@ def compile_model(
     start = time.perf_counter()
     say(f"import {model.name}")
     graph = load_onnx(model)
+    graph.meta["quantize"] = quantize
     dump_dir = out_dir / "dumps"
 
     weights = WeightsTable()
@@ -199,6 +206,7 @@ def compile_model(
         "format_version": FORMAT_VERSION,
         "sqc_version": sqc.__version__,
         "build_key": key,
+        "quantize": quantize,
         "source_model": {"file": model.name, "sha256": model_hash},
         "buckets": buckets,
         "max_batch_size": max_batch_size,
@@ -322,22 +330,37 @@ def _layers(g: Graph, isa: str) -> list[dict]:
     """Per-layer records for the manifest: what each linear layer is and which kernel runs it."""
     records = []
     for node in g.nodes:
-        if node.op == "Linear" and node.domain == "sqc":
+        if node.op in ("Linear", "QLinear") and node.domain == "sqc":
             w = g.const(node.inputs[1])
-            records.append(
-                {
-                    "name": node.name,
-                    "op": "Linear",
-                    "k": int(w.shape[0]),
-                    "n": int(w.shape[1]),
-                    "act": node.attrs.get("act", "none"),
-                    "format": "dense",
-                    "sparsity": round(float(np.mean(w == 0)), 4),
-                    "quantization": "none",
-                    "kernel": f32_gemm_variant(isa).name,
-                    "why": "dense fp32 weights",
+            record = {
+                "name": node.name,
+                "op": node.op,
+                "k": int(w.shape[0]),
+                "n": int(w.shape[1]),
+                "act": node.attrs.get("act", "none"),
+                "format": "dense",
+                "sparsity": round(float(np.mean(w == 0)), 4),
+            }
+            if node.op == "Linear":
+                record["quantization"] = "none"
+                record["kernel"] = f32_gemm_variant(TARGETS[isa]["f32_isa"]).name
+                record["why"] = "dense fp32 weights"
+            else:
+                a = node.attrs
+                per_column = bool(np.unique(g.const(node.inputs[4])).size > 1)
+                record["quantization"] = {
+                    "form": a["form"],
+                    "weights": "int8 per column" if per_column else "int8 per tensor",
+                    "activations": {
+                        "dynamic": "uint8, range per example at run time",
+                        "static": "static scale and zero point (int8 shifted by 128)",
+                        "u8": "uint8 input",
+                        "s8": "int8 input (shifted by 128)",
+                    }[a["x_quant"]],
                 }
-            )
+                record["kernel"] = int8_gemm_variant(TARGETS[isa]["int8_isa"]).name
+                record["why"] = f"int8 weights ({a['form']} form)"
+            records.append(record)
         elif node.domain == "sqc" and node.op in ("Attention", "SkipLayerNorm"):
             records.append(
                 {

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from sqc.compiler.ir import CompileError, Graph
 from sqc.compiler.passes.eliminate_dead_nodes import eliminate_dead_nodes
 from sqc.compiler.passes.fold_constants import fold_constants
+from sqc.compiler.passes.fold_quantization import fold_quantization
 from sqc.compiler.passes.fuse_attention import fuse_attention
 from sqc.compiler.passes.fuse_gelu import fuse_gelu
 from sqc.compiler.passes.fuse_layernorm import fuse_layernorm
@@ -17,6 +18,7 @@ from sqc.compiler.passes.fuse_linear import fuse_linear
 from sqc.compiler.passes.fuse_skip_layernorm import fuse_skip_layernorm
 from sqc.compiler.passes.lower_contrib_ops import lower_contrib_ops
 from sqc.compiler.passes.plan_memory import plan_memory
+from sqc.compiler.passes.quantize_dynamic import quantize_dynamic
 from sqc.compiler.passes.specialize_shapes import specialize_shapes
 
 Pass = Callable[[Graph], Graph]
@@ -31,6 +33,9 @@ PASSES: list[tuple[str, Pass]] = [
     ("specialize_shapes", _specialize),
     # com.microsoft fused ops become ai.onnx + sqc ops, which the later passes understand.
     ("lower_contrib_ops", lower_contrib_ops),
+    # Quantized linear layers (QDQ, dynamic, QLinearMatMul) become int8 sqc.QLinear, while the
+    # DequantizeLinear of each weight still shows its int8 data.
+    ("fold_quantization", fold_quantization),
     # What specialization computed need not run: drop those nodes.
     ("fold_constants", fold_constants),
     ("eliminate_dead_nodes", eliminate_dead_nodes),
@@ -40,6 +45,8 @@ PASSES: list[tuple[str, Pass]] = [
     # Attention before linear fusion, so Q/K/V views are traced to plain MatMul outputs' users.
     ("fuse_attention", fuse_attention),
     ("fuse_linear", fuse_linear),
+    # `--quantize dynamic`: float linear layers become int8 ones (a no-op otherwise).
+    ("quantize_dynamic", quantize_dynamic),
     # Residual + LayerNorm last: the residual Add is only visible once the rest is fused.
     ("fuse_skip_layernorm", fuse_skip_layernorm),
     # Must stay last: offsets depend on the final node order.

@@ -60,7 +60,15 @@ def compile_cmd(
         help="Default threads per call (default: the physical cores of the machine that runs it).",
     ),
     target: str = typer.Option(
-        "native", "--target", help="Instruction set: native (this CPU), avx512 or avx2."
+        "native",
+        "--target",
+        help="Instruction set: native (this CPU), avx512 (with VNNI), avxvnni or avx2.",
+    ),
+    quantize: str = typer.Option(
+        "none",
+        "--quantize",
+        help="dynamic: int8 linear layers for a float model (int8 weights per column made now, "
+        "activations quantized per example at run time). Quantized models need nothing.",
     ),
     tokenizer: Path | None = typer.Option(
         None,
@@ -102,10 +110,52 @@ def compile_cmd(
                 tokenizer=tokenizer,
                 force=force,
                 progress=progress,
+                quantize=quantize,
             )
     except user_errors() as e:
         fail(str(e))
     typer.echo(str(path))
+
+
+@app.command("inspect")
+def inspect_cmd(
+    artifact: Path = typer.Argument(..., help="Artifact directory (from sqc compile)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the layer records as JSON."),
+) -> None:
+    """Per layer: op, shape, format, sparsity, quantized form and the kernel that runs it."""
+    import json
+
+    from sqc.runtime.engine import load_manifest
+
+    try:
+        manifest = load_manifest(artifact)
+    except user_errors() as e:
+        fail(str(e))
+    layers = manifest.get("layers", [])
+    if as_json:
+        typer.echo(json.dumps(layers, indent=1))
+        return
+    target = manifest["target"]
+    typer.echo(
+        f"{artifact}: {manifest['source_model']['file']}, "
+        f"target {target['isa']}, buckets {', '.join(map(str, manifest['buckets']))}, "
+        f"quantize {manifest.get('quantize', 'none')}"
+    )
+    header = f"{'layer':<48} {'op':<13} {'K x N':>11} {'sparsity':>8}  {'quantization':<22} kernel"
+    typer.echo(header)
+    for layer in layers:
+        q = layer.get("quantization", "")
+        q = (
+            q.get("form", "") + (f" ({q['weights']})" if "weights" in q else "")
+            if isinstance(q, dict)
+            else q
+        )
+        shape = f"{layer['k']} x {layer['n']}" if "k" in layer else ""
+        sparsity = f"{layer['sparsity']:.2f}" if "sparsity" in layer else ""
+        typer.echo(
+            f"{layer['name'][-48:]:<48} {layer['op']:<13} {shape:>11} {sparsity:>8}  "
+            f"{q:<22} {layer['kernel']}"
+        )
 
 
 def _pipeline(artifact: Path | None, threads: int | None, **qa_options):

@@ -39,7 +39,8 @@ def compile_onnx(build_dir):
             digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
         key = (str(path), tuple(buckets), tuple(sorted(options.items())))
         if key not in cache:
-            out = build_dir / f"{path.stem}-{digest}-{'_'.join(map(str, buckets))}"
+            opts = hashlib.sha1(repr(key[2]).encode()).hexdigest()[:8]
+            out = build_dir / f"{path.stem}-{digest}-{'_'.join(map(str, buckets))}-{opts}"
             cache[key] = compile_model(path, list(buckets), out, **options)
         return Engine(cache[key], threads=threads)
 

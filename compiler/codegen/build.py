@@ -12,23 +12,49 @@ from pathlib import Path
 from sqc.compiler.ir import CompileError
 
 # Target ISA -> compiler flags and the CPU features (as /proc/cpuinfo names them) the code needs.
+# Target ISA -> compiler flags, the CPU features (as /proc/cpuinfo names them) the code needs,
+# and the ISAs of its f32 and int8 GEMMs (templates/kernels/*_gemm.h.j2). In order of preference:
+# `--target native` takes the first one this CPU has.
 TARGETS = {
+    # AVX-512 with VNNI (Intel Cascade Lake / Ice Lake and later, AMD Zen 4 and later).
     "avx512": {
         "cflags": [
             "-mavx512f",
             "-mavx512bw",
             "-mavx512vl",
             "-mavx512dq",
+            "-mavx512vnni",
             "-mfma",
             "-mavx2",
             "-mf16c",
             "-mprefer-vector-width=512",
         ],
-        "cpu_features": ["avx512f", "avx512bw", "avx512vl", "avx512dq", "fma", "avx2", "f16c"],
+        "cpu_features": [
+            "avx512f",
+            "avx512bw",
+            "avx512vl",
+            "avx512dq",
+            "avx512_vnni",
+            "fma",
+            "avx2",
+            "f16c",
+        ],
+        "f32_isa": "avx512",
+        "int8_isa": "avx512_vnni",
     },
+    # AVX2 with AVX-VNNI (Intel Alder Lake and later without AVX-512).
+    "avxvnni": {
+        "cflags": ["-mavx2", "-mfma", "-mf16c", "-mavxvnni"],
+        "cpu_features": ["avx2", "fma", "f16c", "avx_vnni"],
+        "f32_isa": "avx2",  # AVX-VNNI adds int8 instructions only
+        "int8_isa": "avx_vnni",
+    },
+    # AVX2 + FMA (Haswell and later, AMD Zen 1-3).
     "avx2": {
         "cflags": ["-mavx2", "-mfma", "-mf16c"],
         "cpu_features": ["avx2", "fma", "f16c"],
+        "f32_isa": "avx2",
+        "int8_isa": "avx2",
     },
 }
 BASE_CFLAGS = [

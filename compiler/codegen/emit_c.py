@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sqc.compiler.codegen.build import TARGETS
+from sqc.compiler.codegen.emit_quant import QuantEmitter
 from sqc.compiler.ir import CompileError, Graph, Node, UnsupportedOpError
 from sqc.compiler.passes.fuse_attention import contiguous_strides
 from sqc.compiler.passes.plan_memory import VIEW_OPS
@@ -89,7 +91,7 @@ class Operand:
     strides: list[int] = field(default_factory=list)
 
 
-class Emitter:
+class Emitter(QuantEmitter):
     """Names C pointers for values and lowers nodes; one per bucket."""
 
     def __init__(self, graph: Graph, bucket: int, weights: WeightsTable, isa: str):
@@ -101,6 +103,7 @@ class Emitter:
         self.alias = graph.meta["alias"]
         self.decls: list[str] = []
         self.ptr: dict[str, str] = {}
+        self.scratch_bytes = 0  # per example, shared by ops that need scratch (QuantEmitter)
         for i, name in enumerate(graph.inputs):
             v = graph.values[name]
             self._declare(name, f"(const {C_TYPES[np.dtype(v.dtype)]} *)in[{i}]", const=True)
@@ -489,10 +492,11 @@ class Emitter:
             )
         from sqc.compiler.codegen.packing import pack_f32_gemm_weights
 
+        f32_isa = TARGETS[self.isa]["f32_isa"]
         packed = self.weights.ref(
-            lambda: pack_f32_gemm_weights(w, self.isa),
+            lambda: pack_f32_gemm_weights(w, f32_isa),
             "float",
-            key=("f32_gemm", self.isa, node.inputs[1]),
+            key=("f32_gemm", f32_isa, node.inputs[1]),
         )
         return {
             "kind": "linear",
@@ -540,10 +544,10 @@ class Emitter:
         )
         return rec
 
-    def _op_MatMul(self, node: Node) -> dict:
-        a, b = (self.g.values[i] for i in node.inputs)
+    def _op_MatMul(self, node: Node, dtype_check: bool = True) -> dict:
+        a, b = (self.g.values[i] for i in node.inputs[:2])
         out = self.g.values[node.outputs[0]]
-        if len(a.shape) < 2 or len(b.shape) < 2 or np.dtype(a.dtype) != np.float32:
+        if len(a.shape) < 2 or len(b.shape) < 2 or dtype_check and np.dtype(a.dtype) != np.float32:
             raise UnsupportedOpError(
                 node, self.g.opset_of(node), "is supported for float32 operands of rank >= 2"
             )
@@ -562,6 +566,8 @@ class Emitter:
             pairs.append((oa, ob))
         return {
             "kind": "matmul",
+            "fn": "sqc_matmul_f32_plain",
+            "extra": "",
             "M": M,
             "N": N,
             "K": K,
@@ -643,6 +649,7 @@ def emit_bucket(g: Graph, seq: int, weights: WeightsTable, isa: str) -> dict:
     outputs = [
         {"name": o, "ptr": emitter.pointer(o), "nbytes": g.values[o].nbytes} for o in g.outputs
     ]
+    g.meta["workspace_per_example"] = emitter.workspace_per_example  # scratch included
     return {
         "seq": seq,
         "decls": emitter.decls,
@@ -662,16 +669,20 @@ def emit_model_source(
 ) -> str:
     """The whole generated C of a model: kernels, then one run function per bucket."""
     import sqc
-    from sqc.compiler.codegen.kernels import f32_gemm_variant, render_kernel
+    from sqc.compiler.codegen.kernels import f32_gemm_variant, int8_gemm_variant, render_kernel
 
     buckets = sorted(planned)
     bucket_fns = [emit_bucket(planned[s], s, weights, isa) for s in buckets]
-    gemm = f32_gemm_variant(isa)
+    gemms = [f32_gemm_variant(TARGETS[isa]["f32_isa"])]
+    if any(uses_int8_kernels(planned[s]) for s in buckets):
+        gemms.append(int8_gemm_variant(TARGETS[isa]["int8_isa"]))
     kernel_source = ""
     if with_kernels:
-        kernel_source = (
-            render_kernel("kernels/ops.h") + "\n" + render_kernel(gemm.template, **gemm.knobs)
-        )
+        parts = [render_kernel("kernels/ops.h")]
+        parts += [render_kernel(k.template, **k.knobs) for k in gemms]
+        if len(gemms) > 1:
+            parts.append(render_kernel("kernels/quant.h"))
+        kernel_source = "\n".join(parts)
     return render_kernel(
         "model.c.j2",
         version=sqc.__version__,
@@ -679,10 +690,25 @@ def emit_model_source(
         source_sha256=source_sha256,
         isa=isa,
         buckets=buckets,
-        kernels=[gemm.name],
+        kernels=[k.name for k in gemms],
         kernel_source=kernel_source,
         bucket_fns=bucket_fns,
     )
+
+
+QUANT_OPS = {
+    ("", "QuantizeLinear"),
+    ("", "DequantizeLinear"),
+    ("", "DynamicQuantizeLinear"),
+    ("", "MatMulInteger"),
+    ("sqc", "FakeQuant"),
+    ("sqc", "QLinear"),
+}
+
+
+def uses_int8_kernels(g: Graph) -> bool:
+    """True if the graph has an op whose C needs the int8 kernels and quant.h."""
+    return any((n.domain or "", n.op) in QUANT_OPS for n in g.nodes)
 
 
 class WeightsTable:

@@ -58,7 +58,7 @@ def lookup(node: Node) -> OpDef | None:
 
 
 def _load_all() -> None:
-    from sqc.compiler.ops import contrib_ops, onnx_ops, sqc_ops  # noqa: F401
+    from sqc.compiler.ops import contrib_ops, onnx_ops, quant_ops, sqc_ops  # noqa: F401
 
 
 _load_all()

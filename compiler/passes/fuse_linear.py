@@ -4,8 +4,11 @@ patterns:
     MatMul(x, W) [+ b]                 W constant [K, N] (or [1, K, N]), b constant [N]
     Gemm(x, W, C, alpha, beta, transB) x batched 2-D
     sqc.Linear(...) -> sqc.Gelu        (when the Linear output has no other reader)
-after: every matmul by a constant weight is an sqc.Linear with W as [K, N] float32, an
-optional bias [N] and an ``act`` epilogue; no Add of a bias vector follows a Linear.
+    sqc.QLinear(...) [+ b] -> sqc.Gelu (int8 layers folded by fold_quantization: the same
+                                        bias and activation epilogues)
+after: every matmul by a constant weight is an sqc.Linear with W as [K, N] float32 (or an
+sqc.QLinear), an optional bias [N] and an ``act`` epilogue; no Add of a bias vector follows
+either.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import numpy as np
 
 from sqc.compiler.ir import Node
 from sqc.compiler.passes.rewrite import Matcher, rewrite
+
+LINEAR_OPS = ("Linear", "QLinear")  # sqc ops with the bias / residual / act epilogue
 
 
 def fuse_linear(graph):
@@ -69,9 +74,11 @@ def _rule_bias(m: Matcher, node: Node):
     if node.op != "Add" or node.domain:
         return None
     for a, b in ((0, 1), (1, 0)):
-        lin = m.node_of(node.inputs[a], "Linear", domain="sqc")
+        lin = m.node_of(node.inputs[a], LINEAR_OPS, domain="sqc")
         bias = m.g.const(node.inputs[b])
-        if lin is None or bias is None or len(lin.inputs) > 2 or not m.private(lin.outputs[0]):
+        if lin is None or bias is None or lin.input(2) or lin.input(3):
+            continue
+        if not m.private(lin.outputs[0]):
             continue
         n = m.g.const(lin.inputs[1]).shape[1]
         if bias.size != n or any(d != 1 for d in bias.shape[:-1]) or bias.dtype != np.float32:
@@ -81,10 +88,12 @@ def _rule_bias(m: Matcher, node: Node):
         b_name = node.inputs[b]
         if bias.shape != (n,):
             b_name = m.g.add_const(b_name + "/vector", bias.reshape(n))
+        inputs = list(lin.inputs) + [""] * (3 - len(lin.inputs))
+        inputs[2] = b_name
         return [
             Node(
-                "Linear",
-                [lin.inputs[0], lin.inputs[1], b_name],
+                lin.op,
+                inputs,
                 list(node.outputs),
                 dict(lin.attrs),
                 name=lin.name,
@@ -97,13 +106,13 @@ def _rule_bias(m: Matcher, node: Node):
 def _rule_activation(m: Matcher, node: Node):
     if node.op != "Gelu" or node.domain != "sqc":
         return None
-    lin = m.node_of(node.inputs[0], "Linear", domain="sqc")
+    lin = m.node_of(node.inputs[0], LINEAR_OPS, domain="sqc")
     if lin is None or not m.private(lin.outputs[0]) or lin.attrs.get("act") != "none":
         return None
     act = "gelu_tanh" if node.attrs.get("approximation") == "tanh" else "gelu_erf"
     return [
         Node(
-            "Linear",
+            lin.op,
             list(lin.inputs),
             list(node.outputs),
             dict(lin.attrs, act=act),

@@ -16,6 +16,9 @@ from sqc.compiler.ops import lookup
 
 def specialize_shapes(graph: Graph, sequence_length: int) -> Graph:
     g = graph.copy()
+    # Batched values with no batch axis in the ONNX graph: DynamicQuantizeLinear's scale and
+    # zero point, which sqc computes per example, and what is computed from them alone.
+    g.meta["batch_free"] = set()
     for name in g.inputs:
         v = g.values[name]
         v.shape = _input_shape(name, g.declared_shapes.get(name, []), sequence_length)
@@ -70,7 +73,12 @@ def _specialize_node(g: Graph, node) -> None:
     if all(v.is_const for v in live) and opdef.evaluate is not None:
         _set_outputs(g, node, _evaluate(opdef, node, consts, opset), batched=False)
         return
-    _check_batch_alignment(node, ins, opset)
+    free = g.meta.setdefault("batch_free", set())
+    _check_batch_alignment(node, ins, opset, free)
+    if node.op == "DynamicQuantizeLinear" and not node.domain:
+        free.update(o for o in node.outputs[1:] if o)
+    elif all(v.is_const or v.name in free for v in live):
+        free.update(o for o in node.outputs if o)
     if opdef.infer is not None:
         try:
             specs = opdef.infer(
@@ -123,12 +131,15 @@ BROADCASTING = {
 }
 
 
-def _check_batch_alignment(node, ins, opset) -> None:
+def _check_batch_alignment(node, ins, opset, batch_free=frozenset()) -> None:
     """Broadcasting aligns trailing axes: two batched operands of different ranks would align
-    the batch axis of one with a feature axis of the other, which only batch 1 survives."""
+    the batch axis of one with a feature axis of the other, which only batch 1 survives.
+    Values with no batch axis in the ONNX graph (``batch_free``: DynamicQuantizeLinear's
+    scale, computed per example) broadcast alike whatever the other ranks, so they do not
+    count."""
     if node.domain or node.op not in BROADCASTING | {"Expand"}:
         return
-    ranks = {len(v.shape) for v in ins if v is not None and v.batched}
+    ranks = {len(v.shape) for v in ins if v is not None and v.batched and v.name not in batch_free}
     if node.op == "Expand" and ins[1].is_const:
         ranks.add(max(len(ins[0].shape), len(ins[1].const)))
     if len(ranks) > 1:

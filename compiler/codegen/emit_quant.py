@@ -1,0 +1,213 @@
+"""C lowering of the quantization ops and sqc's int8 layers (a mixin of emit_c.Emitter).
+
+Kernels: ``templates/kernels/int8_gemm.h.j2`` (the int8 GEMM and the activation quantizers)
+and ``templates/kernels/quant.h`` (the glue below calls: elementwise rounding, the per-example
+parameters of an int8 layer, a plain integer matmul).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sqc.compiler.ir import Node, UnsupportedOpError
+from sqc.compiler.ops.quant_ops import QRANGE
+
+ALIGN = 64
+
+
+def c_float(x: float) -> str:
+    """A float32 as a C literal that reads back to the same float32."""
+    text = f"{float(np.float32(x)):.9g}"
+    if not any(c in text for c in ".en"):
+        text += ".0"
+    return text + "f"
+
+
+class QuantEmitter:
+    """Lowerings for QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger,
+    sqc.FakeQuant and sqc.QLinear. Needs Emitter's g, weights, pointer, operand, _map."""
+
+    def _scratch(self, per_example: int) -> str:
+        """A C pointer to ``per_example`` bytes x B of scratch, after every planned buffer.
+
+        Scratch is only live inside one op, so every op shares the same bytes."""
+        self.scratch_bytes = max(self.scratch_bytes, per_example)
+        return f"(ws + (size_t)B * {self.scratch_offset})"
+
+    @property
+    def scratch_offset(self) -> int:
+        w = self.g.meta["workspace_per_example"]
+        return (w + ALIGN - 1) // ALIGN * ALIGN
+
+    @property
+    def workspace_per_example(self) -> int:
+        """Bytes per example: the planned buffers, then the scratch (after lowering every op)."""
+        if not self.scratch_bytes:
+            return self.g.meta["workspace_per_example"]
+        return self.scratch_offset + self.scratch_bytes
+
+    def _param_operand(self, node: Node, pos: int, rank: int, out_shape, default_dtype):
+        """Scale / zero point input ``pos`` as an operand broadcast along the op's axis."""
+        name = node.input(pos)
+        if not name:
+            arr = np.zeros((), default_dtype)
+        else:
+            arr = self.g.const(name)
+            if arr is None:
+                raise UnsupportedOpError(
+                    node, self.g.opset_of(node), f"needs a constant input {pos} (scale/zero point)"
+                )
+        if arr.size > 1:
+            axis = int(node.attrs.get("axis", 1)) % rank
+            shape = [1] * rank
+            shape[axis] = arr.size
+            arr = arr.reshape(shape)
+        else:
+            arr = arr.reshape(())
+        if name:
+            op = self.operand(name)
+        else:
+            from sqc.compiler.codegen.emit_c import C_TYPES, Operand
+
+            op = Operand(self.weights.ref(arr, C_TYPES[arr.dtype]), C_TYPES[arr.dtype], 0)
+        shape = [1] * (len(out_shape) - arr.ndim) + list(arr.shape)
+        strides = [int(np.prod(shape[d + 1 :])) for d in range(len(shape))]
+        op.strides = [0 if n == 1 else s for n, s in zip(shape, strides)]
+        return op
+
+    def _op_QuantizeLinear(self, node: Node) -> dict:
+        v = self.g.values[node.outputs[0]]
+        dt = np.dtype(v.dtype)
+        if dt not in QRANGE:
+            raise UnsupportedOpError(node, self.g.opset_of(node), f"to {dt} is not supported")
+        rank = len(v.shape)
+        ins = [
+            self._broadcast(node.inputs[0], v.shape),
+            self._param_operand(node, 1, rank, v.shape, np.float32),
+            self._param_operand(node, 2, rank, v.shape, np.uint8),
+        ]
+        lo, hi = QRANGE[dt]
+        return self._map(
+            node.outputs[0],
+            v.shape,
+            0,
+            _contiguous(v.shape),
+            ins,
+            f"sqc_quantize_f32({{a}}, {{b}}, {{c}}, {lo}, {hi})",
+        )
+
+    def _op_DequantizeLinear(self, node: Node) -> dict:
+        v = self.g.values[node.outputs[0]]
+        rank = len(self.g.values[node.inputs[0]].shape)
+        ins = [
+            self._broadcast(node.inputs[0], v.shape),
+            self._param_operand(node, 1, rank, v.shape, np.float32),
+            self._param_operand(node, 2, rank, v.shape, np.int32),
+        ]
+        return self._map(
+            node.outputs[0],
+            v.shape,
+            0,
+            _contiguous(v.shape),
+            ins,
+            "(float)((int32_t){a} - (int32_t){c}) * {b}",
+        )
+
+    def _sqc_FakeQuant(self, node: Node) -> dict:
+        a = node.attrs
+        v = self.g.values[node.outputs[0]]
+        lo, hi = QRANGE[np.dtype(a["dtype"])]
+        s, z = c_float(a["scale"]), int(a["zero_point"])
+        return self._map(
+            node.outputs[0],
+            v.shape,
+            0,
+            _contiguous(v.shape),
+            [self._broadcast(node.inputs[0], v.shape)],
+            f"(float)((int32_t)sqc_quantize_f32({{a}}, {s}, {z}, {lo}, {hi}) - {z}) * {s}",
+        )
+
+    def _op_DynamicQuantizeLinear(self, node: Node) -> dict:
+        x = self.g.values[node.inputs[0]]
+        outs = [self.pointer(o) if o else "NULL" for o in node.outputs]
+        outs += ["NULL"] * (3 - len(outs))
+        return {
+            "kind": "call",
+            "code": (
+                f"for (int b = 0; b < B; ++b)\n"
+                f"    sqc_dynamic_quantize_u8({x.numel}, {self.pointer(node.inputs[0])} + "
+                f"(size_t)b * {x.numel}, {outs[0]} + (size_t)b * {x.numel}, "
+                f"{outs[1]} ? {outs[1]} + b : NULL, {outs[2]} ? {outs[2]} + b : NULL);"
+            ),
+        }
+
+    def _op_MatMulInteger(self, node: Node) -> dict:
+        a, b = (self.g.values[i] for i in node.inputs[:2])
+        if len(a.shape) < 2 or len(b.shape) < 2:
+            raise UnsupportedOpError(node, self.g.opset_of(node), "needs operands of rank >= 2")
+        a_zp = self.g.const(node.input(2)) if node.input(2) else np.zeros((), np.int32)
+        b_zp = self.g.const(node.input(3)) if node.input(3) else np.zeros((), np.int32)
+        if a_zp is None or b_zp is None or a_zp.size != 1:
+            raise UnsupportedOpError(
+                node,
+                self.g.opset_of(node),
+                "is supported with a constant per-tensor a_zero_point and constant b_zero_point",
+            )
+        n = b.shape[-1]
+        bz = np.ascontiguousarray(np.broadcast_to(b_zp.reshape(-1).astype(np.int32), (n,)))
+        rec = self._op_MatMul(node, dtype_check=False)
+        rec["fn"] = "sqc_matmul_i8_plain"
+        rec["extra"] = (
+            f", {int(np.dtype(a.dtype) == np.int8)}, {int(a_zp.reshape(()))}, "
+            f"{int(np.dtype(b.dtype) == np.int8)}, {self.weights.ref(bz, 'int32_t')}"
+        )
+        return rec
+
+    def _sqc_QLinear(self, node: Node) -> dict:
+        from sqc.compiler.codegen.build import TARGETS
+        from sqc.compiler.codegen.packing import int8_gemm_lda, pack_s8_gemm_weights
+
+        a = node.attrs
+        x = self.g.values[node.inputs[0]]
+        w = self.g.const(node.inputs[1])
+        k, n = w.shape
+        rows = x.numel // k
+        isa = TARGETS[self.isa]["int8_isa"]
+        ldq = int8_gemm_lda(k, isa)
+        w_zp = self.g.const(node.inputs[5]).astype(np.int64)
+        col_comp = (k * w_zp - w.astype(np.int64).sum(axis=0)).astype(np.int32)
+        mode = {"dynamic": 0, "static": 1, "u8": 2, "s8": 3}[a["x_quant"]]
+        ref = self.weights.ref
+        packed = ref(
+            lambda: pack_s8_gemm_weights(w, isa),
+            "int8_t",
+            key=("s8_gemm", isa, node.inputs[1]),
+        )
+        args = [
+            "B",
+            rows,
+            n,
+            k,
+            self.pointer(node.inputs[0]),
+            mode,
+            c_float(a["x_scale"]),
+            int(a["x_zero_point"]),
+            packed,
+            ref(col_comp, "int32_t"),
+            ref(w_zp.astype(np.int32), "int32_t") if w_zp.any() else "NULL",
+            self.pointer(node.inputs[4]),
+            self.pointer(node.input(2)) if node.input(2) else "NULL",
+            self.pointer(node.input(3)) if node.input(3) else "NULL",
+            self.pointer(node.outputs[0]),
+            self._scratch(rows * ldq + 3 * 4 * rows),
+            ldq,
+            {"none": 0, "gelu_erf": 1, "gelu_tanh": 2}[a.get("act", "none")],
+            "nt",
+        ]
+        return {"kind": "call", "code": f"sqc_qlinear({', '.join(str(s) for s in args)});"}
+
+
+def _contiguous(shape) -> list[int]:
+    from sqc.compiler.passes.fuse_attention import contiguous_strides
+
+    return contiguous_strides(shape)

@@ -1,0 +1,104 @@
+/* Quantization glue: elementwise rounding, int8 linear layers, a plain integer matmul.
+   Rendered after the int8 GEMM header (templates/kernels/int8_gemm.h.j2), whose
+   sqc_dynamic_qparams_u8 / sqc_quantize_rows_u8 / sqc_u8s8_gemm it calls.
+   Rounding: nearbyintf (to nearest, ties to even), after a float32 division, as ONNX and
+   onnxruntime quantize. */
+#include <stdint.h>
+#include <stddef.h>
+#include <math.h>
+
+/* saturate(round(x / scale) + zp) into [lo, hi]; NaN gives zp (clamped) */
+static inline int32_t sqc_quantize_f32(float x, float scale, int32_t zp, int32_t lo, int32_t hi)
+{
+    float r = nearbyintf(x / scale) + (float)zp;
+    r = r < (float)lo ? (float)lo : r;
+    r = r > (float)hi ? (float)hi : r;
+    return r == r ? (int32_t)r : (zp < lo ? lo : (zp > hi ? hi : zp));
+}
+
+/* ONNX DynamicQuantizeLinear of n floats: y, and (optional) its scale and zero point */
+static void sqc_dynamic_quantize_u8(int64_t n, const float *x, uint8_t *y, float *scale_out,
+                                    uint8_t *zp_out)
+{
+    float scale;
+    int32_t zp;
+    sqc_dynamic_qparams_u8(1, (int)n, x, (int)n, &scale, &zp);
+    for (int64_t i = 0; i < n; ++i)
+        y[i] = (uint8_t)(scale != 0.0f ? sqc_quantize_f32(x[i], scale, zp, 0, 255) : zp);
+    if (scale_out)
+        *scale_out = scale;
+    if (zp_out)
+        *zp_out = (uint8_t)zp;
+}
+
+/* Already-quantized rows into the GEMM's padded uint8 layout; int8 rows are shifted by +128
+   (the zero point moves with them, so differences are unchanged). */
+static void sqc_copy_rows_u8(int M, int K, const void *src, int is_s8, uint8_t *aq, int ldq,
+                             int32_t *rowsum)
+{
+    for (int m = 0; m < M; ++m) {
+        const uint8_t *s = (const uint8_t *)src + (size_t)m * K;
+        uint8_t *d = aq + (size_t)m * ldq;
+        int32_t sum = 0;
+        for (int k = 0; k < K; ++k) {
+            d[k] = is_s8 ? (uint8_t)(s[k] ^ 0x80u) : s[k];
+            sum += d[k];
+        }
+        for (int k = K; k < ldq; ++k)
+            d[k] = 0;
+        if (rowsum)
+            rowsum[m] = sum;
+    }
+}
+
+/* An int8 linear layer (sqc.QLinear) over B examples of `rows` rows:
+   quantize X (mode 0: DynamicQuantizeLinear's range per example; 1: given scale and zero
+   point; 2: X is uint8 already; 3: X is int8 already), then
+   Y = act(float(acc) * (x_scale * w_scale[n]) + bias + residual) by sqc_u8s8_gemm.
+   scratch: B * (rows * ldq + 12 * rows) bytes. */
+static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, float x_scale,
+                        int32_t x_zp, const int8_t *Wp, const int32_t *col_comp,
+                        const int32_t *w_zp, const float *w_scale, const float *bias,
+                        const float *residual, float *y, uint8_t *scratch, int ldq, int act,
+                        int nt)
+{
+    const int M = B * rows;
+    uint8_t *aq = scratch;
+    float *a_scale = (float *)(scratch + (size_t)M * ldq);
+    int32_t *a_zp = (int32_t *)(a_scale + M);
+    int32_t *rowsum = w_zp ? a_zp + M : NULL;
+    for (int b = 0; b < B; ++b) {
+        float s = x_scale;
+        int32_t z = mode == 3 ? x_zp + 128 : x_zp;
+        if (mode == 0)
+            sqc_dynamic_qparams_u8(rows, K, (const float *)x + (size_t)b * rows * K, K, &s, &z);
+        for (int r = 0; r < rows; ++r) {
+            a_scale[b * rows + r] = s;
+            a_zp[b * rows + r] = z;
+        }
+    }
+    if (mode <= 1)
+        sqc_quantize_rows_u8(M, K, (const float *)x, K, a_scale, a_zp, aq, ldq, rowsum, nt);
+    else
+        sqc_copy_rows_u8(M, K, x, mode == 3, aq, ldq, rowsum);
+    sqc_u8s8_gemm(M, N, K, aq, ldq, Wp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
+                  residual, y, N, act, nt);
+}
+
+/* C[M,N] = (A - a_zp) x (B - b_zp[n]) in int32; A, B uint8 or int8 (is_s8 flags), row-major */
+static void sqc_matmul_i8_plain(int M, int N, int K, const void *A, const void *Bm, int32_t *C,
+                                int a_s8, int32_t a_zp, int b_s8, const int32_t *b_zp)
+{
+    for (int i = 0; i < M; ++i)
+        for (int j = 0; j < N; ++j) {
+            int32_t acc = 0;
+            for (int k = 0; k < K; ++k) {
+                const int32_t a = a_s8 ? ((const int8_t *)A)[(size_t)i * K + k]
+                                       : ((const uint8_t *)A)[(size_t)i * K + k];
+                const int32_t b = b_s8 ? ((const int8_t *)Bm)[(size_t)k * N + j]
+                                       : ((const uint8_t *)Bm)[(size_t)k * N + j];
+                acc += (a - a_zp) * (b - b_zp[j]);
+            }
+            C[(size_t)i * N + j] = acc;
+        }
+}
