@@ -27,38 +27,71 @@ static inline int32_t sqc_f2i32(double x) {
     return (int32_t)x;
 }
 
+/* Row vectors for the row kernels: 16 lanes where the target has AVX-512, else 8. */
+#ifdef __AVX512F__
+#define SQC_RW 16
+#else
+#define SQC_RW 8
+#endif
+typedef float sqc_rv __attribute__((vector_size(SQC_RW * 4)));
+
+static inline sqc_rv sqc_rv_load(const float *p) { sqc_rv v; memcpy(&v, p, sizeof v); return v; }
+static inline void sqc_rv_store(float *p, sqc_rv v) { memcpy(p, &v, sizeof v); }
+static inline float sqc_rv_sum(sqc_rv v) {
+    float s = 0.0f;
+    for (int i = 0; i < SQC_RW; ++i) s += v[i];
+    return s;
+}
+
 /* y[r, :] = (x[r, :] (+ skip[r, :]) (+ bias) - mean) / sqrt(var + eps) * gamma + beta, over n
- * features, for rows r in [0, rows). sum_out (optional) receives x + skip + bias. Mean and
- * variance are accumulated in double, as two passes over the row, for accuracy. */
+ * features, for rows r in [0, rows). sum_out (optional) receives x + skip + bias. Two passes
+ * over the row (mean, then the squared deviations from it), each summed in SQC_RW float lanes
+ * and the lanes in double: no cancellation, errors of a few ulps. */
 static void sqc_layernorm_f32(int64_t rows, int n, const float *SQC_RESTRICT x,
                               const float *SQC_RESTRICT skip, const float *SQC_RESTRICT bias,
                               const float *SQC_RESTRICT gamma, const float *SQC_RESTRICT beta,
                               float eps, float *SQC_RESTRICT y, float *SQC_RESTRICT sum_out,
                               int nthreads) {
+    const int nv = n / SQC_RW * SQC_RW;
 #pragma omp parallel for num_threads(nthreads) if (nthreads > 1 && rows > 16) schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
         const float *xr = x + r * n;
         float *yr = y + r * n;
-        float row[n];
-        double mean = 0.0;
-        for (int i = 0; i < n; ++i) {
+        float *row = sum_out ? sum_out + r * n : yr; /* x + skip + bias, kept until the end */
+        sqc_rv acc = (sqc_rv){ 0 };
+        int i = 0;
+        for (; i < nv; i += SQC_RW) {
+            sqc_rv v = sqc_rv_load(xr + i);
+            if (skip) v += sqc_rv_load(skip + r * n + i);
+            if (bias) v += sqc_rv_load(bias + i);
+            sqc_rv_store(row + i, v);
+            acc += v;
+        }
+        double total = 0.0;
+        for (int l = 0; l < SQC_RW; ++l) total += acc[l];
+        for (; i < n; ++i) {
             float v = xr[i];
             if (skip) v += skip[r * n + i];
             if (bias) v += bias[i];
             row[i] = v;
-            mean += v;
+            total += v;
         }
-        mean /= n;
+        const float m = (float)(total / n);
+        acc = (sqc_rv){ 0 };
+        for (i = 0; i < nv; i += SQC_RW) {
+            const sqc_rv d = sqc_rv_load(row + i) - m;
+            acc += d * d;
+        }
         double var = 0.0;
-        for (int i = 0; i < n; ++i) {
-            double d = row[i] - mean;
-            var += d * d;
+        for (int l = 0; l < SQC_RW; ++l) var += acc[l];
+        for (; i < n; ++i) var += (double)(row[i] - m) * (row[i] - m);
+        const float inv = (float)(1.0 / sqrt(var / n + (double)eps));
+        for (i = 0; i < nv; i += SQC_RW) {
+            sqc_rv v = (sqc_rv_load(row + i) - m) * inv * sqc_rv_load(gamma + i);
+            if (beta) v += sqc_rv_load(beta + i);
+            sqc_rv_store(yr + i, v);
         }
-        var /= n;
-        const float inv = (float)(1.0 / sqrt(var + (double)eps));
-        const float m = (float)mean;
-        if (sum_out) memcpy(sum_out + r * n, row, sizeof(float) * (size_t)n);
-        for (int i = 0; i < n; ++i) {
+        for (; i < n; ++i) {
             float v = (row[i] - m) * inv * gamma[i];
             yr[i] = beta ? v + beta[i] : v;
         }
@@ -90,16 +123,16 @@ static void sqc_softmax_f32(int64_t rows, int n, const float *SQC_RESTRICT x,
  * buffer; *_bs is the distance between examples (0 for a constant shared by all). The mask
  * is additive; its strides are 0 along broadcast axes.
  *
- * One task is one (example, head). K is packed once as K^T [D][Sk8] and V as [Sk][D8] (Sk8, D8
- * rounded up to 8 lanes, zero-filled), so both products are small register-blocked GEMMs:
- * a block of SQC_ATT_ROWS query rows x 8 keys (or 8 features) accumulates in registers over
- * the inner dimension, each load of K^T or V serving every row of the block. Vectors are GCC
- * vector extensions, so the same source compiles to AVX2 or AVX-512 code. */
+ * One task is one (example, head). K is packed once as K^T [D][SkW] and V as [Sk][DW] (SkW, DW
+ * rounded up to W = SQC_RW lanes, zero-filled), so both products are small register-blocked
+ * GEMMs: a block of SQC_ATT_ROWS query rows x W keys (or W features) accumulates in registers
+ * over the inner dimension, each load of K^T or V serving every row of the block. Vectors are
+ * GCC vector extensions of SQC_RW lanes: 16 (zmm) with AVX-512, 8 (ymm) with AVX2. */
 typedef struct { int64_t off, sh, ss, sd, bs; } sqc_view;
-typedef float sqc_v8 __attribute__((vector_size(32)));
+typedef sqc_rv sqc_v8; /* (named for its first width; SQC_RW lanes) */
 #define SQC_ATT_ROWS 8
 
-typedef int32_t sqc_v8i __attribute__((vector_size(32)));
+typedef int32_t sqc_v8i __attribute__((vector_size(SQC_RW * 4)));
 
 static inline sqc_v8 sqc_v8_load(const float *p) { sqc_v8 v; memcpy(&v, p, sizeof v); return v; }
 static inline void sqc_v8_store(float *p, sqc_v8 v) { memcpy(p, &v, sizeof v); }
@@ -109,7 +142,7 @@ static inline sqc_v8 sqc_v8_select(sqc_v8i m, sqc_v8 a, sqc_v8 b) {
     return (sqc_v8)(((sqc_v8i)a & m) | ((sqc_v8i)b & ~m));
 }
 
-/* exp(x) for 8 lanes: x = n ln2 + r with |r| <= ln2/2, exp(r) by Cephes' expf polynomial,
+/* exp(x) for SQC_RW lanes: x = n ln2 + r with |r| <= ln2/2, exp(r) by Cephes' expf polynomial,
  * 2^n built in the exponent bits. Inputs are clamped to [-87.3, 88.3], where expf neither
  * underflows to a denormal nor overflows; within 2 ulp of libm's expf there. */
 static inline sqc_v8 sqc_v8_exp(sqc_v8 x) {
@@ -136,7 +169,8 @@ static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float sca
                               const float *q, sqc_view qv, const float *k, sqc_view kv,
                               const float *v, sqc_view vv, const float *mask, sqc_view mv,
                               float *out, sqc_view ov, int nthreads) {
-    const int Sk8 = (Sk + 7) & ~7, D8 = (D + 7) & ~7, R = SQC_ATT_ROWS;
+    const int W = SQC_RW;
+    const int Sk8 = (Sk + W - 1) / W * W, D8 = (D + W - 1) / W * W, R = SQC_ATT_ROWS;
     const int64_t tasks = (int64_t)batch * H;
 #pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(static)
     for (int64_t t = 0; t < tasks; ++t) {
@@ -167,7 +201,7 @@ static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float sca
                 for (int d = 0; d < D; ++d) qp[r * D + d] = qs[d * qv.sd];
             }
             /* scores: p[r][j] = q[r] . k[j] */
-            for (int j0 = 0; j0 < Sk8; j0 += 8) {
+            for (int j0 = 0; j0 < Sk8; j0 += W) {
                 sqc_v8 acc[SQC_ATT_ROWS];
                 for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] = (sqc_v8){ 0 };
                 for (int d = 0; d < D; ++d) {
@@ -190,24 +224,24 @@ static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float sca
                     mx = x > mx ? x : mx;
                 }
                 sqc_v8 sum8 = (sqc_v8){ 0 };
-                for (int j0 = 0; j0 < Sk8; j0 += 8) {
+                for (int j0 = 0; j0 < Sk8; j0 += W) {
                     sqc_v8 e = sqc_v8_exp(sqc_v8_load(pr + j0) - mx);
-                    if (j0 + 8 > Sk) {
-                        float lanes[8];
+                    if (j0 + W > Sk) {
+                        float lanes[SQC_RW];
                         sqc_v8_store(lanes, e);
-                        for (int i = Sk - j0; i < 8; ++i) lanes[i] = 0.0f;
+                        for (int i = Sk - j0; i < W; ++i) lanes[i] = 0.0f;
                         e = sqc_v8_load(lanes);
                     }
                     sqc_v8_store(pr + j0, e);
                     sum8 += e;
                 }
                 float sum = 0.0f;
-                for (int i = 0; i < 8; ++i) sum += sum8[i];
+                for (int i = 0; i < W; ++i) sum += sum8[i];
                 const float inv = 1.0f / sum;
-                for (int j0 = 0; j0 < Sk8; j0 += 8) sqc_v8_store(pr + j0, sqc_v8_load(pr + j0) * inv);
+                for (int j0 = 0; j0 < Sk8; j0 += W) sqc_v8_store(pr + j0, sqc_v8_load(pr + j0) * inv);
             }
             /* out[r] = sum_j p[r][j] v[j] */
-            for (int d0 = 0; d0 < D8; d0 += 8) {
+            for (int d0 = 0; d0 < D8; d0 += W) {
                 sqc_v8 acc[SQC_ATT_ROWS];
                 for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] = (sqc_v8){ 0 };
                 for (int j = 0; j < Sk; ++j) {
@@ -217,9 +251,9 @@ static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float sca
                 }
                 for (int r = 0; r < rows; ++r) {
                     float *os = ob + (s0 + r) * ov.ss;
-                    float lanes[8];
+                    float lanes[SQC_RW];
                     sqc_v8_store(lanes, acc[r]);
-                    const int n = D - d0 < 8 ? D - d0 : 8;
+                    const int n = D - d0 < W ? D - d0 : W;
                     for (int i = 0; i < n; ++i) os[(d0 + i) * ov.sd] = lanes[i];
                 }
             }
