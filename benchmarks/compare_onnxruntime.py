@@ -1,7 +1,11 @@
 """sqc vs onnxruntime on the same ONNX file, same inputs, same threads, in one process run.
 
     python benchmarks/compare_onnxruntime.py [--models bert-base] [--shapes 1x128,16x128]
-        [--threads 1,2] [--repeats 7] [--write BENCHMARKS.md]
+        [--threads 1,2] [--repeats 7] [--write BENCHMARKS.md] [--section int8]
+
+Models are the kinds of benchmarks/make_models.py (bert-base-int8-qdq: onnxruntime's QDQ file,
+run by both engines). --section names the marked table of BENCHMARKS.md to replace, so the
+fp32 and int8 tables are regenerated separately.
 
 The two engines are interleaved (A, B, A, B, ...) so that host load hits both alike; each
 configuration reports the median time of each engine and the median of the per-pair ratios.
@@ -22,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from make_models import model_path  # noqa: E402
+from make_models import base_kind, model_path  # noqa: E402
 
 from sqc.compiler.driver import compile_model  # noqa: E402
 from sqc.runtime.benchmark import cpu_info  # noqa: E402
@@ -56,7 +60,6 @@ SIZES = {
     "distilbert-base": (768, 6, 3072),
     "minilm-l6-qa": (384, 6, 1536),
 }
-SHARED_MODELS = {"minilm-l6-qa": ROOT.parent / "shared" / "models" / "minilm-l6-qa" / "model.onnx"}
 
 
 def measure(engine: Engine, session, inputs, threads: int, repeats: int):
@@ -92,12 +95,15 @@ def main() -> None:
         default=None,
         help="replace the table between the markers of this Markdown file",
     )
+    parser.add_argument(
+        "--section", default="", help="which marked table (default: the dense fp32 one)"
+    )
     args = parser.parse_args()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
     rows = []
     for kind in args.models.split(","):
-        path = SHARED_MODELS.get(kind) or model_path(kind)
+        path = model_path(kind)
         buckets = sorted({s for _, s in shapes})
         max_batch = max(b for b, _ in shapes)
         began = time.perf_counter()
@@ -118,7 +124,7 @@ def main() -> None:
             for batch, seq in shapes:
                 inputs = generate_random_inputs(engine, batch, seq, seed=0)
                 s, o, ratio = measure(engine, session, inputs, t, args.repeats)
-                gflops = flops_per_item(seq, *SIZES[kind]) * batch / s / 1e9
+                gflops = flops_per_item(seq, *SIZES[base_kind(kind)]) * batch / s / 1e9
                 rows.append((kind, f"{batch} x {seq}", t, s * 1e3, o * 1e3, ratio, gflops))
                 print(
                     f"  {kind} {batch}x{seq} threads {t}: sqc {s * 1e3:.1f} ms, onnxruntime "
@@ -128,7 +134,16 @@ def main() -> None:
     table = render(rows, args)
     print(table)
     if args.write:
-        write_section(args.write, table)
+        write_section(args.write, table, *markers(args.section))
+
+
+def markers(section: str) -> tuple[str, str]:
+    if not section:
+        return MARK_BEGIN, MARK_END
+    return (
+        f"<!-- compare_onnxruntime:{section}:begin -->",
+        f"<!-- compare_onnxruntime:{section}:end -->",
+    )
 
 
 def render(rows, args) -> str:
@@ -136,25 +151,27 @@ def render(rows, args) -> str:
 
     gcc = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
     cpu = cpu_info()
+    begin, end = markers(args.section)
     lines = [
-        MARK_BEGIN,
+        begin,
         f"Measured {datetime.date.today().isoformat()} on {cpu['model']} "
         f"({cpu['cores_available']} cores available), Python "
         f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}, {gcc}.",
         "",
         "Command: `python benchmarks/compare_onnxruntime.py "
         f"--models {args.models} --shapes {args.shapes} --threads {args.threads} "
-        f"--repeats {args.repeats} --write BENCHMARKS.md`",
+        f"--repeats {args.repeats} --write BENCHMARKS.md"
+        f"{f' --section {args.section}' if args.section else ''}`",
         "",
         "| model | batch x seq | threads | sqc ms | onnxruntime ms | speed-up (median of pairs) "
-        "| sqc GFLOP/s |",
+        "| sqc G(FL)OP/s |",
         "|---|---|---|---|---|---|---|",
     ]
     for kind, shape, t, s, o, ratio, gflops in rows:
         lines.append(
             f"| {kind} | {shape} | {t} | {s:.1f} | {o:.1f} | {ratio:.2f}x | {gflops:.0f} |"
         )
-    lines.append(MARK_END)
+    lines.append(end)
     return "\n".join(lines)
 
 

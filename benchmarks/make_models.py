@@ -1,8 +1,14 @@
 """Make the benchmark models: bert-base and distilbert-base sized QA models (random, seeded
-weights; speed does not depend on their values), exported by torch as users export theirs.
+weights; speed does not depend on their values), exported by torch as users export theirs, and
+their int8 forms made by onnxruntime.quantization as users make theirs.
 
-    python benchmarks/make_models.py            # -> artifacts/bench/*.onnx (not committed)
+    python benchmarks/make_models.py [KIND...]   # -> artifacts/bench/*.onnx (not committed)
 
+KIND: bert-base, distilbert-base, or either (or minilm-l6-qa, the real model in ../shared)
+with a suffix -int8-dynamic (quantize_dynamic: int8 weights per tensor, uint8 activations
+quantized at run time) or -int8-qdq (quantize_static, QDQ format, int8 weights and
+activations, MinMax calibration on 32 windows: SQuADShifts new_wiki questions for the real
+model, which does not overlap SQuAD dev, random token windows for the random-weight models).
 Needs torch==2.13.0 and transformers 4.x (the test extra installs both).
 """
 
@@ -49,11 +55,89 @@ def export(kind: str, path: Path) -> None:
     print(f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB)")
 
 
+SHARED_MODELS = {"minilm-l6-qa": ROOT.parent / "shared" / "models" / "minilm-l6-qa" / "model.onnx"}
+INT8_FORMS = ("int8-dynamic", "int8-qdq")
+
+
 def model_path(kind: str) -> Path:
+    for form in INT8_FORMS:
+        if kind.endswith("-" + form):
+            return quantized_path(kind[: -len(form) - 1], form)
+    if kind in SHARED_MODELS:
+        return SHARED_MODELS[kind]
     path = OUT / f"{kind}-qa.onnx"
     if not path.exists():
         export(kind, path)
     return path
+
+
+def base_kind(kind: str) -> str:
+    """bert-base-int8-qdq -> bert-base."""
+    for form in INT8_FORMS:
+        kind = kind.removesuffix("-" + form)
+    return kind
+
+
+def quantized_path(kind: str, form: str) -> Path:
+    from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
+
+    src = model_path(kind)
+    path = OUT / f"{kind}-{form}.onnx"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if form == "int8-dynamic":
+        quantize_dynamic(src, path)
+    else:
+        quantize_static(src, path, _Calibration(src, kind), quant_format=QuantFormat.QDQ)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB)")
+    return path
+
+
+class _Calibration:
+    """32 windows of 128 tokens: real questions for the real model, random ids otherwise."""
+
+    def __init__(self, src: Path, kind: str):
+        import json
+
+        import numpy as np
+        import onnx
+
+        names = [i.name for i in onnx.load(str(src), load_external_data=False).graph.input]
+        if kind in SHARED_MODELS:
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_file(str(src.parent / "tokenizer.json"))
+            tok.enable_truncation(128, strategy="only_second")
+            tok.enable_padding(length=128)
+            data = json.loads(
+                (ROOT.parent / "shared/data/squadshifts/new_wiki_v1.0.json").read_text()
+            )["data"]
+            pairs = [
+                (qa["question"], p["context"])
+                for a in data
+                for p in a["paragraphs"]
+                for qa in p["qas"]
+            ][:32]
+            encs = [tok.encode(q, c) for q, c in pairs]
+            arrays = {
+                "input_ids": [e.ids for e in encs],
+                "attention_mask": [e.attention_mask for e in encs],
+                "token_type_ids": [e.type_ids for e in encs],
+            }
+        else:
+            rng = np.random.default_rng(0)
+            arrays = {
+                "input_ids": rng.integers(1000, 30000, (32, 128)),
+                "attention_mask": np.ones((32, 128)),
+                "token_type_ids": np.zeros((32, 128)),
+            }
+        self._feeds = iter(
+            [{n: np.asarray(arrays[n][i : i + 1], np.int64) for n in names} for i in range(32)]
+        )
+
+    def get_next(self):
+        return next(self._feeds, None)
 
 
 if __name__ == "__main__":

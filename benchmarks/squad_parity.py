@@ -1,11 +1,16 @@
 """sqc vs onnxruntime on SQuAD v1.1 dev: EM/F1, per-question agreement, and where time goes.
 
-    python benchmarks/squad_parity.py [--limit N] [--threads 2] [--write BENCHMARKS.md]
+    python benchmarks/squad_parity.py [--model minilm-l6-qa] [--quantize dynamic]
+        [--limit N] [--threads 2] [--write BENCHMARKS.md]
 
-Both engines run the same ONNX file (../shared/models/minilm-l6-qa/model.onnx) through the
-same QuestionAnsweringPipeline (windows of 384, stride 128, max_answer_length 30, 32 questions a
-call). Engine time is measured inside the pipeline by a wrapper around ``engine.run``; the rest
-of the pipeline's time is tokenization, batching and span decoding.
+Both engines run the same ONNX file (by default ../shared/models/minilm-l6-qa/model.onnx;
+--model minilm-l6-qa-int8-dynamic / -int8-qdq: onnxruntime.quantization's int8 files, see
+benchmarks/make_models.py) through the same QuestionAnsweringPipeline (windows of 384, stride
+128, max_answer_length 30, 32 questions a call). With --quantize dynamic sqc compiles the file
+with `sqc compile --quantize dynamic` while onnxruntime runs it as it is: the table then shows
+what sqc's compile-time int8 costs in accuracy. Engine time is measured inside the pipeline by
+a wrapper around ``engine.run``; the rest of the pipeline's time is tokenization, batching and
+span decoding.
 """
 
 from __future__ import annotations
@@ -64,23 +69,33 @@ def evaluate(engine, limit):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="minilm-l6-qa")
+    parser.add_argument("--quantize", default="none", choices=["none", "dynamic"])
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--write", type=Path, default=None)
-    parser.add_argument("--json", type=Path, default=ROOT / "artifacts" / "squad_parity.json")
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+
+    from make_models import model_path
 
     from sqc.compiler.driver import compile_model
     from sqc.runtime.engine import Engine
     from sqc.runtime.reference import OnnxRuntimeEngine
 
+    model = model_path(args.model)
+    tag = args.model + ("-quantize-dynamic" if args.quantize != "none" else "")
     artifact = compile_model(
-        MODEL, [384], ROOT / "artifacts" / "minilm-l6-qa-384", max_batch_size=32
+        model,
+        [384],
+        ROOT / "artifacts" / f"{tag}-384",
+        max_batch_size=32,
+        quantize=args.quantize,
     )
     results = {}
     for name, engine in (
         ("sqc", Engine(artifact, threads=args.threads)),
-        ("onnxruntime", OnnxRuntimeEngine(MODEL, [384], max_batch_size=32, threads=args.threads)),
+        ("onnxruntime", OnnxRuntimeEngine(model, [384], max_batch_size=32, threads=args.threads)),
     ):
         print(name)
         results[name] = evaluate(engine, args.limit)
@@ -93,17 +108,31 @@ def main() -> None:
         "identical_answers": same,
         "differing_ids": [k for k in sp if sp[k] != op[k]][:50],
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(summary, indent=1))
+    json_path = args.json or ROOT / "artifacts" / f"squad_parity-{tag}.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(summary, indent=1))
     table = render(summary, args)
     print(table)
     if args.write:
         from compare_onnxruntime import write_section
 
-        write_section(args.write, table, MARK_BEGIN, MARK_END)
+        write_section(args.write, table, *markers(args))
+
+
+def markers(args) -> tuple[str, str]:
+    if args.model == "minilm-l6-qa" and args.quantize == "none":
+        return MARK_BEGIN, MARK_END
+    tag = args.model + (f":quantize-{args.quantize}" if args.quantize != "none" else "")
+    return f"<!-- squad_parity:{tag}:begin -->", f"<!-- squad_parity:{tag}:end -->"
 
 
 def render(s, args) -> str:
+    begin, end = markers(args)
+    options = "".join(
+        f" --{k} {v}"
+        for k, v in (("model", args.model), ("quantize", args.quantize))
+        if v not in ("minilm-l6-qa", "none")
+    )
     rows = []
     for name in ("sqc", "onnxruntime"):
         m = s[name]
@@ -115,9 +144,9 @@ def render(s, args) -> str:
         )
     return "\n".join(
         [
-            MARK_BEGIN,
+            begin,
             f"Measured {datetime.date.today().isoformat()}, {args.threads} threads, Python "
-            f"{platform.python_version()}; command: `python benchmarks/squad_parity.py "
+            f"{platform.python_version()}; command: `python benchmarks/squad_parity.py{options} "
             f"--threads {args.threads}{f' --limit {args.limit}' if args.limit else ''} "
             "--write BENCHMARKS.md`.",
             "",
@@ -128,7 +157,7 @@ def render(s, args) -> str:
             "windows/s | share of pipeline time outside the engine (tokenize, batch, decode) |",
             "|---|---|---|---|---|---|",
             *rows,
-            MARK_END,
+            end,
         ]
     )
 
