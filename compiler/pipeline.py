@@ -12,6 +12,7 @@ from sqc.compiler.passes.eliminate_dead_nodes import eliminate_dead_nodes
 from sqc.compiler.passes.fold_constants import fold_constants
 from sqc.compiler.passes.fold_quantization import fold_quantization
 from sqc.compiler.passes.fuse_attention import fuse_attention
+from sqc.compiler.passes.fuse_elementwise import fuse_elementwise
 from sqc.compiler.passes.fuse_gelu import fuse_gelu
 from sqc.compiler.passes.fuse_layernorm import fuse_layernorm
 from sqc.compiler.passes.fuse_linear import fuse_linear
@@ -49,6 +50,8 @@ PASSES: list[tuple[str, Pass]] = [
     ("quantize_dynamic", quantize_dynamic),
     # Residual + LayerNorm last: the residual Add is only visible once the rest is fused.
     ("fuse_skip_layernorm", fuse_skip_layernorm),
+    # What is left of elementwise chains (QDQ tails, unfused activations): one loop each.
+    ("fuse_elementwise", fuse_elementwise),
     # Must stay last: offsets depend on the final node order.
     ("plan_memory", plan_memory),
 ]

@@ -44,7 +44,7 @@ UNARY = {
     "Floor": "floorf({a})",
     "Ceil": "ceilf({a})",
     "Tanh": "tanhf({a})",
-    "Erf": "erff({a})",
+    "Erf": "sqc_erf_f32({a})",  # rational minimax, 3e-7 from erff (f32_gemm.h.j2); vectorizes
     "Relu": "({a} > 0 ? {a} : 0)",
     "Sigmoid": "1.0f / (1.0f + expf(-{a}))",
     "Not": "!{a}",
@@ -80,6 +80,9 @@ INT_BINARY = {
     "Pow": "(int64_t)pow((double){a}, (double){b})",
     "Mod": "({b} == 0 ? 0 : {a} % {b})",
 }
+
+
+OPERAND_NAMES = "abcdefgh"  # the placeholders of a map expression, one per input operand
 
 
 @dataclass
@@ -191,7 +194,7 @@ class Emitter(QuantEmitter):
 
         args = {
             k: f"(({op.ctype})p{j + 1}[{index(op)}])"
-            for j, (k, op) in enumerate(zip("abc", operands[1:]))
+            for j, (k, op) in enumerate(zip(OPERAND_NAMES, operands[1:]))
         }
         return {
             "kind": "map",
@@ -228,6 +231,24 @@ class Emitter(QuantEmitter):
                 acc = table[node.op].format(a=acc, b="{" + k + "}")
             expr = acc
         return self._map(out, v.shape, 0, contiguous_strides(v.shape), ins, expr)
+
+    def _sqc_Elementwise(self, node: Node) -> dict:
+        """A fused chain (passes/fuse_elementwise.py): one loop, each step's C nested."""
+        from sqc.compiler.codegen.emit_quant import fake_quant_expr
+
+        v = self.g.values[node.outputs[0]]
+        exprs: list[str] = []
+        for domain, op, attrs, args in node.attrs["steps"]:
+            subs = ["{" + OPERAND_NAMES[i] + "}" if kind == "in" else exprs[i] for kind, i in args]
+            if domain == "sqc" and op == "FakeQuant":
+                template = fake_quant_expr(attrs)
+            elif len(args) == 1:
+                template = UNARY[op]
+            else:
+                template = BINARY[op]
+            exprs.append(template.format(**{k: f"({e})" for k, e in zip("ab", subs)}))
+        ins = [self._broadcast(i, v.shape) for i in node.inputs]
+        return self._map(node.outputs[0], v.shape, 0, contiguous_strides(v.shape), ins, exprs[-1])
 
     def _broadcast(self, name: str, out_shape) -> Operand:
         op = self.operand(name)
@@ -536,7 +557,17 @@ class Emitter(QuantEmitter):
             "k": view(node.inputs[1], a["k_view"]),
             "v": view(node.inputs[2], a["v_view"]),
             "o": view(node.outputs[0], a["out_view"]),
+            "fq": "NULL",
+            "pre": "1.0f",
+            "post": "1.0f",
         }
+        quant = a.get("quant")
+        if quant:
+            from sqc.compiler.codegen.emit_quant import c_float, fake_quant_grid
+
+            grid = np.array([fake_quant_grid(st) for st in quant["stages"]], np.float32)
+            rec["fq"] = self.weights.ref(grid.reshape(-1), "float")
+            rec["pre"], rec["post"] = c_float(quant["pre_scale"]), c_float(quant["post_scale"])
         rec["mask"] = (
             view(node.inputs[3], a["mask_view"], "stride_j")
             if node.input(3)

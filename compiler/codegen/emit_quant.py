@@ -114,17 +114,14 @@ class QuantEmitter:
         )
 
     def _sqc_FakeQuant(self, node: Node) -> dict:
-        a = node.attrs
         v = self.g.values[node.outputs[0]]
-        lo, hi = QRANGE[np.dtype(a["dtype"])]
-        s, z = c_float(a["scale"]), int(a["zero_point"])
         return self._map(
             node.outputs[0],
             v.shape,
             0,
             _contiguous(v.shape),
             [self._broadcast(node.inputs[0], v.shape)],
-            f"(float)((int32_t)sqc_quantize_f32({{a}}, {s}, {z}, {lo}, {hi}) - {z}) * {s}",
+            fake_quant_expr(node.attrs),
         )
 
     def _op_DynamicQuantizeLinear(self, node: Node) -> dict:
@@ -205,6 +202,21 @@ class QuantEmitter:
             "nt",
         ]
         return {"kind": "call", "code": f"sqc_qlinear({', '.join(str(s) for s in args)});"}
+
+
+def fake_quant_expr(attrs: dict) -> str:
+    """C of DequantizeLinear(QuantizeLinear({a})) with one scale and zero point."""
+    lo, hi = QRANGE[np.dtype(attrs["dtype"])]
+    s, z = c_float(attrs["scale"]), int(attrs["zero_point"])
+    return f"sqc_fake_quant_f32({{a}}, {s}, {z}.0f, {lo}.0f, {hi}.0f)"
+
+
+def fake_quant_grid(attrs: dict | None) -> list[float]:
+    """{scale, zero point, lo, hi} of a FakeQuant stage for the attention kernel (0s: none)."""
+    if not attrs:
+        return [0.0, 0.0, 0.0, 0.0]
+    lo, hi = QRANGE[np.dtype(attrs["dtype"])]
+    return [float(np.float32(attrs["scale"])), float(attrs["zero_point"]), float(lo), float(hi)]
 
 
 def _contiguous(shape) -> list[int]:

@@ -95,6 +95,7 @@ def _attention_infer(node, x, opset):
         "out_view",
         "out_shape",
         "mask_view",
+        "quant",
     ),
     infer=_attention_infer,
 )
@@ -111,14 +112,27 @@ def Attention(node, x, opset):
     q = view_np(x[0], a["q_view"], H, Sq, D).astype(np.float64)
     k = view_np(x[1], a["k_view"], H, Sk, D).astype(np.float64)
     v = view_np(x[2], a["v_view"], H, Sk, D).astype(np.float64)
-    scores = a["scale"] * np.einsum("hsd,hjd->hsj", q, k)
+    quant = a.get("quant")
+    dots = np.einsum("hsd,hjd->hsj", q, k)
+    mask = 0.0
     if len(x) > 3 and x[3] is not None:
         mv = a["mask_view"]
         h = np.arange(H)[:, None, None] * mv["stride_h"]
         s = np.arange(Sq)[None, :, None] * mv["stride_s"]
         j = np.arange(Sk)[None, None, :] * mv["stride_j"]
-        scores = scores + x[3].reshape(-1)[mv["offset"] + h + s + j].astype(np.float64)
-    ctx = np.einsum("hsj,hjd->hsd", softmax_np(scores, -1), v)
+        mask = x[3].reshape(-1)[mv["offset"] + h + s + j].astype(np.float64)
+    if quant:  # QDQ graphs: rounding at each stage, in float32 as the graph computes
+        from sqc.compiler.ops.quant_ops import fake_quant_np
+
+        st = quant["stages"]
+        f = np.float32
+        scores = fake_quant_np((dots.astype(f) * f(quant["pre_scale"])).astype(f), st[0])
+        scores = fake_quant_np((scores * f(quant["post_scale"])).astype(f), st[1])
+        scores = fake_quant_np((scores + mask).astype(f), st[2]).astype(np.float64)
+        probs = fake_quant_np(softmax_np(scores, -1).astype(f), st[3]).astype(np.float64)
+    else:
+        probs = softmax_np(a["scale"] * dots + mask, -1)
+    ctx = np.einsum("hsj,hjd->hsd", probs, v)
     out = np.zeros(int(np.prod(a["out_shape"])), x[0].dtype)
     ov = a["out_view"]
     h = np.arange(H)[:, None, None] * ov["stride_h"]
@@ -126,3 +140,26 @@ def Attention(node, x, opset):
     d = np.arange(D)[None, None, :] * ov["stride_d"]
     out[ov["offset"] + h + s + d] = ctx
     return [out.reshape(a["out_shape"])]
+
+
+@register(
+    "Elementwise",
+    "sqc",
+    attrs=("steps",),
+    infer=lambda n, x, o: [(np.dtype(np.float32), _bcast_all(x))],
+)
+def Elementwise(node, x, opset):
+    """A fused chain of elementwise ops (passes/fuse_elementwise.py): run its steps in order."""
+    from sqc.compiler.ir import Node
+    from sqc.compiler.ops import lookup
+
+    values = []
+    for domain, op, attrs, args in node.attrs["steps"]:
+        step = Node(op, [], ["y"], attrs, name=node.name, domain=domain)
+        ins = [x[i] if kind == "in" else values[i] for kind, i in args]
+        values.append(lookup(step).evaluate(step, ins, opset)[0])
+    return [values[-1]]
+
+
+def _bcast_all(x):
+    return tuple(np.broadcast_shapes(*[s for _, s, *_ in x]))

@@ -412,3 +412,74 @@ def test_bucket_longer_than_position_table_is_named():
     g = load_onnx(FIXTURES / "bert_qa_opset17.onnx")  # 64 position embeddings
     with pytest.raises(CompileError, match="longer than the model's maximum sequence length"):
         specialize_shapes(g, 256)
+
+
+# ------------------------------------------------------------------ quantization
+
+
+def _qdq(name, x, scale=0.05, zp=3, dtype=np.int8):
+    """x -> QuantizeLinear -> DequantizeLinear, as QDQ exporters write it (and its inits)."""
+    nodes = [
+        helper.make_node("QuantizeLinear", [x, name + "_s", name + "_z"], [name + "_q"]),
+        helper.make_node("DequantizeLinear", [name + "_q", name + "_s", name + "_z"], [name]),
+    ]
+    return nodes, [c(name + "_s", np.float32(scale)), c(name + "_z", np.array(zp, dtype))]
+
+
+def test_fold_quantization_qdq_linear_hoists_and_merges_fake_quant():
+    from sqc.compiler.passes.fold_quantization import fold_quantization
+
+    wq = rng.integers(-127, 128, (H, H)).astype(np.int8)
+    n1, i1 = _qdq("xd", "x")
+    n2, i2 = _qdq("hd", "h", scale=0.2, zp=-4)
+    n3, i3 = _qdq("td", "t", scale=0.2, zp=-4)
+    nodes = (
+        n1
+        + [
+            helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=1),
+            helper.make_node("MatMul", ["xd", "wd"], ["h"]),
+        ]
+        + n2
+        + [helper.make_node("Transpose", ["hd"], ["t"], perm=[0, 2, 1])]
+        + n3
+    )
+    nodes.append(helper.make_node("Relu", ["td"], ["y"]))
+    inits = (
+        i1
+        + i2
+        + i3
+        + [
+            c("wq", wq),
+            c("ws", (rng.uniform(0.5, 1.5, H) * 0.01).astype(np.float32)),
+            c("wz", np.zeros(H, np.int8)),
+        ]
+    )
+    before = specialize_shapes(import_model(model(nodes, inits)), S)
+    after = eliminate_dead_nodes(fold_constants(fold_quantization(before)))
+    # The linear layer is int8; the two equal QDQ pairs around the Transpose become one
+    # FakeQuant, moved above the Transpose (onto the linear layer's output).
+    assert ops(after) == {"sqc.QLinear": 1, "sqc.FakeQuant": 1, "Transpose": 1, "Relu": 1}
+    order = [n.op for n in after.nodes]
+    assert order.index("FakeQuant") < order.index("Transpose")
+    qlinear = next(n for n in after.nodes if n.op == "QLinear")
+    assert qlinear.attrs["x_quant"] == "static" and qlinear.attrs["x_zero_point"] == 3 + 128
+    check_same(before, after, x_feeds())
+
+
+def test_fuse_elementwise_makes_one_loop_of_a_chain():
+    from sqc.compiler.passes.fuse_elementwise import fuse_elementwise
+
+    nodes = [
+        helper.make_node("Add", ["x", "b"], ["a"]),
+        helper.make_node("Mul", ["a", "half"], ["m"]),
+        helper.make_node("Erf", ["m"], ["e"]),
+        helper.make_node("Sub", ["e", "x"], ["y"]),  # x read twice: one external input
+        helper.make_node("Relu", ["a"], ["r"]),  # a has two readers: the chain starts after it
+    ]
+    inits = [c("b", w(H)), c("half", np.float32(0.5))]
+    before = specialized(model(nodes, inits, outputs=("y", "r")))
+    after = fuse_elementwise(before)
+    assert ops(after) == {"Add": 1, "Relu": 1, "sqc.Elementwise": 1}
+    fused = next(n for n in after.nodes if n.op == "Elementwise")
+    assert [s[1] for s in fused.attrs["steps"]] == ["Mul", "Erf", "Sub"]
+    check_same(before, after, x_feeds())

@@ -8,8 +8,8 @@
 
 
 
-/* ---- bucket: sequence length 6; workspace 832 bytes per example */
-size_t sqc_workspace_s6(int B) { return (size_t)B * 832 + 64; }
+/* ---- bucket: sequence length 6; workspace 896 bytes per example */
+size_t sqc_workspace_s6(int B) { return (size_t)B * 896 + 64; }
 
 int sqc_run_s6(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, void **out) {
     int err = 0;
@@ -24,10 +24,9 @@ int sqc_run_s6(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, vo
     const int64_t *v8 = (const int64_t *)v1; /* mu */
     float *v9 = (float *)(ws + (size_t)B * 576); /* mf */
     const float *v10 = (const float *)(W + 1728); /* one */
-    float *v11 = (float *)(ws + (size_t)B * 640); /* inv */
-    const float *v12 = (const float *)(W + 1792); /* big */
-    float *v13 = (float *)(ws + (size_t)B * 576); /* madd */
-    float *v14 = (float *)(ws + (size_t)B * 640); /* y */
+    const float *v11 = (const float *)(W + 1792); /* big */
+    float *v12 = (float *)(ws + (size_t)B * 640); /* madd */
+    float *v13 = (float *)(ws + (size_t)B * 704); /* y */
     /* node: MatMul_0 (sqc.Linear) */
     sqc_f32_gemm(B * 6, 8, 8, v0, 8, (const float *)(W + 0), v2, NULL, v3, 8, 0, nt);
 
@@ -45,36 +44,28 @@ int sqc_run_s6(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, vo
             p0[0 + i0 * 1] = (float)(((int64_t)p1[0 + i0 * 1]));
     }
 
-    /* node: Sub_16 (Sub) */
+    /* node: Mul_17/fused_elementwise (sqc.Elementwise) */
     for (int b = 0; b < B; ++b) {
-        float *p0 = (float *)v11 + (int64_t)b * 6;
+        float *p0 = (float *)v12 + (int64_t)b * 6;
         const float *p1 = (const float *)v10 + (int64_t)b * 0;
         const float *p2 = (const float *)v9 + (int64_t)b * 6;
+        const float *p3 = (const float *)v11 + (int64_t)b * 0;
         for (int64_t i0 = 0; i0 < 6; ++i0)
-            p0[0 + i0 * 1] = (float)(((float)p1[0]) - ((float)p2[0 + i0 * 1]));
-    }
-
-    /* node: Mul_17 (Mul) */
-    for (int b = 0; b < B; ++b) {
-        float *p0 = (float *)v13 + (int64_t)b * 6;
-        const float *p1 = (const float *)v11 + (int64_t)b * 6;
-        const float *p2 = (const float *)v12 + (int64_t)b * 0;
-        for (int64_t i0 = 0; i0 < 6; ++i0)
-            p0[0 + i0 * 1] = (float)(((float)p1[0 + i0 * 1]) * ((float)p2[0]));
+            p0[0 + i0 * 1] = (float)(((((float)p1[0])) - (((float)p2[0 + i0 * 1]))) * (((float)p3[0])));
     }
 
     /* node: MatMul_20/fused_attention (sqc.Attention) */
     sqc_attention_f32(B, 2, 6, 6, 4, 0.5f,
         v3, (sqc_view){0, 4, 8, 1, 48}, v5, (sqc_view){0, 4, 8, 1, 48},
-        v7, (sqc_view){0, 4, 8, 1, 48}, v13, (sqc_view){0, 0, 0, 1, 6},
-        v14, (sqc_view){0, 4, 8, 1, 48}, nt);
+        v7, (sqc_view){0, 4, 8, 1, 48}, v12, (sqc_view){0, 0, 0, 1, 6},
+        v13, (sqc_view){0, 4, 8, 1, 48}, NULL, 1.0f, 1.0f, nt);
 
-    memcpy(out[0], v14, (size_t)B * 192); /* y */
+    memcpy(out[0], v13, (size_t)B * 192); /* y */
     return err;
 }
 
-/* ---- bucket: sequence length 12; workspace 1600 bytes per example */
-size_t sqc_workspace_s12(int B) { return (size_t)B * 1600 + 64; }
+/* ---- bucket: sequence length 12; workspace 1664 bytes per example */
+size_t sqc_workspace_s12(int B) { return (size_t)B * 1664 + 64; }
 
 int sqc_run_s12(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, void **out) {
     int err = 0;
@@ -89,10 +80,9 @@ int sqc_run_s12(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, v
     const int64_t *v8 = (const int64_t *)v1; /* mu */
     float *v9 = (float *)(ws + (size_t)B * 1152); /* mf */
     const float *v10 = (const float *)(W + 1728); /* one */
-    float *v11 = (float *)(ws + (size_t)B * 1216); /* inv */
-    const float *v12 = (const float *)(W + 1792); /* big */
-    float *v13 = (float *)(ws + (size_t)B * 1152); /* madd */
-    float *v14 = (float *)(ws + (size_t)B * 1216); /* y */
+    const float *v11 = (const float *)(W + 1792); /* big */
+    float *v12 = (float *)(ws + (size_t)B * 1216); /* madd */
+    float *v13 = (float *)(ws + (size_t)B * 1280); /* y */
     /* node: MatMul_0 (sqc.Linear) */
     sqc_f32_gemm(B * 12, 8, 8, v0, 8, (const float *)(W + 0), v2, NULL, v3, 8, 0, nt);
 
@@ -110,31 +100,23 @@ int sqc_run_s12(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, v
             p0[0 + i0 * 1] = (float)(((int64_t)p1[0 + i0 * 1]));
     }
 
-    /* node: Sub_16 (Sub) */
+    /* node: Mul_17/fused_elementwise (sqc.Elementwise) */
     for (int b = 0; b < B; ++b) {
-        float *p0 = (float *)v11 + (int64_t)b * 12;
+        float *p0 = (float *)v12 + (int64_t)b * 12;
         const float *p1 = (const float *)v10 + (int64_t)b * 0;
         const float *p2 = (const float *)v9 + (int64_t)b * 12;
+        const float *p3 = (const float *)v11 + (int64_t)b * 0;
         for (int64_t i0 = 0; i0 < 12; ++i0)
-            p0[0 + i0 * 1] = (float)(((float)p1[0]) - ((float)p2[0 + i0 * 1]));
-    }
-
-    /* node: Mul_17 (Mul) */
-    for (int b = 0; b < B; ++b) {
-        float *p0 = (float *)v13 + (int64_t)b * 12;
-        const float *p1 = (const float *)v11 + (int64_t)b * 12;
-        const float *p2 = (const float *)v12 + (int64_t)b * 0;
-        for (int64_t i0 = 0; i0 < 12; ++i0)
-            p0[0 + i0 * 1] = (float)(((float)p1[0 + i0 * 1]) * ((float)p2[0]));
+            p0[0 + i0 * 1] = (float)(((((float)p1[0])) - (((float)p2[0 + i0 * 1]))) * (((float)p3[0])));
     }
 
     /* node: MatMul_20/fused_attention (sqc.Attention) */
     sqc_attention_f32(B, 2, 12, 12, 4, 0.5f,
         v3, (sqc_view){0, 4, 8, 1, 96}, v5, (sqc_view){0, 4, 8, 1, 96},
-        v7, (sqc_view){0, 4, 8, 1, 96}, v13, (sqc_view){0, 0, 0, 1, 12},
-        v14, (sqc_view){0, 4, 8, 1, 96}, nt);
+        v7, (sqc_view){0, 4, 8, 1, 96}, v12, (sqc_view){0, 0, 0, 1, 12},
+        v13, (sqc_view){0, 4, 8, 1, 96}, NULL, 1.0f, 1.0f, nt);
 
-    memcpy(out[0], v14, (size_t)B * 384); /* y */
+    memcpy(out[0], v13, (size_t)B * 384); /* y */
     return err;
 }
 
