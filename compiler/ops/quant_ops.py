@@ -168,12 +168,18 @@ def QLinearMatMul(node, x, opset):
 # ---------------------------------------------------------------- sqc's int8 ops
 
 
+def fake_quant_np(x: np.ndarray, attrs: dict | None) -> np.ndarray:
+    """DequantizeLinear(QuantizeLinear(x)) with the scale, zero point and dtype of ``attrs``."""
+    if not attrs:
+        return x
+    q = quantize_np(x, np.float32(attrs["scale"]), attrs["zero_point"], np.dtype(attrs["dtype"]))
+    return dequantize_np(q, np.float32(attrs["scale"]), attrs["zero_point"])
+
+
 @register("FakeQuant", "sqc", attrs=("scale", "zero_point", "dtype"), infer=lambda n, x, o: [x[0]])
 def FakeQuant(node, x, opset):
     """DequantizeLinear(QuantizeLinear(x)) with one scale and zero point: x rounded to the grid."""
-    a = node.attrs
-    q = quantize_np(x[0], np.float32(a["scale"]), a["zero_point"], np.dtype(a["dtype"]))
-    return [dequantize_np(q, np.float32(a["scale"]), a["zero_point"])]
+    return [fake_quant_np(x[0], node.attrs)]
 
 
 def _qlinear_infer(node, x, opset):

@@ -9,6 +9,11 @@ patterns (root: the last node of each):
                   -> QuantizeLinear(sqc.QLinear(a), 1, yz)
     fakequant DequantizeLinear(QuantizeLinear(x, s, z), s, z)    per-tensor, any other reader
               -> sqc.FakeQuant(x)
+    hoist     FakeQuant(View(x)) -> View(FakeQuant(x)) for Reshape, Transpose, Squeeze,
+              Unsqueeze, Flatten (rounding commutes with moving data), then
+              FakeQuant(FakeQuant(x)) with equal parameters -> FakeQuant(x) (idempotent):
+              QDQ graphs quantize before and after every view, and attention fusion must see
+              the views between a linear layer and the attention MatMuls.
 Wq is a constant (uint8 or int8, [K, N]), its scales and zero points constant, per tensor or per
 output column. Activation scales and zero points are constant per tensor (or computed at run
 time, dynamic form).
@@ -33,7 +38,9 @@ def fold_quantization(graph):
     g = rewrite(graph, _rule_dynamic)
     g = rewrite(g, _rule_qdq)
     g = rewrite(g, _rule_qlinear_matmul)
-    return rewrite(g, _rule_fakequant)
+    g = rewrite(g, _rule_fakequant)
+    g = rewrite(g, _rule_hoist_fakequant)
+    return rewrite(g, _rule_merge_fakequant)
 
 
 def _int_weights(m: Matcher, w_name: str, zp_name: str, n_cols: int):
@@ -232,6 +239,47 @@ def _rule_fakequant(m: Matcher, node: Node):
             [q.inputs[0]],
             list(node.outputs),
             {"scale": scale, "zero_point": zp, "dtype": dtype.name},
+            name=node.name,
+            domain="sqc",
+        )
+    ]
+
+
+HOISTABLE_VIEWS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")
+
+
+def _rule_hoist_fakequant(m: Matcher, node: Node):
+    if node.op != "FakeQuant" or node.domain != "sqc":
+        return None
+    view = m.node_of(node.inputs[0], HOISTABLE_VIEWS)
+    if view is None or not m.private(view.outputs[0]):
+        return None
+    src = view.inputs[0]
+    rounded = new_value(m.g, src + "/fakequant", np.float32, m.value(src).shape)
+    return [
+        Node("FakeQuant", [src], [rounded], dict(node.attrs), name=node.name, domain="sqc"),
+        Node(
+            view.op,
+            [rounded] + list(view.inputs[1:]),
+            list(node.outputs),
+            dict(view.attrs),
+            name=view.name,
+        ),
+    ]
+
+
+def _rule_merge_fakequant(m: Matcher, node: Node):
+    if node.op != "FakeQuant" or node.domain != "sqc":
+        return None
+    inner = m.node_of(node.inputs[0], "FakeQuant", domain="sqc")
+    if inner is None or inner.attrs != node.attrs:
+        return None
+    return [
+        Node(
+            "FakeQuant",
+            list(inner.inputs),
+            list(node.outputs),
+            dict(node.attrs),
             name=node.name,
             domain="sqc",
         )

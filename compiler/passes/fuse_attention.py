@@ -8,7 +8,11 @@ Q, K and V are traced back through Transpose, Reshape and scalar Mul/Div to the 
 linear layers wrote ([1, S, H*D] typically), so the fused op reads them in place through
 strided views and the head split costs no copy; scalar factors on the way join ``scale``.
 A Transpose(0, 2, 1, 3) + Reshape to [1, Sq, H*D] after the output is folded into the op's
-output view, so the heads are merged in place too.
+output view, so the heads are merged in place too (also across an sqc.FakeQuant).
+QDQ graphs round to a quantization grid between the steps (sqc.FakeQuant, made by
+fold_quantization): on the raw scores, after the scale, after the mask and on the
+probabilities; these join the op as its ``quant`` stages, computed in the kernel in the
+graph's order.
 after: no Softmax between two batched MatMuls remains; sqc.Attention computes it.
 """
 
@@ -75,7 +79,12 @@ def _split_leading(shape) -> tuple | None:
 def _rule_attention(m: Matcher, node: Node):
     if node.op != "MatMul" or node.domain:
         return None
-    soft = m.node_of(node.inputs[0], "Softmax")
+    stages = [None, None, None, None]  # FakeQuant attrs: scores, scaled, masked, probs
+    probs = node.inputs[0]
+    fq = _fake_quant(m, probs)
+    if fq is not None:
+        stages[3], probs = fq.attrs, fq.inputs[0]
+    soft = m.node_of(probs, "Softmax")
     if soft is None:
         return None
     v_dims = _split_leading(m.value(node.inputs[1]).shape)
@@ -85,10 +94,14 @@ def _rule_attention(m: Matcher, node: Node):
     if v_dims is None or s_dims is None or axis % len(s_shape) != len(s_shape) - 1:
         return None
     scores, mask, prologue = soft.inputs[0], None, []
+    fq = _fake_quant(m, scores)
+    if fq is not None:
+        stages[2], scores = fq.attrs, fq.inputs[0]
     add = m.node_of(scores, "Add")
     where = m.node_of(scores, "Where")
     if (
         where is not None
+        and stages[2] is None
         and m.scalar(where.inputs[1]) is not None
         and _scores_matmul(m, where.inputs[2]) is not None
     ):
@@ -115,7 +128,7 @@ def _rule_attention(m: Matcher, node: Node):
     qk = _scores_matmul(m, scores)
     if qk is None:
         return None
-    matmul, scale = qk
+    matmul, scale, stages[0], stages[1] = qk
     H, Sq, Sk = s_dims
     D = v_dims[2]
     q_dims = _split_leading(m.value(matmul.inputs[0]).shape)
@@ -147,6 +160,12 @@ def _rule_attention(m: Matcher, node: Node):
         "out_view": _view(0, Sq * D, D, 1),
         "out_shape": list(m.value(node.outputs[0]).shape),
     }
+    if any(stages):
+        attrs["quant"] = {
+            "pre_scale": float(q_scale * k_scale),
+            "post_scale": float(scale),
+            "stages": stages,
+        }
     if mask is not None:
         mv = _mask_view(m.value(mask).shape, H, Sq, Sk)
         if mv is None or m.value(mask).dtype != np.float32:
@@ -165,15 +184,35 @@ def _rule_attention(m: Matcher, node: Node):
     ]
 
 
+def _fake_quant(m: Matcher, name: str) -> Node | None:
+    """The sqc.FakeQuant producing ``name`` when nothing else reads its output."""
+    fq = m.node_of(name, "FakeQuant", domain="sqc")
+    return fq if fq is not None and m.private(name) else None
+
+
 def _scores_matmul(m: Matcher, name: str):
-    """MatMul(Q, Kt) possibly followed by scalar Mul/Div: (matmul node, scale) or None."""
-    scale = 1.0
+    """MatMul(Q, Kt), then optionally a FakeQuant, scalar Mul/Divs, a FakeQuant:
+    (matmul node, scale, first FakeQuant's attrs, second's) or None."""
+    scale, after_scale, raw = 1.0, None, None
+    fq = _fake_quant(m, name)
+    if fq is not None:
+        after_scale, name = fq.attrs, fq.inputs[0]
     while True:
         n = m.node_of(name, ("Mul", "Div", "MatMul"))
         if n is None:
-            return None
+            fq = _fake_quant(m, name)
+            if fq is None or raw is not None:
+                return None
+            raw, name = fq.attrs, fq.inputs[0]
+            if m.node_of(name, "MatMul") is None:
+                return None
+            continue
         if n.op == "MatMul":
-            return n, scale
+            if raw is None and scale == 1.0 and after_scale is not None:
+                raw, after_scale = after_scale, None  # MatMul -> FakeQuant, no scale: stage 0
+            return n, scale, raw, after_scale
+        if raw is not None:
+            return None  # a scale below the first FakeQuant: not a form the kernel computes
         c = m.scalar(n.inputs[1])
         if c is not None and m.value(n.inputs[0]).batched:
             scale *= c if n.op == "Mul" else 1.0 / c
@@ -210,7 +249,8 @@ def _rule_output_layout(m: Matcher, node: Node):
     tr = m.node_of(node.inputs[0], "Transpose")
     if tr is None or not m.private(tr.outputs[0]):
         return None
-    att = m.node_of(tr.inputs[0], "Attention", domain="sqc")
+    fq = _fake_quant(m, tr.inputs[0])
+    att = m.node_of(fq.inputs[0] if fq else tr.inputs[0], "Attention", domain="sqc")
     if att is None or not m.private(att.outputs[0]):
         return None
     a = att.attrs
@@ -223,6 +263,15 @@ def _rule_output_layout(m: Matcher, node: Node):
     if int(np.prod(out_shape)) != H * Sq * D or out_shape[-1] != H * D:
         return None
     attrs = dict(a, out_view=_view(0, D, H * D, 1), out_shape=list(out_shape))
+    if fq is None:
+        return [
+            Node(
+                "Attention", list(att.inputs), [node.outputs[0]], attrs, name=att.name, domain="sqc"
+            )
+        ]
+    # Attention -> FakeQuant -> heads merged: write merged heads, round them in place after.
+    merged = new_value(m.g, att.outputs[0] + "/merged", np.float32, out_shape)
     return [
-        Node("Attention", list(att.inputs), [node.outputs[0]], attrs, name=att.name, domain="sqc")
+        Node("Attention", list(att.inputs), [merged], attrs, name=att.name, domain="sqc"),
+        Node("FakeQuant", [merged], [node.outputs[0]], dict(fq.attrs), name=fq.name, domain="sqc"),
     ]

@@ -165,10 +165,32 @@ static inline sqc_v8 sqc_v8_exp(sqc_v8 x) {
     return y * scale;
 }
 
+/* DequantizeLinear(QuantizeLinear(x)) (QDQ graphs): x rounded to the grid of (scale, zp),
+ * saturated to [lo, hi] in quantized units, NaN to zp; float arithmetic on small integers is
+ * exact, and the branch-free form vectorizes. */
+static inline float sqc_fake_quant_f32(float x, float scale, float zp, float lo, float hi) {
+    float r = nearbyintf(x / scale) + zp;
+    r = r == r ? r : zp;
+    r = r < lo ? lo : r;
+    r = r > hi ? hi : r;
+    return (r - zp) * scale;
+}
+
+/* x[0..n) rounded by one attention stage g = {scale, zp, lo, hi} (scale 0: no rounding) */
+static inline void sqc_att_fq(float *x, int n, const float *g) {
+    if (g[0] == 0.0f) return;
+    const float s = g[0], z = g[1], lo = g[2], hi = g[3];
+    for (int j = 0; j < n; ++j) x[j] = sqc_fake_quant_f32(x[j], s, z, lo, hi);
+}
+
+/* fq (optional, QDQ models): 4 stages x {scale, zero point, lo, hi} applied as in the graph:
+ * x = dot * pre -> stage 0 -> * post -> stage 1 -> + mask -> stage 2 -> softmax -> stage 3.
+ * Without fq, x = dot * scale + mask (scale = pre * post). */
 static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float scale,
                               const float *q, sqc_view qv, const float *k, sqc_view kv,
                               const float *v, sqc_view vv, const float *mask, sqc_view mv,
-                              float *out, sqc_view ov, int nthreads) {
+                              float *out, sqc_view ov, const float *fq, float pre, float post,
+                              int nthreads) {
     const int W = SQC_RW;
     const int Sk8 = (Sk + W - 1) / W * W, D8 = (D + W - 1) / W * W, R = SQC_ATT_ROWS;
     const int64_t tasks = (int64_t)batch * H;
@@ -218,10 +240,21 @@ static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float sca
                 float *pr = p + (size_t)r * Sk8;
                 const float *mr = mb ? mb + (s0 + r) * mv.ss : NULL;
                 float mx = -INFINITY;
-                for (int j = 0; j < Sk; ++j) {
-                    float x = pr[j] * scale + (mr ? mr[j * mv.sd] : 0.0f);
-                    pr[j] = x;
-                    mx = x > mx ? x : mx;
+                if (fq) {
+                    for (int j = 0; j < Sk; ++j) pr[j] *= pre;
+                    sqc_att_fq(pr, Sk, fq);
+                    for (int j = 0; j < Sk; ++j) pr[j] *= post;
+                    sqc_att_fq(pr, Sk, fq + 4);
+                    if (mr)
+                        for (int j = 0; j < Sk; ++j) pr[j] += mr[j * mv.sd];
+                    sqc_att_fq(pr, Sk, fq + 8);
+                    for (int j = 0; j < Sk; ++j) mx = pr[j] > mx ? pr[j] : mx;
+                } else {
+                    for (int j = 0; j < Sk; ++j) {
+                        float x = pr[j] * scale + (mr ? mr[j * mv.sd] : 0.0f);
+                        pr[j] = x;
+                        mx = x > mx ? x : mx;
+                    }
                 }
                 sqc_v8 sum8 = (sqc_v8){ 0 };
                 for (int j0 = 0; j0 < Sk8; j0 += W) {
@@ -239,6 +272,7 @@ static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float sca
                 for (int i = 0; i < W; ++i) sum += sum8[i];
                 const float inv = 1.0f / sum;
                 for (int j0 = 0; j0 < Sk8; j0 += W) sqc_v8_store(pr + j0, sqc_v8_load(pr + j0) * inv);
+                if (fq) sqc_att_fq(pr, Sk, fq + 12);
             }
             /* out[r] = sum_j p[r][j] v[j] */
             for (int d0 = 0; d0 < D8; d0 += W) {

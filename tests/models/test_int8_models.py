@@ -124,7 +124,11 @@ def test_every_linear_layer_runs_int8(compile_onnx, quantized, form):
         expected
     }
     source = (engine.path / "model.c").read_text()
-    assert "(MatMulInteger)" not in source and "(QuantizeLinear)" not in source
+    body = source[source.index("int sqc_run_s16") : source.index("size_t sqc_workspace_s24")]
+    assert "(MatMulInteger)" not in body and "(QuantizeLinear)" not in body
+    # Attention is one kernel in every form; in QDQ files with its four rounding stages.
+    assert body.count("(sqc.Attention)") == 2
+    assert "(MatMul)" not in body and "(Softmax)" not in body and "(Erf)" not in body
 
 
 def test_compile_time_dynamic_quantization_stays_close_to_float(compile_onnx):
