@@ -92,11 +92,47 @@ def pack_f32_panels(W: np.ndarray, nr: int) -> np.ndarray:
 # ---- int8 GEMM (u8 activations x s8 weights -> int32, templates/kernels/int8_gemm.h.j2) --------
 #
 # int8 GEMM knobs per ISA (the one table). Knob meanings are in the template's header comment.
-# TUNING: see the table below (filled in from benchmarks/gemm_peak.py --int8).
+#
+# Measured with `python benchmarks/gemm_peak.py --section int8 --rounds 3` on the project machine
+# (AMD EPYC Zen 4 under KVM, 2 cores shared with other jobs, gcc 12.2, binutils 2.40). GOP/s counts
+# 2*M*N*K; each figure is the best of its passes. The 2-thread figures are from the passes where the
+# other tenants left both cores free (their peak probe read 2x the 1-thread one).
+# vpdpbusd peak (independent chains: 24 zmm, 12 ymm): zmm 1083-1126 GOP/s on 1 thread, 2128-2162
+# on 2; ymm 537-565 on 1, 1067-1086 on 2. So on this Zen 4 a zmm vpdpbusd is worth two ymm ones:
+# zmm (avx512_vnni) is 2x faster than ymm (avx_vnni), unlike fp32 FMA.
+#
+#     GOP/s (% of the peak of the variant's own vector width)
+#                  sqc_u8s8_gemm_8x32__avx512_vnni    sqc_u8s8_gemm_6x16__avx_vnni   6x16__avx2
+#     M     N     K    1 thread     2 threads          1 thread    2 threads          1 thr  2 thr
+#     128   768   768  1011 (93%)   2008 (93%)         505 (90%)   923 (86%)          133    256
+#     128  3072   768  1002 (92%)   1996 (92%)         518 (93%)   980 (92%)          133    252
+#     128   768  3072  1048 (97%)   2063 (95%)         523 (94%)   990 (93%)          133    -
+#     2048  768   768  1011 (93%)   1945 (90%)         509 (91%)   972 (91%)          134    252
+#     2048 3072   768   996 (92%)   1804 (83%)         517 (93%)   971 (91%)          136    255
+#     2048  768  3072  1033 (95%)   2012 (93%)         544 (97%)   971 (91%)          133    261
+#
+# (avx2 has no VNNI: vpmaddwd on sign / zero extended operands, about 12% of the zmm VNNI peak and
+# 1.3x the avx2 fp32 FMA peak; it is the exact fallback for CPUs without VNNI, not tuned further.)
+# Activation quantization (sqc_dynamic_qparams_u8 + sqc_quantize_rows_u8 over the M x K input,
+# 1 thread, zmm / ymm): M=128 K=768 0.009 / 0.018 ms, M=2048 K=768 0.16 / 0.29 ms, M=2048 K=3072
+# 1.2 / 1.4 ms (memory bound: the fp32 input is read twice): 6% of the 768-wide GEMMs' time, 12%
+# of the K=3072 one at 1 thread.
+#
+# Tuning: the one change that mattered was issuing vpdpbusd through inline asm with the
+# accumulator tied ("+v"): through _mm512_dpbusd_epi32 gcc 12 copied each accumulator around every
+# vpdpbusd and spilled some to the stack each k step (12x32: 347 -> 926 GOP/s on 1 thread; the
+# peak probe likewise read 440 instead of 1080). After that, 8x32, 12x32, 4x64, 6x64 and 8x48 all
+# gave 90-95% on 1 thread (within the machine's noise); 14x32 was slower (82-98%, spills). 8x32
+# is kept: 8 divides the 16-token buckets (no M tail) and it read best on 2 threads. mc 96 / nc 256
+# against 128 / 512 or 64 / 128: no gain (M=2048 rows lost 5-20%, partly noise). No K block: the
+# int32 sums stay in registers over all of K, a weight panel (K x 32 bytes: 24 KiB at K = 768,
+# 96 KiB at 3072) comes from L1 / L2 and the measured rate is flat in K. avx_vnni: 6x16 (16 ymm
+# registers, VEX only) against 5x16 and 3x32: 6x16 best.
 _INT8_GEMM_KNOBS: dict[str, dict[str, int]] = {
-    # 32 zmm: 12 x 32 = 24 int32 accumulators + 2 weight vectors; A quads are broadcast straight
-    # from memory as vpdpbusd's {1to16} operand.
-    "avx512_vnni": {"mr": 12, "nr": 32, "mc": 96, "nc": 256},
+    # 32 zmm: 8 x 32 = 16 int32 accumulators + 2 weight vectors + 1 broadcast A quad. 12x32,
+    # 4x64, 6x64 and 8x48 ran as fast on 1 thread (see the notes above); 8 divides the 16-token
+    # buckets, so no M tail there.
+    "avx512_vnni": {"mr": 8, "nr": 32, "mc": 96, "nc": 256},
     # 16 ymm: 6 x 16 = 12 accumulators + 2 weight vectors + 1 broadcast A quad.
     "avx_vnni": {"mr": 6, "nr": 16, "mc": 96, "nc": 256},
     # 16 ymm: 6 x 16 = 12 accumulators + 2 sign-extended weight vectors + 1 zero-extended A pair.

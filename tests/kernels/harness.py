@@ -7,6 +7,10 @@ AVX-512 on a machine without it: SIMDe (https://github.com/simd-everywhere/simde
 ``_mm512_*`` intrinsics on AVX2, so the avx512 variant's C (tiling, tails, masks, epilogue) can be
 checked, not timed, anywhere. Its headers come from the ``simde-py`` wheel (or a system SIMDe
 >= 0.8).
+
+int8 GEMMs (templates/kernels/int8_gemm.h.j2, ISAs avx512_vnni, avx_vnni, avx2) are rendered after
+an f32 GEMM header (whose GELU helpers they use) and run natively only: there is no emulation of
+VNNI, a CPU without it skips them.
 """
 
 from __future__ import annotations

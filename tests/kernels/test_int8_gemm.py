@@ -400,6 +400,12 @@ def _quantize_cases() -> list[tuple[str, np.ndarray, float, int]]:
     for zp in (0, 200, 255):
         cases.append((f"saturate_zp{zp}", big, 1.0, zp))
     cases.append(("tiny_scale", rng.standard_normal(50), 1e-30, 3))
+    # x / scale and x * (1 / scale) round to different integers here: onnxruntime divides
+    scale = np.float32(0.0123)
+    x = (rng.uniform(-127, 126, 200000).astype(np.float32).round() + np.float32(0.5)) * scale
+    split = np.rint(x / scale) != np.rint(x * (np.float32(1) / scale))  # all inside [-128, 127]
+    assert split.sum() >= 20
+    cases.append(("division_not_reciprocal", x[split][:64], scale, 128))
     return cases
 
 
