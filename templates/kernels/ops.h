@@ -248,13 +248,22 @@ static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float sca
                     if (mr)
                         for (int j = 0; j < Sk; ++j) pr[j] += mr[j * mv.sd];
                     sqc_att_fq(pr, Sk, fq + 8);
-                    for (int j = 0; j < Sk; ++j) mx = pr[j] > mx ? pr[j] : mx;
+                } else if (mr && mv.sd == 1) {
+                    for (int j = 0; j < Sk; ++j) pr[j] = pr[j] * scale + mr[j];
+                } else if (mr) {
+                    for (int j = 0; j < Sk; ++j) pr[j] = pr[j] * scale + mr[j * mv.sd];
                 } else {
-                    for (int j = 0; j < Sk; ++j) {
-                        float x = pr[j] * scale + (mr ? mr[j * mv.sd] : 0.0f);
-                        pr[j] = x;
-                        mx = x > mx ? x : mx;
+                    for (int j = 0; j < Sk; ++j) pr[j] *= scale;
+                }
+                {   /* max over the real keys, W lanes at a time */
+                    sqc_v8 mx8 = (sqc_v8){ 0 } - INFINITY;
+                    int j = 0;
+                    for (; j + W <= Sk; j += W) {
+                        const sqc_v8 x = sqc_v8_load(pr + j);
+                        mx8 = sqc_v8_select(x > mx8, x, mx8);
                     }
+                    for (int i = 0; i < W; ++i) mx = mx8[i] > mx ? mx8[i] : mx;
+                    for (; j < Sk; ++j) mx = pr[j] > mx ? pr[j] : mx;
                 }
                 sqc_v8 sum8 = (sqc_v8){ 0 };
                 for (int j0 = 0; j0 < Sk8; j0 += W) {
@@ -278,10 +287,11 @@ static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float sca
             for (int d0 = 0; d0 < D8; d0 += W) {
                 sqc_v8 acc[SQC_ATT_ROWS];
                 for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] = (sqc_v8){ 0 };
-                for (int j = 0; j < Sk; ++j) {
-                    const sqc_v8 vj = sqc_v8_load(vp + (size_t)j * D8 + d0);
+                const float *vj = vp + d0;
+                for (size_t j = 0; j < (size_t)Sk; ++j, vj += D8) {
+                    const sqc_v8 vv8 = sqc_v8_load(vj);
 #pragma GCC unroll 8
-                    for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] += p[(size_t)r * Sk8 + j] * vj;
+                    for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] += p[(size_t)r * Sk8 + j] * vv8;
                 }
                 for (int r = 0; r < rows; ++r) {
                     float *os = ob + (s0 + r) * ov.ss;
