@@ -12,7 +12,9 @@ Each variant runs natively or skips (no emulation of VNNI).
 
 from __future__ import annotations
 
+import ctypes
 import math
+import mmap
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -292,6 +294,104 @@ def test_random_combos(gemm: Gemm, seed: int) -> None:
         ldc_pad=int(rng.integers(0, 9)),
         seed=seed,
     )
+
+
+class GuardedBuffers:
+    """Arrays that end exactly where an inaccessible page begins: a read or write past the end
+    faults (SIGSEGV) instead of passing silently (as test_f32_gemm's, for any dtype)."""
+
+    def __init__(self) -> None:
+        self._maps: list[mmap.mmap] = []
+        self._libc = ctypes.CDLL(None, use_errno=True)
+
+    def array(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape))
+        nbytes = count * dtype.itemsize
+        page = mmap.PAGESIZE
+        data_pages = max(1, -(-nbytes // page))
+        region = mmap.mmap(-1, (data_pages + 1) * page)
+        self._maps.append(region)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(region))
+        guard = ctypes.c_void_p(base + data_pages * page)
+        if self._libc.mprotect(guard, ctypes.c_size_t(page), 0) != 0:  # PROT_NONE
+            pytest.skip(f"mprotect failed: errno {ctypes.get_errno()}")
+        offset = data_pages * page - nbytes
+        return np.frombuffer(region, dtype, count, offset).reshape(shape)
+
+
+@pytest.mark.parametrize("residual", ["separate", "inplace"])
+def test_no_access_past_buffers(gemm: Gemm, residual: str) -> None:
+    """Every operand ends at a guard page, with ldq = int8_gemm_lda(K) and ldc = N (no slack):
+    the M, N and K tails must not touch a byte past any operand (masked vector accesses)."""
+    ffi, lib = gemm.module.ffi, gemm.module.lib
+    isa = gemm.variant.isa
+    M, N, K = gemm.size("mr+1"), gemm.size("nr+3"), 67
+    ldq = int8_gemm_lda(K, isa)
+    rng = np.random.default_rng(8)
+    g = GuardedBuffers()
+    X = g.array((M, K), np.float32)
+    X[:] = rng.standard_normal((M, K))
+    scale = g.array((1,), np.float32)
+    zp = g.array((1,), np.int32)
+    lib.sqc_test_dynamic_qparams_u8(
+        M, K, ptr(ffi, X, "float *"), K, ptr(ffi, scale, "float *"), ptr(ffi, zp, "int32_t *")
+    )
+    a_scale, a_zp = g.array((M,), np.float32), g.array((M,), np.int32)
+    a_scale[:], a_zp[:] = scale[0], zp[0]
+    Aq, rowsum = g.array((M, ldq), np.uint8), g.array((M,), np.int32)
+    lib.sqc_test_quantize_rows_u8(
+        M,
+        K,
+        ptr(ffi, X, "float *"),
+        K,
+        ptr(ffi, a_scale, "float *"),
+        ptr(ffi, a_zp, "int32_t *"),
+        ptr(ffi, Aq, "uint8_t *"),
+        ldq,
+        ptr(ffi, rowsum, "int32_t *"),
+        2,
+    )
+    W = rng.integers(-128, 128, (K, N), dtype=np.int8)
+    packed = pack_s8_gemm_weights(W, isa)
+    Wp = g.array(packed.shape, np.int8)
+    Wp[:] = packed
+    w_zp = g.array((N,), np.int32)
+    w_zp[:] = rng.integers(-128, 128, N)
+    col_comp = g.array((N,), np.int32)
+    col_comp[:] = K * w_zp - s8_gemm_col_sums(W)
+    w_scale, b = g.array((N,), np.float32), g.array((N,), np.float32)
+    w_scale[:] = rng.uniform(1e-4, 2e-4, N)
+    b[:] = rng.standard_normal(N)
+    C = g.array((M, N), np.float32)
+    R = C if residual == "inplace" else g.array((M, N), np.float32)
+    R[:] = rng.standard_normal((M, N))
+    acc = Aq[:, :K].astype(np.int64) @ W.astype(np.int64)
+    acc += a_zp[:, None].astype(np.int64) * col_comp - w_zp.astype(np.int64) * rowsum[:, None]
+    pre = (acc.astype(np.float32) * (a_scale[:, None] * w_scale)).astype(np.float64) + b + R
+    ref = gelu_tanh_ref(pre)
+    lib.sqc_test_u8s8_gemm(
+        M,
+        N,
+        K,
+        ptr(ffi, Aq, "uint8_t *"),
+        ldq,
+        ptr(ffi, Wp, "int8_t *"),
+        ptr(ffi, a_scale, "float *"),
+        ptr(ffi, a_zp, "int32_t *"),
+        ptr(ffi, col_comp, "int32_t *"),
+        ptr(ffi, w_zp, "int32_t *"),
+        ptr(ffi, rowsum, "int32_t *"),
+        ptr(ffi, w_scale, "float *"),
+        ptr(ffi, b, "float *"),
+        ptr(ffi, R, "float *"),
+        ptr(ffi, C, "float *"),
+        N,
+        ACT_GELU_TANH,
+        2,
+    )
+    err = np.abs(C - ref)
+    assert (err <= 1e-5 * (1.0 + np.abs(pre))).all(), f"err {err.max():.3g}"
 
 
 # ---- Activation quantization against onnxruntime -------------------------------------------
