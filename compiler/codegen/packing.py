@@ -112,7 +112,10 @@ def pack_f32_panels(W: np.ndarray, nr: int) -> np.ndarray:
 #     2048  768  3072  1033 (95%)   2012 (93%)         544 (97%)   971 (91%)          133    261
 #
 # (avx2 has no VNNI: vpmaddwd on sign / zero extended operands, about 12% of the zmm VNNI peak and
-# 1.3x the avx2 fp32 FMA peak; it is the exact fallback for CPUs without VNNI, not tuned further.)
+# 1.3x the avx2 fp32 FMA peak; the exact fallback for CPUs without VNNI. 133 GOP/s fits about one
+# ymm vpmaddwd per cycle (12 per 192 MACs; not probed separately). Widening the A rows to u16 once
+# per micro-tile, so the k loop broadcasts a pair with a plain load instead of vpbroadcastw +
+# vpmovzxbw, gained nothing, so the broadcast stays in the loop; 4x16 was slower, 3x32 the same.)
 # Activation quantization (sqc_dynamic_qparams_u8 + sqc_quantize_rows_u8 over the M x K input,
 # 1 thread, zmm / ymm): M=128 K=768 0.009 / 0.018 ms, M=2048 K=768 0.16 / 0.29 ms, M=2048 K=3072
 # 1.2 / 1.4 ms (memory bound: the fp32 input is read twice): 6% of the 768-wide GEMMs' time, 12%
