@@ -18,6 +18,7 @@ from sqc.compiler.passes.fuse_layernorm import fuse_layernorm
 from sqc.compiler.passes.fuse_linear import fuse_linear
 from sqc.compiler.passes.fuse_skip_layernorm import fuse_skip_layernorm
 from sqc.compiler.passes.lower_contrib_ops import lower_contrib_ops
+from sqc.compiler.passes.merge_parallel_linears import merge_parallel_linears
 from sqc.compiler.passes.plan_memory import plan_memory
 from sqc.compiler.passes.quantize_dynamic import quantize_dynamic
 from sqc.compiler.passes.specialize_shapes import specialize_shapes
@@ -48,6 +49,8 @@ PASSES: list[tuple[str, Pass]] = [
     ("fuse_linear", fuse_linear),
     # `--quantize dynamic`: float linear layers become int8 ones (a no-op otherwise).
     ("quantize_dynamic", quantize_dynamic),
+    # Q, K and V projections of one input: one GEMM, attention reading its columns.
+    ("merge_parallel_linears", merge_parallel_linears),
     # Residual + LayerNorm last: the residual Add is only visible once the rest is fused.
     ("fuse_skip_layernorm", fuse_skip_layernorm),
     # What is left of elementwise chains (QDQ tails, unfused activations): one loop each.

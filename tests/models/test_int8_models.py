@@ -118,7 +118,11 @@ def test_every_linear_layer_runs_int8(compile_onnx, quantized, form):
     engine = compile_onnx(quantized[form], buckets=BUCKETS, max_batch_size=4)
     layers = json.loads((engine.path / "manifest.json").read_text())["layers"]
     ops = [layer["op"] for layer in layers]
-    assert ops.count("QLinear") == 13 and "Linear" not in ops, ops
+    # 2 layers x 6 linear layers + the QA head; the dynamic forms' Q, K and V projections
+    # (bias fused, read only by attention) merge into one. In QDQ files rounding steps
+    # between each projection and attention keep them apart.
+    expected_count = 13 if form.startswith("qdq") else 9
+    assert ops.count("QLinear") == expected_count and "Linear" not in ops, ops
     expected = "qdq" if form.startswith("qdq") else "dynamic"
     assert {layer["quantization"]["form"] for layer in layers if layer["op"] == "QLinear"} == {
         expected
@@ -137,7 +141,7 @@ def test_compile_time_dynamic_quantization_stays_close_to_float(compile_onnx):
     engine = compile_onnx(SOURCE, buckets=(16,), max_batch_size=4, quantize="dynamic")
     float_engine = compile_onnx(SOURCE, buckets=(16,), max_batch_size=4)
     layers = json.loads((engine.path / "manifest.json").read_text())["layers"]
-    assert [layer["op"] for layer in layers].count("QLinear") == 13
+    assert [layer["op"] for layer in layers].count("QLinear") == 9
     inputs = generate_random_inputs(engine, 4, 16, seed=5)
     for g, w in zip(engine.run(inputs), float_engine.run(inputs)):
         err = relative_error(g, w)

@@ -21,6 +21,7 @@ from sqc.compiler.passes.fuse_layernorm import fuse_layernorm
 from sqc.compiler.passes.fuse_linear import fuse_linear
 from sqc.compiler.passes.fuse_skip_layernorm import fuse_skip_layernorm
 from sqc.compiler.passes.lower_contrib_ops import lower_contrib_ops
+from sqc.compiler.passes.merge_parallel_linears import merge_parallel_linears
 from sqc.compiler.passes.plan_memory import plan_memory
 from sqc.compiler.passes.specialize_shapes import specialize_shapes
 
@@ -291,6 +292,19 @@ def test_fuse_attention_reads_heads_in_place(scale_on_q):
     linear = fuse_linear(after)
     assert ops(linear)["sqc.Linear"] == 3 and "Add" not in ops(linear)
     check_same(before, linear, dict(x_feeds(), mask=mask))
+    # The three projections of x: one GEMM of width 3H, attention reading its columns.
+    merged = merge_parallel_linears(linear)
+    assert ops(merged)["sqc.Linear"] == 1
+    lin = next(x for x in merged.nodes if x.op == "Linear")
+    assert merged.const(lin.inputs[1]).shape == (H, 3 * H)
+    att = next(x for x in merged.nodes if x.op == "Attention")
+    assert [v["offset"] for v in (att.attrs[k] for k in ("q_view", "k_view", "v_view"))] == [
+        0,
+        H,
+        2 * H,
+    ]
+    assert att.attrs["q_view"]["stride_s"] == 3 * H
+    check_same(before, merged, dict(x_feeds(), mask=mask))
 
 
 def test_fuse_linear_bias_and_gelu():

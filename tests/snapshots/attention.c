@@ -15,52 +15,42 @@ int sqc_run_s6(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, vo
     int err = 0;
     const float *v0 = (const float *)in[0]; /* x */
     const int64_t *v1 = (const int64_t *)in[1]; /* mask */
-    const float *v2 = (const float *)(W + 512); /* bq */
-    float *v3 = (float *)(ws + (size_t)B * 0); /* q1 */
-    const float *v4 = (const float *)(W + 1088); /* bk */
-    float *v5 = (float *)(ws + (size_t)B * 192); /* k1 */
-    const float *v6 = (const float *)(W + 1664); /* bv */
-    float *v7 = (float *)(ws + (size_t)B * 384); /* v1 */
-    const int64_t *v8 = (const int64_t *)v1; /* mu */
-    float *v9 = (float *)(ws + (size_t)B * 576); /* mf */
-    const float *v10 = (const float *)(W + 1728); /* one */
-    const float *v11 = (const float *)(W + 1792); /* big */
-    float *v12 = (float *)(ws + (size_t)B * 640); /* madd */
-    float *v13 = (float *)(ws + (size_t)B * 704); /* y */
-    /* node: MatMul_0 (sqc.Linear) */
-    sqc_f32_gemm(B * 6, 8, 8, v0, 8, (const float *)(W + 0), v2, NULL, v3, 8, 0, nt);
-
-    /* node: MatMul_3 (sqc.Linear) */
-    sqc_f32_gemm(B * 6, 8, 8, v0, 8, (const float *)(W + 576), v4, NULL, v5, 8, 0, nt);
-
-    /* node: MatMul_6 (sqc.Linear) */
-    sqc_f32_gemm(B * 6, 8, 8, v0, 8, (const float *)(W + 1152), v6, NULL, v7, 8, 0, nt);
+    const float *v2 = (const float *)(W + 1024); /* MatMul_0/merged_b */
+    float *v3 = (float *)(ws + (size_t)B * 0); /* q1/merged */
+    const int64_t *v4 = (const int64_t *)v1; /* mu */
+    float *v5 = (float *)(ws + (size_t)B * 576); /* mf */
+    const float *v6 = (const float *)(W + 1152); /* one */
+    const float *v7 = (const float *)(W + 1216); /* big */
+    float *v8 = (float *)(ws + (size_t)B * 640); /* madd */
+    float *v9 = (float *)(ws + (size_t)B * 704); /* y */
+    /* node: MatMul_0+MatMul_3+MatMul_6 (sqc.Linear) */
+    sqc_f32_gemm(B * 6, 24, 8, v0, 8, (const float *)(W + 0), v2, NULL, v3, 24, 0, nt);
 
     /* node: Cast_15 (Cast) */
     for (int b = 0; b < B; ++b) {
-        float *p0 = (float *)v9 + (int64_t)b * 6;
-        const int64_t *p1 = (const int64_t *)v8 + (int64_t)b * 6;
+        float *p0 = (float *)v5 + (int64_t)b * 6;
+        const int64_t *p1 = (const int64_t *)v4 + (int64_t)b * 6;
         for (int64_t i0 = 0; i0 < 6; ++i0)
             p0[0 + i0 * 1] = (float)(((int64_t)p1[0 + i0 * 1]));
     }
 
     /* node: Mul_17/fused_elementwise (sqc.Elementwise) */
     for (int b = 0; b < B; ++b) {
-        float *p0 = (float *)v12 + (int64_t)b * 6;
-        const float *p1 = (const float *)v10 + (int64_t)b * 0;
-        const float *p2 = (const float *)v9 + (int64_t)b * 6;
-        const float *p3 = (const float *)v11 + (int64_t)b * 0;
+        float *p0 = (float *)v8 + (int64_t)b * 6;
+        const float *p1 = (const float *)v6 + (int64_t)b * 0;
+        const float *p2 = (const float *)v5 + (int64_t)b * 6;
+        const float *p3 = (const float *)v7 + (int64_t)b * 0;
         for (int64_t i0 = 0; i0 < 6; ++i0)
             p0[0 + i0 * 1] = (float)(((((float)p1[0])) - (((float)p2[0 + i0 * 1]))) * (((float)p3[0])));
     }
 
     /* node: MatMul_20/fused_attention (sqc.Attention) */
     sqc_attention_f32(B, 2, 6, 6, 4, 0.5f,
-        v3, (sqc_view){0, 4, 8, 1, 48}, v5, (sqc_view){0, 4, 8, 1, 48},
-        v7, (sqc_view){0, 4, 8, 1, 48}, v12, (sqc_view){0, 0, 0, 1, 6},
-        v13, (sqc_view){0, 4, 8, 1, 48}, NULL, 1.0f, 1.0f, nt);
+        v3, (sqc_view){0, 4, 24, 1, 144}, v3, (sqc_view){8, 4, 24, 1, 144},
+        v3, (sqc_view){16, 4, 24, 1, 144}, v8, (sqc_view){0, 0, 0, 1, 6},
+        v9, (sqc_view){0, 4, 8, 1, 48}, NULL, 1.0f, 1.0f, nt);
 
-    memcpy(out[0], v13, (size_t)B * 192); /* y */
+    memcpy(out[0], v9, (size_t)B * 192); /* y */
     return err;
 }
 
@@ -71,52 +61,42 @@ int sqc_run_s12(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, v
     int err = 0;
     const float *v0 = (const float *)in[0]; /* x */
     const int64_t *v1 = (const int64_t *)in[1]; /* mask */
-    const float *v2 = (const float *)(W + 512); /* bq */
-    float *v3 = (float *)(ws + (size_t)B * 0); /* q1 */
-    const float *v4 = (const float *)(W + 1088); /* bk */
-    float *v5 = (float *)(ws + (size_t)B * 384); /* k1 */
-    const float *v6 = (const float *)(W + 1664); /* bv */
-    float *v7 = (float *)(ws + (size_t)B * 768); /* v1 */
-    const int64_t *v8 = (const int64_t *)v1; /* mu */
-    float *v9 = (float *)(ws + (size_t)B * 1152); /* mf */
-    const float *v10 = (const float *)(W + 1728); /* one */
-    const float *v11 = (const float *)(W + 1792); /* big */
-    float *v12 = (float *)(ws + (size_t)B * 1216); /* madd */
-    float *v13 = (float *)(ws + (size_t)B * 1280); /* y */
-    /* node: MatMul_0 (sqc.Linear) */
-    sqc_f32_gemm(B * 12, 8, 8, v0, 8, (const float *)(W + 0), v2, NULL, v3, 8, 0, nt);
-
-    /* node: MatMul_3 (sqc.Linear) */
-    sqc_f32_gemm(B * 12, 8, 8, v0, 8, (const float *)(W + 576), v4, NULL, v5, 8, 0, nt);
-
-    /* node: MatMul_6 (sqc.Linear) */
-    sqc_f32_gemm(B * 12, 8, 8, v0, 8, (const float *)(W + 1152), v6, NULL, v7, 8, 0, nt);
+    const float *v2 = (const float *)(W + 1024); /* MatMul_0/merged_b */
+    float *v3 = (float *)(ws + (size_t)B * 0); /* q1/merged */
+    const int64_t *v4 = (const int64_t *)v1; /* mu */
+    float *v5 = (float *)(ws + (size_t)B * 1152); /* mf */
+    const float *v6 = (const float *)(W + 1152); /* one */
+    const float *v7 = (const float *)(W + 1216); /* big */
+    float *v8 = (float *)(ws + (size_t)B * 1216); /* madd */
+    float *v9 = (float *)(ws + (size_t)B * 1280); /* y */
+    /* node: MatMul_0+MatMul_3+MatMul_6 (sqc.Linear) */
+    sqc_f32_gemm(B * 12, 24, 8, v0, 8, (const float *)(W + 0), v2, NULL, v3, 24, 0, nt);
 
     /* node: Cast_15 (Cast) */
     for (int b = 0; b < B; ++b) {
-        float *p0 = (float *)v9 + (int64_t)b * 12;
-        const int64_t *p1 = (const int64_t *)v8 + (int64_t)b * 12;
+        float *p0 = (float *)v5 + (int64_t)b * 12;
+        const int64_t *p1 = (const int64_t *)v4 + (int64_t)b * 12;
         for (int64_t i0 = 0; i0 < 12; ++i0)
             p0[0 + i0 * 1] = (float)(((int64_t)p1[0 + i0 * 1]));
     }
 
     /* node: Mul_17/fused_elementwise (sqc.Elementwise) */
     for (int b = 0; b < B; ++b) {
-        float *p0 = (float *)v12 + (int64_t)b * 12;
-        const float *p1 = (const float *)v10 + (int64_t)b * 0;
-        const float *p2 = (const float *)v9 + (int64_t)b * 12;
-        const float *p3 = (const float *)v11 + (int64_t)b * 0;
+        float *p0 = (float *)v8 + (int64_t)b * 12;
+        const float *p1 = (const float *)v6 + (int64_t)b * 0;
+        const float *p2 = (const float *)v5 + (int64_t)b * 12;
+        const float *p3 = (const float *)v7 + (int64_t)b * 0;
         for (int64_t i0 = 0; i0 < 12; ++i0)
             p0[0 + i0 * 1] = (float)(((((float)p1[0])) - (((float)p2[0 + i0 * 1]))) * (((float)p3[0])));
     }
 
     /* node: MatMul_20/fused_attention (sqc.Attention) */
     sqc_attention_f32(B, 2, 12, 12, 4, 0.5f,
-        v3, (sqc_view){0, 4, 8, 1, 96}, v5, (sqc_view){0, 4, 8, 1, 96},
-        v7, (sqc_view){0, 4, 8, 1, 96}, v12, (sqc_view){0, 0, 0, 1, 12},
-        v13, (sqc_view){0, 4, 8, 1, 96}, NULL, 1.0f, 1.0f, nt);
+        v3, (sqc_view){0, 4, 24, 1, 288}, v3, (sqc_view){8, 4, 24, 1, 288},
+        v3, (sqc_view){16, 4, 24, 1, 288}, v8, (sqc_view){0, 0, 0, 1, 12},
+        v9, (sqc_view){0, 4, 8, 1, 96}, NULL, 1.0f, 1.0f, nt);
 
-    memcpy(out[0], v13, (size_t)B * 384); /* y */
+    memcpy(out[0], v9, (size_t)B * 384); /* y */
     return err;
 }
 
