@@ -39,6 +39,7 @@ class OnnxRuntimeEngine:
         buckets: int | Sequence[int],
         max_batch_size: int = 32,
         threads: int | None = None,
+        per_example: bool = False,
     ) -> None:
         try:
             import onnxruntime
@@ -57,6 +58,10 @@ class OnnxRuntimeEngine:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.max_batch_size = int(max_batch_size)
         self.threads = threads
+        # Run a batch one example at a time: for dynamic-quantized files, whose
+        # DynamicQuantizeLinear takes its range over the whole batch tensor in onnxruntime but
+        # per example in sqc, this gives onnxruntime sqc's (batch-independent) semantics.
+        self.per_example = per_example
 
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -89,6 +94,13 @@ class OnnxRuntimeEngine:
                     f"{self.max_batch_size}"
                 )
             feed[name] = array.astype(self._input_types[name], copy=False)
+        if self.per_example:
+            batch = next(iter(feed.values())).shape[0]
+            runs = [
+                self.session.run(self.output_names, {k: v[i : i + 1] for k, v in feed.items()})
+                for i in range(batch)
+            ]
+            return [np.concatenate(parts) for parts in zip(*runs)]
         return self.session.run(self.output_names, feed)
 
     def __repr__(self) -> str:

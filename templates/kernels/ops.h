@@ -207,10 +207,14 @@ static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float sca
         float vp[(size_t)Sk * D8];  /* V: vp[j][d] */
         float qp[SQC_ATT_ROWS * D]; /* the query block: qp[r][d] */
         float p[(size_t)SQC_ATT_ROWS * Sk8];
-        for (int d = 0; d < D; ++d) {
-            for (int j = 0; j < Sk; ++j) kt[(size_t)d * Sk8 + j] = kb[j * kv.ss + d * kv.sd];
-            for (int j = Sk; j < Sk8; ++j) kt[(size_t)d * Sk8 + j] = 0.0f;
+        /* K^T: read K row by row (contiguous when the feature stride is 1; rows of a fused
+         * QKV buffer are far apart), write columns of the small local buffer */
+        for (int j = 0; j < Sk; ++j) {
+            const float *kj = kb + j * kv.ss;
+            for (int d = 0; d < D; ++d) kt[(size_t)d * Sk8 + j] = kj[d * kv.sd];
         }
+        for (int d = 0; d < D; ++d)
+            for (int j = Sk; j < Sk8; ++j) kt[(size_t)d * Sk8 + j] = 0.0f;
         for (int j = 0; j < Sk; ++j) {
             for (int d = 0; d < D; ++d) vp[(size_t)j * D8 + d] = vb[j * vv.ss + d * vv.sd];
             for (int d = D; d < D8; ++d) vp[(size_t)j * D8 + d] = 0.0f;
@@ -255,14 +259,22 @@ static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float sca
                 } else {
                     for (int j = 0; j < Sk; ++j) pr[j] *= scale;
                 }
-                {   /* max over the real keys, W lanes at a time */
-                    sqc_v8 mx8 = (sqc_v8){ 0 } - INFINITY;
+                {   /* max over the real keys: 4 independent W-lane maxima, then lanes */
+                    sqc_v8 m0 = (sqc_v8){ 0 } - INFINITY, m1 = m0, m2 = m0, m3 = m0;
                     int j = 0;
-                    for (; j + W <= Sk; j += W) {
-                        const sqc_v8 x = sqc_v8_load(pr + j);
-                        mx8 = sqc_v8_select(x > mx8, x, mx8);
+                    for (; j + 4 * W <= Sk; j += 4 * W) {
+                        const sqc_v8 x0 = sqc_v8_load(pr + j), x1 = sqc_v8_load(pr + j + W);
+                        const sqc_v8 x2 = sqc_v8_load(pr + j + 2 * W);
+                        const sqc_v8 x3 = sqc_v8_load(pr + j + 3 * W);
+                        m0 = sqc_v8_select(x0 > m0, x0, m0);
+                        m1 = sqc_v8_select(x1 > m1, x1, m1);
+                        m2 = sqc_v8_select(x2 > m2, x2, m2);
+                        m3 = sqc_v8_select(x3 > m3, x3, m3);
                     }
-                    for (int i = 0; i < W; ++i) mx = mx8[i] > mx ? mx8[i] : mx;
+                    m0 = sqc_v8_select(m1 > m0, m1, m0);
+                    m2 = sqc_v8_select(m3 > m2, m3, m2);
+                    m0 = sqc_v8_select(m2 > m0, m2, m0);
+                    for (int i = 0; i < W; ++i) mx = m0[i] > mx ? m0[i] : mx;
                     for (; j < Sk; ++j) mx = pr[j] > mx ? pr[j] : mx;
                 }
                 sqc_v8 sum8 = (sqc_v8){ 0 };
