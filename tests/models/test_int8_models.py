@@ -185,3 +185,19 @@ def test_real_model_dynamic_int8_answers_like_onnxruntime(compile_onnx, tmp_path
     assert total >= 100
     assert sqc_agree >= min(ort_agree - 0.02 * total, 0.99 * total), (sqc_agree, ort_agree, total)
     assert sqc_agree >= 0.9 * total, (sqc_agree, total)
+
+
+@pytest.mark.parametrize("target", ["avx2", "avxvnni"])
+def test_int8_model_on_every_target(compile_onnx, quantized, target):
+    """The same int8 file built for the lesser targets (AVX2's 16-bit multiplies, AVX-VNNI's
+    ymm vpdpbusd) gives the native build's logits: the integer GEMMs are exact everywhere."""
+    from sqc.runtime.cpu import cpu_features
+
+    needs = {"avx2": {"avx2", "fma"}, "avxvnni": {"avx2", "fma", "avx_vnni"}}[target]
+    if not needs <= cpu_features():
+        pytest.skip(f"this CPU lacks {sorted(needs - cpu_features())}")
+    native = compile_onnx(quantized["qdq_s8"], buckets=(16,), max_batch_size=4)
+    other = compile_onnx(quantized["qdq_s8"], buckets=(16,), max_batch_size=4, target=target)
+    inputs = generate_random_inputs(native, 3, 16, seed=11)
+    for g, w in zip(other.run(inputs), native.run(inputs)):
+        assert relative_error(g, w) <= TOLERANCE["f32_model"]
