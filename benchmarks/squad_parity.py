@@ -75,6 +75,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--write", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="write the table of the last run's JSON (same options) without running again",
+    )
     args = parser.parse_args()
 
     from make_models import model_path
@@ -83,12 +88,21 @@ def main() -> None:
     from sqc.runtime.engine import Engine
     from sqc.runtime.reference import OnnxRuntimeEngine
 
+    tag = args.model + ("-quantize-dynamic" if args.quantize != "none" else "")
+    json_path = args.json or ROOT / "artifacts" / f"squad_parity-{tag}.json"
+    if args.render_only:
+        table = render(json.loads(json_path.read_text()), args)
+        print(table)
+        if args.write:
+            from compare_onnxruntime import write_section
+
+            write_section(args.write, table, *markers(args))
+        return
     model = model_path(args.model)
     # onnxruntime's DynamicQuantizeLinear takes one range over the whole batch tensor, sqc's
     # one per example (answers that do not depend on the batch): for a like-for-like answer
     # comparison onnxruntime runs such files one window at a time.
     dynamic = _has_dynamic_quantization(model)
-    tag = args.model + ("-quantize-dynamic" if args.quantize != "none" else "")
     artifact = compile_model(
         model,
         [384],
@@ -118,7 +132,6 @@ def main() -> None:
         "identical_answers": same,
         "differing_ids": [k for k in sp if sp[k] != op[k]][:50],
     }
-    json_path = args.json or ROOT / "artifacts" / f"squad_parity-{tag}.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(summary, indent=1))
     table = render(summary, args)
