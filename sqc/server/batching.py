@@ -1,0 +1,158 @@
+"""Micro-batching: concurrent requests to one model gathered into one pipeline call.
+
+Each model has one batcher thread. A request hands its (question, context) pairs to `submit`
+and waits on the returned future. The batcher takes the first waiting request, then everything
+else already queued, up to `max_batch_size` pairs; if more requests have arrived at the server
+for this model but are not queued yet (they are still being parsed), it waits for them, at most
+`max_wait` seconds after the first. A lone client therefore never waits, and under load the
+queue fills while the engine runs the previous batch, so batches grow with load.
+
+All pairs of a batch go through `QuestionAnsweringPipeline.answer_pairs` in one call (one
+engine call per bucket and chunk of `engine.max_batch_size` windows). If that call rejects the
+batch as a whole (a ValueError or TypeError, such as a question over `max_question_length`),
+each request is run alone so that only the faulty one fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+
+__all__ = ["MicroBatcher"]
+
+log = logging.getLogger("sqc.server")
+
+Pairs = Sequence[tuple[str, str]]
+_STOP = object()
+
+
+class MicroBatcher:
+    """Gathers requests into batches for `run_batch(pairs) -> answers` on one thread.
+
+    `on_batch(pairs, requests, seconds)` is called after every pipeline call (for metrics).
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[Pairs], list],
+        *,
+        max_batch_size: int,
+        max_wait: float,
+        name: str = "model",
+        on_batch: Callable[[int, int, float], None] | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be a positive integer, got {max_batch_size}")
+        self._run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait
+        self._on_batch = on_batch
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._arriving = 0  # requests announced by `arriving()` and not yet submitted
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=f"sqc-batcher-{name}", daemon=True)
+        self._thread.start()
+
+    # -- request side ----------------------------------------------------------------------
+
+    def arriving(self) -> _Arrival:
+        """`with batcher.arriving(): ... submit(...)`: tells the batcher a request is on its way,
+        so a batch being gathered waits for it (up to max_wait) instead of leaving without it."""
+        return _Arrival(self)
+
+    def submit(self, pairs: Pairs) -> Future:
+        """A future of the answers to `pairs` (a list, in order), or of the pipeline's error."""
+        future: Future = Future()
+        if self._closed:
+            future.set_exception(RuntimeError("the model is shutting down"))
+            return future
+        self._queue.put((list(pairs), future))
+        return future
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Answer what is queued, then stop the thread."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+
+    # -- batcher thread --------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            size = len(first[0])
+            deadline = time.monotonic() + self.max_wait
+            stop = False
+            while size < self.max_batch_size:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    remaining = deadline - time.monotonic()
+                    if self._arriving <= 0 or remaining <= 0:
+                        break
+                    try:
+                        item = self._queue.get(timeout=min(remaining, 0.0005))
+                    except queue.Empty:
+                        continue
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+                size += len(item[0])
+            self._run(batch)
+            if stop:
+                return
+
+    def _run(self, batch: list[tuple[list, Future]]) -> None:
+        pairs = [pair for request_pairs, _ in batch for pair in request_pairs]
+        started = time.perf_counter()
+        try:
+            answers = self._run_batch(pairs)
+        except (ValueError, TypeError) as e:
+            if len(batch) == 1:
+                batch[0][1].set_exception(e)
+            else:  # one bad request must not fail the others: run each alone
+                for request_pairs, future in batch:
+                    self._run([(request_pairs, future)])
+            return
+        except Exception as e:  # noqa: BLE001 - every waiting request must be answered
+            log.exception("pipeline call failed")
+            for _, future in batch:
+                future.set_exception(e)
+            return
+        if self._on_batch is not None:
+            self._on_batch(len(pairs), len(batch), time.perf_counter() - started)
+        first = 0
+        for request_pairs, future in batch:
+            future.set_result(answers[first : first + len(request_pairs)])
+            first += len(request_pairs)
+
+
+class _Arrival:
+    def __init__(self, batcher: MicroBatcher) -> None:
+        self._batcher = batcher
+        self._done = False
+
+    def __enter__(self) -> _Arrival:
+        with self._batcher._lock:
+            self._batcher._arriving += 1
+        return self
+
+    def submitted(self) -> None:
+        """Called once the request is queued (or given up): it no longer counts as arriving."""
+        if not self._done:
+            self._done = True
+            with self._batcher._lock:
+                self._batcher._arriving -= 1
+
+    def __exit__(self, *exc) -> None:
+        self.submitted()
