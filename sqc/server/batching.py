@@ -2,10 +2,11 @@
 
 Each model has one batcher thread. A request hands its (question, context) pairs to `submit`
 and waits on the returned future. The batcher takes the first waiting request, then everything
-else already queued, up to `max_batch_size` pairs; if more requests have arrived at the server
-for this model but are not queued yet (they are still being parsed), it waits for them, at most
-`max_wait` seconds after the first. A lone client therefore never waits, and under load the
-queue fills while the engine runs the previous batch, so batches grow with load.
+else already queued, up to `max_batch_size` pairs; if more requests had arrived at the server
+for this model by then but were not queued yet (they were still being read and parsed), it
+waits for that many more, at most `max_wait` seconds. A lone client therefore never waits,
+and under load the queue fills while the engine runs the previous batch, so batches grow with
+load.
 
 All pairs of a batch go through `QuestionAnsweringPipeline.answer_pairs` in one call (one
 engine call per bucket and chunk of `engine.max_batch_size` windows). If that call rejects the
@@ -90,24 +91,29 @@ class MicroBatcher:
                 return
             batch = [first]
             size = len(first[0])
-            deadline = time.monotonic() + self.max_wait
             stop = False
+            # Wait only for the requests already being read when gathering began, not for
+            # every later one: under steady load new requests never stop arriving, and the
+            # engine must not idle waiting for them (they queue for the next batch instead).
+            stragglers = self._arriving
+            deadline = time.monotonic() + self.max_wait
             while size < self.max_batch_size:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     remaining = deadline - time.monotonic()
-                    if self._arriving <= 0 or remaining <= 0:
+                    if stragglers <= 0 or remaining <= 0:
                         break
                     try:
-                        item = self._queue.get(timeout=min(remaining, 0.0005))
+                        item = self._queue.get(timeout=remaining)
                     except queue.Empty:
-                        continue
+                        break
                 if item is _STOP:
                     stop = True
                     break
                 batch.append(item)
                 size += len(item[0])
+                stragglers -= 1
             self._run(batch)
             if stop:
                 return

@@ -1,0 +1,254 @@
+"""A bounded HTTP load test of `sqc serve` on loopback: 1, 8 and 32 concurrent clients.
+
+    python benchmarks/load_test.py [--clients 1,8,32] [--seconds 10] [--buckets 32,128]
+        [--batch-size 32] [--model MODEL] [--write BENCHMARKS.md]
+
+Starts `sqc serve` (the bundled model unless --model names another) as a subprocess on a free
+127.0.0.1 port, waits until it is ready, then for each client count runs that many client
+threads, each on its own keep-alive connection, posting DeepSparse-style question-answering
+requests back to back for a warm-up second and then `--seconds` measured seconds. It reports
+requests per second, p50 and p99 latency, errors (any status but 200, any failed connection,
+any answer that differs from the one the server gave a lone client) and the mean number of
+questions per engine call (from the server's /metrics). Then it stops the server with SIGTERM,
+and with --write replaces its section of BENCHMARKS.md.
+
+Clients and server share this machine's cores, so the figures are of the whole loop: what one
+machine serves to clients on itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+MARK_BEGIN = "<!-- load_test:begin -->"
+MARK_END = "<!-- load_test:end -->"
+
+# Short questions about short contexts, as in DeepSparse Server's examples.
+REQUESTS = [
+    {"question": "Who is Mark?", "context": "Mark is batman."},
+    {
+        "question": "What is DeepSparse?",
+        "context": "DeepSparse is sparsity-aware inference runtime offering GPU-class "
+        "performance on CPUs and APIs to integrate ML into your application",
+    },
+    {"question": "Where does Anna live?", "context": "Anna lives in Vienna and works in Graz."},
+    {
+        "question": "When was the bridge opened?",
+        "context": "The bridge was opened in 1932 after six years of construction.",
+    },
+    {"question": "What colour is the car?", "context": "The car parked outside is bright red."},
+    {
+        "question": "Who wrote the letter?",
+        "context": "The letter was written by Clara to her brother in Lisbon.",
+    },
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(connection: http.client.HTTPConnection, body: bytes) -> tuple[int, bytes]:
+    connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    return response.status, response.read()
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def batch_totals(port: int) -> tuple[float, float]:
+    """(questions, engine calls) so far, from the server's sqc_batch_size histogram."""
+    _, text = get(port, "/metrics")
+    total = count = 0.0
+    for line in text.decode().splitlines():
+        if line.startswith("sqc_batch_size_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("sqc_batch_size_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    return total, count
+
+
+def run_level(port: int, clients: int, seconds: float, warmup: float, expected: list) -> dict:
+    bodies = [json.dumps(item).encode() for item in REQUESTS]
+    start_at = time.monotonic() + 0.2
+    measure_from = start_at + warmup
+    stop_at = measure_from + seconds
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+
+    def client(index: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        turn = index
+        while time.monotonic() < start_at:
+            time.sleep(0.001)
+        while True:
+            began = time.monotonic()
+            if began >= stop_at:
+                break
+            which = turn % len(bodies)
+            turn += 1
+            try:
+                status, data = post(connection, bodies[which])
+                ok = status == 200 and json.loads(data)["answer"] == expected[which]
+            except (OSError, http.client.HTTPException, ValueError, KeyError):
+                ok = False
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            ended = time.monotonic()
+            if began >= measure_from and ended <= stop_at:
+                latencies[index].append(ended - began)
+                errors[index] += not ok
+        connection.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    before = None
+    for thread in threads:
+        thread.start()
+    time.sleep(max(0.0, measure_from - time.monotonic()))
+    before = batch_totals(port)
+    for thread in threads:
+        thread.join()
+    after = batch_totals(port)
+    all_latencies = sorted(x for per_client in latencies for x in per_client)
+    questions, calls = after[0] - before[0], after[1] - before[1]
+    return {
+        "clients": clients,
+        "requests": len(all_latencies),
+        "requests_per_second": len(all_latencies) / seconds,
+        "p50_ms": 1000 * statistics.median(all_latencies),
+        "p99_ms": 1000 * all_latencies[min(len(all_latencies) - 1, int(0.99 * len(all_latencies)))],
+        "errors": sum(errors),
+        "questions_per_engine_call": questions / calls if calls else float("nan"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--model", default=None, help="artifact or .onnx (default: bundled)")
+    parser.add_argument("--buckets", default="32,128")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None, help="threads per engine call")
+    parser.add_argument("--write", type=Path, default=None)
+    args = parser.parse_args()
+    levels = [int(c) for c in args.clients.split(",")]
+
+    port = free_port()
+    command = [
+        sys.executable, "-m", "sqc.cli", "serve",
+        *([args.model] if args.model else []),
+        "--port", str(port), "--buckets", args.buckets,
+        "--batch-size", str(args.batch_size), "--workers", str(max(64, 2 * max(levels))),
+        *(["--threads", str(args.threads)] if args.threads else []),
+    ]  # fmt: skip
+    log = tempfile.NamedTemporaryFile("w+", prefix="sqc-load-test-", suffix=".log", delete=False)
+    server = subprocess.Popen(command, stdout=log, stderr=log, env=dict(os.environ))
+    results = []
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if server.poll() is not None:
+                sys.exit(f"the server exited; see {log.name}")
+            try:
+                if get(port, "/v2/health/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                sys.exit(f"the server did not become ready; see {log.name}")
+            time.sleep(0.2)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        expected = [
+            json.loads(post(connection, json.dumps(r).encode())[1])["answer"] for r in REQUESTS
+        ]
+        connection.close()
+        for clients in levels:
+            result = run_level(port, clients, args.seconds, args.warmup, expected)
+            results.append(result)
+            print(
+                f"{clients:3d} clients: {result['requests_per_second']:7.1f} req/s  "
+                f"p50 {result['p50_ms']:6.1f} ms  p99 {result['p99_ms']:6.1f} ms  "
+                f"errors {result['errors']}  "
+                f"questions/engine call {result['questions_per_engine_call']:.1f}",
+                flush=True,
+            )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    if server.returncode != 0:
+        print(f"warning: the server exited with {server.returncode}; see {log.name}")
+    ratio = results[-1]["requests_per_second"] / results[0]["requests_per_second"]
+    print(f"throughput at {levels[-1]} clients / at {levels[0]}: {ratio:.2f}x")
+    if args.write:
+        from compare_onnxruntime import write_section
+
+        from sqc.runtime.benchmark import cpu_info
+
+        write_section(
+            args.write, table(results, levels, ratio, args, cpu_info()), MARK_BEGIN, MARK_END
+        )
+
+
+def table(results: list[dict], levels: list[int], ratio: float, args, cpu: dict) -> str:
+    shown = " ".join(sys.argv[1:])
+    lines = [
+        MARK_BEGIN,
+        f"Measured {datetime.date.today().isoformat()} on {cpu['model']} "
+        f"({cpu['cores_available']} cores available, shared by clients and server), "
+        f"Python {platform.python_version()}, bundled minilm-l6-qa unless noted, "
+        f"buckets {args.buckets}, batch size {args.batch_size}.",
+        "",
+        f"Command: `python benchmarks/load_test.py {shown}`",
+        "",
+        "| clients | requests | requests/s | p50 ms | p99 ms | errors "
+        "| questions per engine call |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['clients']} | {r['requests']} | {r['requests_per_second']:.1f} | "
+            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | "
+            f"{r['questions_per_engine_call']:.1f} |"
+        )
+    lines += [
+        "",
+        f"Throughput at {levels[-1]} clients / at {levels[0]} client: {ratio:.2f}x.",
+        MARK_END,
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
