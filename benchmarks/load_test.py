@@ -6,7 +6,8 @@
 Starts `sqc serve` (the bundled model unless --model names another) as a subprocess on a free
 127.0.0.1 port, waits until it is ready, then for each client count runs that many client
 threads, each on its own keep-alive connection, posting DeepSparse-style question-answering
-requests back to back for a warm-up second and then `--seconds` measured seconds. It reports
+requests back to back: `--seconds` measured seconds in all per level, in `--rounds` slices
+that take turns between the levels (1, 8, 32, 1, 8, 32, ...), each after a warm-up second. It reports
 requests per second, p50 and p99 latency, errors (any status but 200, any failed connection,
 any answer that differs from the one the server gave a lone client) and the mean number of
 questions per engine call (from the server's /metrics). Then it stops the server with SIGTERM,
@@ -136,15 +137,27 @@ def run_level(port: int, clients: int, seconds: float, warmup: float, expected: 
     for thread in threads:
         thread.join()
     after = batch_totals(port)
-    all_latencies = sorted(x for per_client in latencies for x in per_client)
-    questions, calls = after[0] - before[0], after[1] - before[1]
     return {
         "clients": clients,
-        "requests": len(all_latencies),
-        "requests_per_second": len(all_latencies) / seconds,
-        "p50_ms": 1000 * statistics.median(all_latencies),
-        "p99_ms": 1000 * all_latencies[min(len(all_latencies) - 1, int(0.99 * len(all_latencies)))],
+        "latencies": [x for per_client in latencies for x in per_client],
         "errors": sum(errors),
+        "questions": after[0] - before[0],
+        "engine_calls": after[1] - before[1],
+    }
+
+
+def merge(slices: list[dict], seconds: float) -> dict:
+    """One level's figures from its slices."""
+    latencies = sorted(x for s in slices for x in s["latencies"])
+    questions = sum(s["questions"] for s in slices)
+    calls = sum(s["engine_calls"] for s in slices)
+    return {
+        "clients": slices[0]["clients"],
+        "requests": len(latencies),
+        "requests_per_second": len(latencies) / seconds,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        "errors": sum(s["errors"] for s in slices),
         "questions_per_engine_call": questions / calls if calls else float("nan"),
     }
 
@@ -153,9 +166,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--warmup", type=float, default=1.0, help="per slice")
+    parser.add_argument("--rounds", type=int, default=3, help="slices per level, taking turns")
     parser.add_argument("--model", default=None, help="artifact or .onnx (default: bundled)")
-    parser.add_argument("--buckets", default="32,128")
+    parser.add_argument("--buckets", default="16,32,64")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None, help="threads per engine call")
     parser.add_argument("--write", type=Path, default=None)
@@ -191,8 +205,16 @@ def main() -> None:
             json.loads(post(connection, json.dumps(r).encode())[1])["answer"] for r in REQUESTS
         ]
         connection.close()
+        # Levels take turns (1, 8, 32, 1, 8, 32, ...) so that other load on the machine hits
+        # every level alike; each level gets `seconds` in all.
+        slices: dict[int, list[dict]] = {clients: [] for clients in levels}
+        for _ in range(args.rounds):
+            for clients in levels:
+                slices[clients].append(
+                    run_level(port, clients, args.seconds / args.rounds, args.warmup, expected)
+                )
         for clients in levels:
-            result = run_level(port, clients, args.seconds, args.warmup, expected)
+            result = merge(slices[clients], args.seconds)
             results.append(result)
             print(
                 f"{clients:3d} clients: {result['requests_per_second']:7.1f} req/s  "

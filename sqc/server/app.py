@@ -6,7 +6,8 @@ returns, so a running server is a ready server. Routes:
 - `POST /predict` (a server with one model) and `POST /v2/models/<name>/infer`, plus any
   `route` of an endpoint: `{"question", "context"}` -> `{"score", "answer", "start", "end"}`,
   or lists of them (a list of objects, or an object of two equal-length lists) -> a list.
-- `GET /v2/models`, `GET /v2/models/<name>`: names, routes, buckets, quantization, sparsity.
+- `GET /v2/models`, `GET /v2/models/<name>`: names, routes, buckets, quantization, sparsity;
+  `GET /v2/models/<name>/ready` (as in DeepSparse Server and the KServe v2 protocol).
 - `GET /v2/health/live`, `GET /v2/health/ready` (never behind the API key).
 - `GET /docs`, `GET /openapi.json`, `GET /metrics` (Prometheus text format).
 
@@ -320,6 +321,14 @@ def _add_routes(app: Flask, state: ServerState) -> None:
                 404, f"no model named {model_name!r}; this server has {', '.join(models)}"
             )
         return jsonify(model.info)
+
+    @app.get("/v2/models/<model_name>/ready")
+    def model_ready(model_name: str) -> Response:
+        if model_name not in models:
+            raise RequestError(
+                404, f"no model named {model_name!r}; this server has {', '.join(models)}"
+            )
+        return jsonify({"status": "ready", "model": model_name})
 
     @app.get("/v2/health/live", endpoint="health_live")
     def live() -> Response:

@@ -251,6 +251,24 @@ def openapi_document(config, models: dict) -> dict:
         }
     }
     status = {"type": "object", "properties": {"status": {"type": "string"}}}
+    paths["/v2/models/{model_name}/ready"] = {
+        "get": {
+            **_get(
+                "Whether the named model is ready",
+                "model_ready",
+                {
+                    "200": {
+                        "description": "Ready.",
+                        "content": {"application/json": {"schema": status}},
+                    },
+                    "404": _error("No such model."),
+                },
+                "models",
+                secured,
+            ),
+            "parameters": [model_parameter],
+        }
+    }
     paths["/v2/health/live"] = {
         "get": _get(
             "Liveness: the process answers HTTP",

@@ -77,6 +77,9 @@ def test_models_health_docs_openapi(tiny_server):
     assert model["routes"] == ["/v2/models/question_answering/infer", "/predict"]
     assert requests.get(f"{url}/v2/models/question_answering").json() == model
 
+    ready = requests.get(f"{url}/v2/models/question_answering/ready")
+    assert ready.json() == {"status": "ready", "model": "question_answering"}
+    assert requests.get(f"{url}/v2/models/nope/ready").status_code == 404
     assert requests.get(f"{url}/v2/health/live").json() == {"status": "live"}
     ready = requests.get(f"{url}/v2/health/ready")
     assert ready.status_code == 200 and ready.json()["models"] == ["question_answering"]
