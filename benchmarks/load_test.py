@@ -7,11 +7,11 @@ Starts `sqc serve` (the bundled model unless --model names another) as a subproc
 127.0.0.1 port, waits until it is ready, then for each client count runs that many client
 threads, each on its own keep-alive connection, posting DeepSparse-style question-answering
 requests back to back: `--seconds` measured seconds in all per level, in `--rounds` slices
-that take turns between the levels (1, 8, 32, 1, 8, 32, ...), each after a warm-up second. It reports
-requests per second, p50 and p99 latency, errors (any status but 200, any failed connection,
-any answer that differs from the one the server gave a lone client) and the mean number of
-questions per engine call (from the server's /metrics). Then it stops the server with SIGTERM,
-and with --write replaces its section of BENCHMARKS.md.
+that take turns between the levels (1, 8, 32, 1, 8, 32, ...), each after a warm-up second.
+It reports requests per second, p50 and p99 latency, errors (any status but 200, any failed
+connection, any answer that differs from the one the server gave a lone client) and the mean
+number of questions per batch (one pipeline call; from the server's /metrics). Then it stops
+the server with SIGTERM, and with --write replaces its section of BENCHMARKS.md.
 
 Clients and server share this machine's cores, so the figures are of the whole loop: what one
 machine serves to clients on itself.
@@ -85,7 +85,7 @@ def get(port: int, path: str) -> tuple[int, bytes]:
 
 
 def batch_totals(port: int) -> tuple[float, float]:
-    """(questions, engine calls) so far, from the server's sqc_batch_size histogram."""
+    """(questions, batches) so far, from the server's sqc_batch_size histogram."""
     _, text = get(port, "/metrics")
     total = count = 0.0
     for line in text.decode().splitlines():
@@ -220,7 +220,7 @@ def main() -> None:
                 f"{clients:3d} clients: {result['requests_per_second']:7.1f} req/s  "
                 f"p50 {result['p50_ms']:6.1f} ms  p99 {result['p99_ms']:6.1f} ms  "
                 f"errors {result['errors']}  "
-                f"questions/engine call {result['questions_per_engine_call']:.1f}",
+                f"questions/batch {result['questions_per_engine_call']:.1f}",
                 flush=True,
             )
     finally:
@@ -254,8 +254,7 @@ def table(results: list[dict], levels: list[int], ratio: float, args, cpu: dict)
         "",
         f"Command: `python benchmarks/load_test.py {shown}`",
         "",
-        "| clients | requests | requests/s | p50 ms | p99 ms | errors "
-        "| questions per engine call |",
+        "| clients | requests | requests/s | p50 ms | p99 ms | errors | questions per batch |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:

@@ -42,6 +42,9 @@ __all__ = ["ServedModel", "create_app"]
 log = logging.getLogger("sqc.server")
 
 STATE_KEY = "sqc"
+# Batcher threads per model at most: under load each runs engine calls with threads // workers
+# threads (see MicroBatcher).
+MAX_BATCHER_WORKERS = 4
 # Routes that answer without the API key and while draining, so orchestrators can probe them.
 OPEN_ENDPOINTS = {"health_live", "health_ready"}
 
@@ -146,10 +149,19 @@ def _load_models(config: ServerConfig, metrics: ServerMetrics, progress) -> dict
             def on_batch(questions, requests, seconds, name=name):
                 metrics.observe_batch(name, questions, requests, seconds)
 
+            engine = _ThreadsPerCall(pipeline.engine)
+            pipeline.engine = engine
+
+            def run_batch(pairs, threads, pipeline=pipeline, engine=engine):
+                engine.local.threads = threads
+                return pipeline.answer_pairs(pairs)
+
             batcher = MicroBatcher(
-                pipeline.answer_pairs,
+                run_batch,
                 max_batch_size=endpoint.batch_size,
                 max_wait=config.max_batch_wait_ms / 1000,
+                threads=engine.threads,
+                workers=min(engine.threads, MAX_BATCHER_WORKERS),
                 name=name,
                 on_batch=on_batch,
             )
@@ -161,6 +173,20 @@ def _load_models(config: ServerConfig, metrics: ServerMetrics, progress) -> dict
             model.batcher.close()
         raise
     return models
+
+
+class _ThreadsPerCall:
+    """The engine, with the threads of each call set by the calling batcher thread."""
+
+    def __init__(self, engine) -> None:
+        self._engine = engine
+        self.local = threading.local()
+
+    def __getattr__(self, name: str):
+        return getattr(self._engine, name)
+
+    def run(self, inputs):
+        return self._engine.run(inputs, threads=getattr(self.local, "threads", None))
 
 
 def _model_info(name: str, routes: list[str], endpoint, pipeline) -> dict:

@@ -1,12 +1,12 @@
 """Micro-batching: concurrent requests to one model gathered into one pipeline call.
 
-Each model has one batcher thread. A request hands its (question, context) pairs to `submit`
-and waits on the returned future. The batcher takes the first waiting request, then everything
-else already queued, up to `max_batch_size` pairs; if more requests had arrived at the server
-for this model by then but were not queued yet (they were still being read and parsed), it
-waits for that many more, at most `max_wait` seconds. A lone client therefore never waits,
-and under load the queue fills while the engine runs the previous batch, so batches grow with
-load.
+Each model has one or more batcher threads (see `MicroBatcher`). A request hands its
+(question, context) pairs to `submit` and waits on the returned future. A batcher thread takes
+the first waiting request, then everything else already queued, up to `max_batch_size` pairs;
+if more requests had arrived at the server for this model by then but were not queued yet
+(they were still being read and parsed), it waits for that many more, at most `max_wait`
+seconds. A lone client therefore never waits, and under load the queue fills while the engine
+runs the previous batch, so batches grow with load.
 
 All pairs of a batch go through `QuestionAnsweringPipeline.answer_pairs` in one call (one
 engine call per bucket and chunk of `engine.max_batch_size` windows). If that call rejects the
@@ -32,32 +32,51 @@ _STOP = object()
 
 
 class MicroBatcher:
-    """Gathers requests into batches for `run_batch(pairs) -> answers` on one thread.
+    """Gathers requests into batches for `run_batch(pairs, threads) -> answers`.
 
-    `on_batch(pairs, requests, seconds)` is called after every pipeline call (for metrics).
+    `threads` is the engine threads the batcher may use in all. With `workers` > 1, that many
+    batcher threads take batches from one queue: a batch gathered while nothing else waits runs
+    with all `threads` (a lone client gets the whole machine); a batch gathered while more work
+    waits runs with `threads // workers`, so that under load several smaller engine calls run
+    side by side (each call's tokenizing and decoding overlaps another's engine time, and a
+    single-threaded call has no barriers to wait at). Threads in use never exceed `threads`.
+
+    `on_batch(questions, requests, seconds)` is called after every pipeline call (for metrics).
     """
 
     def __init__(
         self,
-        run_batch: Callable[[Pairs], list],
+        run_batch: Callable[[Pairs, int], list],
         *,
         max_batch_size: int,
         max_wait: float,
+        threads: int = 1,
+        workers: int = 1,
         name: str = "model",
         on_batch: Callable[[int, int, float], None] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be a positive integer, got {max_batch_size}")
+        if threads < 1 or workers < 1:
+            raise ValueError(f"threads and workers must be positive, got {threads}, {workers}")
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait
+        self.threads = threads
+        self.workers = workers
         self._on_batch = on_batch
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._arriving = 0  # requests announced by `arriving()` and not yet submitted
         self._lock = threading.Lock()
+        self._threads_free = threads
+        self._threads_changed = threading.Condition(self._lock)
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=f"sqc-batcher-{name}", daemon=True)
-        self._thread.start()
+        self._workers = [
+            threading.Thread(target=self._loop, name=f"sqc-batcher-{name}-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     # -- request side ----------------------------------------------------------------------
 
@@ -76,11 +95,13 @@ class MicroBatcher:
         return future
 
     def close(self, timeout: float = 5.0) -> None:
-        """Answer what is queued, then stop the thread."""
+        """Answer what is queued, then stop the threads."""
         if not self._closed:
             self._closed = True
-            self._queue.put(_STOP)
-            self._thread.join(timeout)
+            for _ in self._workers:
+                self._queue.put(_STOP)
+            for worker in self._workers:
+                worker.join(timeout)
 
     # -- batcher thread --------------------------------------------------------------------
 
@@ -114,21 +135,43 @@ class MicroBatcher:
                 batch.append(item)
                 size += len(item[0])
                 stragglers -= 1
-            self._run(batch)
+            threads = self._take_threads()
+            try:
+                self._run(batch, threads)
+            finally:
+                self._give_back(threads)
             if stop:
                 return
 
-    def _run(self, batch: list[tuple[list, Future]]) -> None:
+    def _take_threads(self) -> int:
+        """All threads when no other work waits, else a worker's share; blocks until free."""
+        alone = self._queue.empty()
+        share = max(1, self.threads // self.workers)
+        with self._threads_changed:
+            while self._threads_free < (self.threads if alone else share):
+                if alone and self._threads_free >= share:
+                    break  # another worker is busy: take a share, not the whole machine
+                self._threads_changed.wait()
+            threads = self.threads if alone and self._threads_free == self.threads else share
+            self._threads_free -= threads
+            return threads
+
+    def _give_back(self, threads: int) -> None:
+        with self._threads_changed:
+            self._threads_free += threads
+            self._threads_changed.notify_all()
+
+    def _run(self, batch: list[tuple[list, Future]], threads: int) -> None:
         pairs = [pair for request_pairs, _ in batch for pair in request_pairs]
         started = time.perf_counter()
         try:
-            answers = self._run_batch(pairs)
+            answers = self._run_batch(pairs, threads)
         except (ValueError, TypeError) as e:
             if len(batch) == 1:
                 batch[0][1].set_exception(e)
             else:  # one bad request must not fail the others: run each alone
                 for request_pairs, future in batch:
-                    self._run([(request_pairs, future)])
+                    self._run([(request_pairs, future)], threads)
             return
         except Exception as e:  # noqa: BLE001 - every waiting request must be answered
             log.exception("pipeline call failed")

@@ -78,7 +78,7 @@ def test_batcher_gathers_concurrent_requests_and_isolates_a_bad_one():
     calls = []
     gate = threading.Event()
 
-    def run(pairs):
+    def run(pairs, threads):
         calls.append(list(pairs))
         gate.wait(5)
         if any(q == "bad" for q, _ in pairs):
@@ -109,7 +109,9 @@ def test_batcher_gathers_concurrent_requests_and_isolates_a_bad_one():
 
 def test_batcher_respects_max_batch_size_and_does_not_wait_alone():
     sizes = []
-    batcher = MicroBatcher(lambda p: sizes.append(len(p)) or list(p), max_batch_size=2, max_wait=1)
+    batcher = MicroBatcher(
+        lambda p, threads: sizes.append(len(p)) or list(p), max_batch_size=2, max_wait=1
+    )
     try:
         started = time.perf_counter()
         assert batcher.submit([("q", "c")]).result(5) == [("q", "c")]
@@ -124,3 +126,31 @@ def test_batcher_respects_max_batch_size_and_does_not_wait_alone():
     closed = batcher.submit([("late", "c")])
     with pytest.raises(RuntimeError, match="shutting down"):
         closed.result(1)
+
+
+def test_batcher_workers_share_the_threads():
+    """Alone, a batch gets every thread; under load, workers run side by side with a share each,
+    and the threads in use never exceed the total."""
+    in_use = []
+    lock = threading.Lock()
+    running = [0]
+
+    def run(pairs, threads):
+        with lock:
+            running[0] += threads
+            in_use.append((threads, running[0]))
+        time.sleep(0.02)
+        with lock:
+            running[0] -= threads
+        return list(pairs)
+
+    batcher = MicroBatcher(run, max_batch_size=1, max_wait=0, threads=4, workers=2)
+    try:
+        assert batcher.submit([("alone", "c")]).result(5) == [("alone", "c")]
+        assert in_use == [(4, 4)]
+        futures = [batcher.submit([(str(i), "c")]) for i in range(12)]
+        assert [f.result(5) for f in futures] == [[(str(i), "c")] for i in range(12)]
+    finally:
+        batcher.close()
+    assert max(total for _, total in in_use) <= 4
+    assert any(threads == 2 for threads, _ in in_use[1:])  # shares under load

@@ -204,10 +204,10 @@ def test_internal_failure_is_a_500_without_traceback(tiny_artifact):
         batcher = app.extensions["sqc"].models["question_answering"].batcher
         real = batcher._run_batch
 
-        def flaky(pairs):
+        def flaky(pairs, threads):
             if any(question == "explode" for question, _ in pairs):
                 raise RuntimeError("secret internal detail /etc/passwd")
-            return real(pairs)
+            return real(pairs, threads)
 
         batcher._run_batch = flaky
         response = requests.post(f"{url}/predict", json={"question": "explode", "context": "x"})
@@ -290,10 +290,10 @@ def test_concurrent_requests_are_batched(tiny_artifact):
         real = batcher._run_batch
         sizes = []
 
-        def slow(pairs):
+        def slow(pairs, threads):
             sizes.append(len(pairs))
             time.sleep(0.2)  # an engine call long enough for the others to queue
-            return real(pairs)
+            return real(pairs, threads)
 
         batcher._run_batch = slow
         contexts = [f"mark number {i} is batman." for i in range(16)]
@@ -332,9 +332,9 @@ def test_requests_are_served_in_parallel(tiny_artifact):
         real = batcher._run_batch
         release = threading.Event()
 
-        def blocked(pairs):
+        def blocked(pairs, threads):
             release.wait(10)
-            return real(pairs)
+            return real(pairs, threads)
 
         batcher._run_batch = blocked
         with ThreadPoolExecutor(1) as pool:
