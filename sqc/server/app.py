@@ -234,9 +234,7 @@ def _add_hooks(app: Flask, state: ServerState) -> None:
         if request.endpoint in OPEN_ENDPOINTS:
             return None
         if state.draining:
-            response = _error(503, "the server is shutting down")
-            response.headers["Connection"] = "close"
-            return response
+            return _error(503, "the server is shutting down")
         if config.api_key is not None and not _authorized(request, config.api_key):
             response = _error(
                 401,

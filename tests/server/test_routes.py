@@ -345,3 +345,41 @@ def test_requests_are_served_in_parallel(tiny_artifact):
             assert not pending.done()
             release.set()
             assert pending.result(timeout=10).status_code == 200
+
+
+def test_stop_drains_in_flight_requests(tiny_artifact):
+    """stop(): no new connections, 503 on open ones, the request in flight still answered."""
+    from sqc.server import Server, config_from_dict, create_app
+
+    app = create_app(config_from_dict({"endpoints": [{"model": str(tiny_artifact)}]}))
+    server = Server(app, "127.0.0.1", 0, workers=8, drain_seconds=10)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = server.url
+    batcher = app.extensions["sqc"].models["question_answering"].batcher
+    real = batcher._run_batch
+    release = threading.Event()
+
+    def blocked(pairs, threads):
+        release.wait(10)
+        return real(pairs, threads)
+
+    batcher._run_batch = blocked
+    open_connection = requests.Session()
+    assert open_connection.get(f"{url}/v2/health/live").status_code == 200
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(requests.post, f"{url}/predict", json=MARK, timeout=20)
+        time.sleep(0.2)
+        server.stop()
+        time.sleep(0.3)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{url}/v2/health/live", timeout=2)
+        late = open_connection.post(f"{url}/predict", json=MARK, timeout=5)
+        assert late.status_code == 503 and "shutting down" in late.json()["error"]
+        assert open_connection.get(f"{url}/v2/health/ready", timeout=5).status_code == 503
+        assert thread.is_alive() and not pending.done()
+        release.set()
+        answer = pending.result(timeout=10)
+    assert answer.status_code == 200 and answer.json()["answer"]
+    thread.join(10)
+    assert not thread.is_alive() and server.stopped.is_set()
