@@ -176,6 +176,7 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
 
+    load_before = os.getloadavg()
     port = free_port()
     command = [
         sys.executable, "-m", "sqc.cli", "serve",
@@ -231,6 +232,8 @@ def main() -> None:
             server.kill()
     if server.returncode != 0:
         print(f"warning: the server exited with {server.returncode}; see {log.name}")
+    load = (load_before[0], os.getloadavg()[0])
+    print(f"load average (1 min) before and after: {load[0]:.2f}, {load[1]:.2f}")
     ratio = results[-1]["requests_per_second"] / results[0]["requests_per_second"]
     print(f"throughput at {levels[-1]} clients / at {levels[0]}: {ratio:.2f}x")
     if args.write:
@@ -239,18 +242,20 @@ def main() -> None:
         from sqc.runtime.benchmark import cpu_info
 
         write_section(
-            args.write, table(results, levels, ratio, args, cpu_info()), MARK_BEGIN, MARK_END
+            args.write, table(results, levels, ratio, load, args, cpu_info()), MARK_BEGIN, MARK_END
         )
 
 
-def table(results: list[dict], levels: list[int], ratio: float, args, cpu: dict) -> str:
+def table(results: list[dict], levels: list[int], ratio: float, load, args, cpu: dict) -> str:
     shown = " ".join(sys.argv[1:])
     lines = [
         MARK_BEGIN,
         f"Measured {datetime.date.today().isoformat()} on {cpu['model']} "
         f"({cpu['cores_available']} cores available, shared by clients and server), "
         f"Python {platform.python_version()}, bundled minilm-l6-qa unless noted, "
-        f"buckets {args.buckets}, batch size {args.batch_size}.",
+        f"buckets {args.buckets}, batch size {args.batch_size}, engine threads "
+        f"{args.threads or 'default (the physical cores)'}. Load average (1 min) just before "
+        f"the run: {load[0]:.2f} (other work on the machine: anything above 0 competed with it).",
         "",
         f"Command: `python benchmarks/load_test.py {shown}`",
         "",
