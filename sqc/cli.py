@@ -420,10 +420,13 @@ def serve_cmd(
         None, "--workers", help="HTTP requests handled at once (default 64)."
     ),
     threads: int | None = typer.Option(
-        None, "--threads", help="Threads per engine call (default: the physical cores)."
+        None,
+        "--threads",
+        help="Engine threads per model (default: the physical cores): all for a lone request, "
+        "shared by engine calls side by side under load.",
     ),
     batch_size: int | None = typer.Option(
-        None, "--batch-size", help="Most questions gathered into one engine call (default 32)."
+        None, "--batch-size", help="Most questions gathered into one batch (default 32)."
     ),
     buckets: str | None = typer.Option(
         None,

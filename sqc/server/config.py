@@ -4,7 +4,7 @@ same thing built from `sqc serve` options.
 ```yaml
 host: 127.0.0.1          # loopback unless told otherwise
 port: 5543
-threads: 2               # threads per engine call (DeepSparse: num_cores)
+threads: 2               # engine threads per model (DeepSparse: num_cores)
 workers: 64              # HTTP requests handled at once (DeepSparse: num_workers)
 endpoints:
   - name: question_answering        # served at /v2/models/<name>/infer
@@ -73,7 +73,7 @@ class ServerConfig:
     endpoints: list[EndpointConfig] = field(default_factory=lambda: [EndpointConfig()])
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
-    threads: int | None = None  # per engine call; None: the physical cores
+    threads: int | None = None  # engine threads per model; None: the physical cores
     workers: int = DEFAULT_WORKERS
     api_key: str | None = None
     max_request_bytes: int = 1 << 20  # 1 MiB: a long article with room to spare
