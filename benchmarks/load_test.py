@@ -10,8 +10,10 @@ requests back to back: `--seconds` measured seconds in all per level, in `--roun
 that take turns between the levels (1, 8, 32, 1, 8, 32, ...), each after a warm-up second.
 It reports requests per second, p50 and p99 latency, errors (any status but 200, any failed
 connection, any answer that differs from the one the server gave a lone client) and the mean
-number of questions per batch (one pipeline call; from the server's /metrics). Then it stops
-the server with SIGTERM, and with --write replaces its section of BENCHMARKS.md.
+number of questions per batch (one pipeline call; from the server's /metrics), and the server
+process's CPU time per request (all its threads: what batching saves shows here even when other
+work on the machine blurs requests/s). Then it stops the server with SIGTERM, and with --write
+replaces its section of BENCHMARKS.md.
 
 Clients and server share this machine's cores, so the figures are of the whole loop: what one
 machine serves to clients on itself.
@@ -96,7 +98,15 @@ def batch_totals(port: int) -> tuple[float, float]:
     return total, count
 
 
-def run_level(port: int, clients: int, seconds: float, warmup: float, expected: list) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_level(
+    port: int, pid: int, clients: int, seconds: float, warmup: float, expected: list
+) -> dict:
     bodies = [json.dumps(item).encode() for item in REQUESTS]
     start_at = time.monotonic() + 0.2
     measure_from = start_at + warmup
@@ -134,8 +144,10 @@ def run_level(port: int, clients: int, seconds: float, warmup: float, expected: 
         thread.start()
     time.sleep(max(0.0, measure_from - time.monotonic()))
     before = batch_totals(port)
+    cpu_before = cpu_seconds(pid)
     for thread in threads:
         thread.join()
+    cpu_after = cpu_seconds(pid)
     after = batch_totals(port)
     return {
         "clients": clients,
@@ -143,6 +155,7 @@ def run_level(port: int, clients: int, seconds: float, warmup: float, expected: 
         "errors": sum(errors),
         "questions": after[0] - before[0],
         "engine_calls": after[1] - before[1],
+        "server_cpu_seconds": cpu_after - cpu_before,
     }
 
 
@@ -159,6 +172,9 @@ def merge(slices: list[dict], seconds: float) -> dict:
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
         "errors": sum(s["errors"] for s in slices),
         "questions_per_engine_call": questions / calls if calls else float("nan"),
+        "server_cpu_ms_per_request": 1000
+        * sum(s["server_cpu_seconds"] for s in slices)
+        / max(1, sum(s["questions"] for s in slices)),
     }
 
 
@@ -212,7 +228,9 @@ def main() -> None:
         for _ in range(args.rounds):
             for clients in levels:
                 slices[clients].append(
-                    run_level(port, clients, args.seconds / args.rounds, args.warmup, expected)
+                    run_level(
+                        port, server.pid, clients, args.seconds / args.rounds, args.warmup, expected
+                    )
                 )
         for clients in levels:
             result = merge(slices[clients], args.seconds)
@@ -221,7 +239,8 @@ def main() -> None:
                 f"{clients:3d} clients: {result['requests_per_second']:7.1f} req/s  "
                 f"p50 {result['p50_ms']:6.1f} ms  p99 {result['p99_ms']:6.1f} ms  "
                 f"errors {result['errors']}  "
-                f"questions/batch {result['questions_per_engine_call']:.1f}",
+                f"questions/batch {result['questions_per_engine_call']:.1f}  "
+                f"server CPU {result['server_cpu_ms_per_request']:.2f} ms/request",
                 flush=True,
             )
     finally:
@@ -259,14 +278,15 @@ def table(results: list[dict], levels: list[int], ratio: float, load, args, cpu:
         "",
         f"Command: `python benchmarks/load_test.py {shown}`",
         "",
-        "| clients | requests | requests/s | p50 ms | p99 ms | errors | questions per batch |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| clients | requests | requests/s | p50 ms | p99 ms | errors | questions per batch "
+        "| server CPU ms per request |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r['clients']} | {r['requests']} | {r['requests_per_second']:.1f} | "
             f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | "
-            f"{r['questions_per_engine_call']:.1f} |"
+            f"{r['questions_per_engine_call']:.1f} | {r['server_cpu_ms_per_request']:.2f} |"
         )
     lines += [
         "",
