@@ -446,6 +446,132 @@ def _benchmark_engine(name, model, batch, seq, threads, quiet):
     return (lambda: ort.run(feeds)), seq
 
 
+@app.command("serve")
+def serve_cmd(
+    artifacts: list[Path] | None = typer.Argument(
+        None,
+        help="Artifact directories or .onnx models, one endpoint each (default: the bundled "
+        "model).",
+    ),
+    config_file: Path | None = typer.Option(
+        None, "--config", "--config-file", help="Server configuration YAML (see README)."
+    ),
+    model_path: Path | None = typer.Option(
+        None, "--model_path", "--model-path", help="A model to serve (as deepsparse.server)."
+    ),
+    task: str = typer.Option(
+        "question-answering", "--task", help="The task (question-answering only)."
+    ),
+    host: str | None = typer.Option(
+        None, "--host", help="Address to bind (default 127.0.0.1: this machine only)."
+    ),
+    port: int | None = typer.Option(None, "--port", help="TCP port (default 5543; 0: any free)."),
+    workers: int | None = typer.Option(
+        None, "--workers", help="HTTP requests handled at once (default 64)."
+    ),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        help="Engine threads per model (default: the physical cores): all for a lone request, "
+        "shared by engine calls side by side under load.",
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Most questions gathered into one batch (default 32)."
+    ),
+    buckets: str | None = typer.Option(
+        None,
+        "--buckets",
+        "--sequence-length",
+        help="Buckets of the models named here, e.g. 64,384 (an .onnx is compiled with them).",
+    ),
+    batch_wait_ms: float | None = typer.Option(
+        None, "--batch-wait-ms", help="Longest wait for a batch to fill under load (default 5)."
+    ),
+    api_key: str | None = typer.Option(
+        None,
+        "--api-key",
+        envvar="SQC_API_KEY",
+        show_envvar=True,
+        help="Require this key on every route but health.",
+    ),
+) -> None:
+    """Serve question answering over HTTP (DeepSparse Server routes) until SIGTERM or Ctrl-C."""
+    import logging
+
+    from sqc.server import ConfigError, EndpointConfig, ServerConfig, load_config, serve
+    from sqc.server.config import check_endpoint, check_server, model_name
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    models = list(artifacts or []) + ([model_path] if model_path is not None else [])
+    try:
+        if config_file is not None:
+            if models:
+                fail("name models either on the command line or in --config, not both")
+            config = load_config(config_file)
+        else:
+            try:
+                lengths = [int(b) for b in buckets.split(",")] if buckets else None
+            except ValueError:
+                fail(f"--buckets: expected integers separated by commas, got {buckets!r}")
+            endpoints = [
+                EndpointConfig(
+                    name="question_answering" if len(models) <= 1 else model_name(str(model)),
+                    model=str(model) if model is not None else None,
+                    task=task,
+                    sequence_length=lengths,
+                )
+                for model in (models or [None])
+            ]
+            config = ServerConfig(endpoints=endpoints)
+        overrides = {
+            "host": host,
+            "port": port,
+            "workers": workers,
+            "threads": threads,
+            "api_key": api_key,
+            "max_batch_wait_ms": batch_wait_ms,
+        }
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(config, key, value)
+        for endpoint in config.endpoints:
+            if batch_size is not None:
+                endpoint.batch_size = batch_size
+            check_endpoint(endpoint)
+        check_server(config)
+
+        def say(message: str) -> None:
+            err.print(message, highlight=False, soft_wrap=True)
+
+        def ready(server) -> None:
+            for endpoint in config.endpoints:
+                say(f"serving {endpoint.name} at {server.url}/v2/models/{endpoint.name}/infer")
+            if len(config.endpoints) == 1:
+                say(f"serving {config.endpoints[0].name} at {server.url}/predict")
+            say(f"docs at {server.url}/docs; stop with Ctrl-C or SIGTERM")
+
+        with err.status("loading the models (compiled on first use)", spinner="dots") as status:
+
+            def progress(message: str) -> None:
+                status.update(f"compiling: {message}")
+
+            def on_ready(server) -> None:
+                status.stop()
+                ready(server)
+
+            serve(config, progress=progress, on_ready=on_ready)
+    except ConfigError as e:
+        fail(str(e))
+    except OSError as e:
+        if e.errno is not None and e.strerror:
+            fail(f"cannot listen on {config.host}:{config.port}: {e.strerror}")
+        fail(str(e))
+    except user_errors() as e:
+        fail(str(e))
+
+
 @app.callback(invoke_without_command=True)
 def main_callback(
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
