@@ -82,6 +82,7 @@ INT_BINARY = {
 }
 
 
+PARALLEL_MAP_MIN = 1 << 15  # elements per example from which a map runs on every thread
 OPERAND_NAMES = "abcdefgh"  # the placeholders of a map expression, one per input operand
 
 
@@ -198,6 +199,8 @@ class Emitter(QuantEmitter):
         }
         return {
             "kind": "map",
+            # Large maps (QDQ tails, masks at 384 tokens) split their outer loop over threads.
+            "parallel": bool(loops) and int(np.prod(shape)) >= PARALLEL_MAP_MIN,
             "loops": loops,
             "out": operands[0],
             "ins": operands[1:],
