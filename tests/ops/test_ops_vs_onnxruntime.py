@@ -482,6 +482,12 @@ def cases(opset: int) -> list[Case]:
 def build_zoo(opset: int) -> tuple[onnx.ModelProto, list[Case]]:
     """Merge every case into one model; names are prefixed by the case name."""
     all_cases = cases(opset)
+    return merge_cases(all_cases, opset, f"zoo{opset}"), all_cases
+
+
+def merge_cases(all_cases, opset: int, name: str) -> onnx.ModelProto:
+    """One model holding every case (anything with name, nodes, inputs, outputs, inits), each
+    case's names prefixed by its own, inputs given a leading "batch" axis."""
     nodes, inputs, outputs, inits = [], [], [], []
     for case in all_cases:
         p = case.name + "__"
@@ -499,10 +505,10 @@ def build_zoo(opset: int) -> tuple[onnx.ModelProto, list[Case]]:
             init = onnx.TensorProto.FromString(init.SerializeToString())
             init.name = p + init.name
             inits.append(init)
-    graph = helper.make_graph(nodes, f"zoo{opset}", inputs, outputs, inits)
+    graph = helper.make_graph(nodes, name, inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
-    return model, all_cases
+    return model
 
 
 def feeds_for(model: onnx.ModelProto, all_cases, batch: int) -> dict:

@@ -21,6 +21,7 @@ from onnx import TensorProto as T
 from onnx import helper, numpy_helper
 
 from tests.conftest import ort_run
+from tests.ops.test_ops_vs_onnxruntime import merge_cases
 from tests.tolerances import TOLERANCE, relative_error
 
 SEQ = 8
@@ -235,30 +236,6 @@ def cases(opset: int) -> list[Case]:
     return out
 
 
-def build_zoo(opset: int, all_cases: list[Case]) -> onnx.ModelProto:
-    nodes, inputs, outputs, inits = [], [], [], []
-    for case in all_cases:
-        p = case.name + "__"
-        for k, node in enumerate(case.nodes):
-            node = onnx.NodeProto.FromString(node.SerializeToString())
-            node.input[:] = [p + i if i else "" for i in node.input]
-            node.output[:] = [p + o for o in node.output]
-            node.name = f"{p}{node.op_type}_{k}"
-            nodes.append(node)
-        for name, elem, dims in case.inputs:
-            inputs.append(helper.make_tensor_value_info(p + name, elem, ["batch"] + dims))
-        for name, elem in case.outputs:
-            outputs.append(helper.make_tensor_value_info(p + name, elem, None))
-        for init in case.inits:
-            init = onnx.TensorProto.FromString(init.SerializeToString())
-            init.name = p + init.name
-            inits.append(init)
-    graph = helper.make_graph(nodes, f"quant{opset}", inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return model
-
-
 def _draw(elem: int, dims: list[int], data: str) -> np.ndarray:
     if elem == T.UINT8:
         return rng.integers(0, 256, dims).astype(np.uint8)
@@ -294,7 +271,7 @@ def quant_zoo(compile_onnx):
     def get(opset):
         if opset not in built:
             all_cases = cases(opset)
-            model = build_zoo(opset, all_cases)
+            model = merge_cases(all_cases, opset, f"quant{opset}")
             engine = compile_onnx(model, buckets=(SEQ,), max_batch_size=4)
             results = {}
             for batch in (1, 3):
