@@ -11,8 +11,7 @@ import numpy as np
 
 from sqc.compiler.ir import Node, UnsupportedOpError
 from sqc.compiler.ops.quant_ops import QRANGE
-
-ALIGN = 64
+from sqc.compiler.passes.plan_memory import aligned
 
 
 def c_float(x: float) -> str:
@@ -36,8 +35,7 @@ class QuantEmitter:
 
     @property
     def scratch_offset(self) -> int:
-        w = self.g.meta["workspace_per_example"]
-        return (w + ALIGN - 1) // ALIGN * ALIGN
+        return aligned(self.g.meta["workspace_per_example"])
 
     @property
     def workspace_per_example(self) -> int:

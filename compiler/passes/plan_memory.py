@@ -16,7 +16,8 @@ ALIGN = 64  # bytes: a cache line, and the widest vector load
 VIEW_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Dropout")
 
 
-def _align(n: int) -> int:
+def aligned(n: int) -> int:
+    """``n`` rounded up to a multiple of ALIGN."""
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
@@ -50,7 +51,7 @@ def plan_memory(graph: Graph) -> Graph:
     placed: list[tuple[int, int, int, int]] = []  # (offset, size, first, last)
     memory: dict[str, tuple[int, int]] = {}
     for name in sorted(first, key=lambda n: first[n]):
-        size = _align(max(g.values[name].nbytes, 1))
+        size = aligned(max(g.values[name].nbytes, 1))
         live = sorted((o, s) for o, s, f, la in placed if not (la < first[name] or f > last[name]))
         offset = 0
         for o, s in live:
