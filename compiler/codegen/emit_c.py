@@ -108,6 +108,7 @@ class Emitter(QuantEmitter):
         self.decls: list[str] = []
         self.ptr: dict[str, str] = {}
         self.scratch_bytes = 0  # per example, shared by ops that need scratch (QuantEmitter)
+        self.planned_workspace = graph.meta["workspace_per_example"]  # bytes per example
         for i, name in enumerate(graph.inputs):
             v = graph.values[name]
             self._declare(name, f"(const {C_TYPES[np.dtype(v.dtype)]} *)in[{i}]", const=True)

@@ -35,13 +35,13 @@ class QuantEmitter:
 
     @property
     def scratch_offset(self) -> int:
-        return aligned(self.g.meta["workspace_per_example"])
+        return aligned(self.planned_workspace)
 
     @property
     def workspace_per_example(self) -> int:
         """Bytes per example: the planned buffers, then the scratch (after lowering every op)."""
         if not self.scratch_bytes:
-            return self.g.meta["workspace_per_example"]
+            return self.planned_workspace
         return self.scratch_offset + self.scratch_bytes
 
     def _param_operand(self, node: Node, pos: int, rank: int, out_shape, default_dtype):
