@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from sqc.compiler.ir import CompileError, Graph
 from sqc.compiler.passes.eliminate_dead_nodes import eliminate_dead_nodes
+from sqc.compiler.passes.extract_sparsity import extract_sparsity
 from sqc.compiler.passes.fold_constants import fold_constants
 from sqc.compiler.passes.fold_quantization import fold_quantization
 from sqc.compiler.passes.fuse_attention import fuse_attention
@@ -55,6 +56,8 @@ PASSES: list[tuple[str, Pass]] = [
     ("fuse_skip_layernorm", fuse_skip_layernorm),
     # What is left of elementwise chains (QDQ tails, unfused activations): one loop each.
     ("fuse_elementwise", fuse_elementwise),
+    # Each linear layer's zero pattern, and its kernel: sparse where a cost model says it pays.
+    ("extract_sparsity", extract_sparsity),
     # Must stay last: offsets depend on the final node order.
     ("plan_memory", plan_memory),
 ]
