@@ -1,0 +1,197 @@
+"""Sparse weight packing for sqc's sparse GEMM kernels (templates/kernels/sparse_gemm.h.j2), their
+knob table, scratch sizing, and the cost model that decides sparse vs dense per layer.
+
+The blob layout and the kernel that reads it are two halves of one contract; the layout is
+described in the template's header comment and written by :func:`_blob`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Sparse GEMM knobs per target (fp32 isa, int8 isa): the one table. Knob meanings are in the
+# template's header comment. MEASURED TABLE: see the comment above SPARSE_COST.
+_SPARSE_GEMM_KNOBS: dict[tuple[str, str], dict[str, int]] = {
+    # 32 zmm: 2 x 4 accumulators (64 tokens) + 4 panel vectors + 2 broadcasts.
+    ("avx512", "avx512_vnni"): {"f32_tt": 64, "i8_tt": 64, "f32_nc": 64, "i8_nc": 64},
+    # 16 ymm: 2 x 4 accumulators (32 tokens) + 4 panel vectors + 2 broadcasts.
+    ("avx2", "avx_vnni"): {"f32_tt": 32, "i8_tt": 32, "f32_nc": 64, "i8_nc": 64},
+    ("avx2", "avx2"): {"f32_tt": 32, "i8_tt": 32, "f32_nc": 64, "i8_nc": 64},
+}
+
+SPARSE_TARGETS: tuple[tuple[str, str], ...] = tuple(_SPARSE_GEMM_KNOBS)
+
+_MAGIC = 0x50535153  # "SQSP" little endian
+_VERSION = 1
+_KIND_F32, _KIND_S8_QUADS, _KIND_S8_PAIRS = 1, 2, 3
+_ALIGN = 64
+_SCRATCH_SLACK = 64
+
+
+def sparse_gemm_knobs(isa: str, int8_isa: str) -> dict:
+    """The knobs of sparse_gemm.h.j2 for the target (fp32 ``isa``, ``int8_isa``), both included."""
+    key = (isa, int8_isa)
+    if key not in _SPARSE_GEMM_KNOBS:
+        raise ValueError(
+            f"sparse GEMM: unknown target isa={isa!r} int8_isa={int8_isa!r}; "
+            f"known: {sorted(_SPARSE_GEMM_KNOBS)}"
+        )
+    return {"isa": isa, "int8_isa": int8_isa, **_SPARSE_GEMM_KNOBS[key]}
+
+
+def _token_tile(kind: str, isa: str) -> int:
+    """Token tile of the fp32 kernel for fp32 ``isa``, or of the int8 kernel for int8 ``isa``."""
+    for (f_isa, i_isa), knobs in _SPARSE_GEMM_KNOBS.items():
+        if kind == "f32" and f_isa == isa:
+            return knobs["f32_tt"]
+        if kind == "int8" and i_isa == isa:
+            return knobs["i8_tt"]
+    raise ValueError(f"sparse GEMM: unknown {kind} isa {isa!r}")
+
+
+def _align(n: int) -> int:
+    return -(-n // _ALIGN) * _ALIGN
+
+
+def _blob(
+    kind: int, K: int, N: int, ptr: np.ndarray, idx: np.ndarray, val: np.ndarray
+) -> np.ndarray:
+    """header | ptr uint32[N + 1] | idx uint16[entries] | val 32-bit words, 64-byte aligned."""
+    entries = int(idx.size)
+    words = val.size // max(entries, 1) if entries else (2 if kind == _KIND_S8_PAIRS else 1)
+    off_ptr = _ALIGN
+    off_idx = off_ptr + _align(4 * ptr.size)
+    off_val = off_idx + _align(2 * entries)
+    total = off_val + _align(4 * val.size)
+    if total >= 2**32:
+        raise ValueError(f"sparse packing: blob of {total} bytes does not fit 32-bit offsets")
+    header = np.zeros(16, dtype=np.uint32)
+    header[:13] = [_MAGIC, _VERSION, kind, K, N, 1, N, words, entries, 0, off_ptr, off_idx, off_val]
+    blob = np.zeros(total, dtype=np.uint8)
+    blob[:64] = header.view(np.uint8)
+    blob[off_ptr : off_ptr + 4 * ptr.size] = ptr.astype("<u4").view(np.uint8)
+    blob[off_idx : off_idx + 2 * entries] = idx.astype("<u2").view(np.uint8)
+    blob[off_val : off_val + 4 * val.size] = np.ascontiguousarray(val).view(np.uint8).reshape(-1)
+    return blob
+
+
+def _check_weights(W: np.ndarray, dtype: type, what: str) -> np.ndarray:
+    W = np.asarray(W)
+    if W.ndim != 2:
+        raise ValueError(f"{what}: W must be 2-D [K, N], got shape {W.shape}")
+    if W.dtype != dtype:
+        raise ValueError(f"{what}: W must be {np.dtype(dtype)}, got {W.dtype}")
+    K, N = W.shape
+    if N < 1:
+        raise ValueError(f"{what}: N must be >= 1, got {N}")
+    if K > 65535:
+        raise ValueError(f"{what}: K = {K} > 65535 does not fit the 16-bit k indices")
+    return W
+
+
+def pack_f32_sparse(W: np.ndarray, isa: str) -> np.ndarray:
+    """W[K, N] float32 as the blob ``sqc_f32_spmm`` for ``isa`` reads (uint8, self-describing).
+
+    Per output column n (CSC), its nonzero entries in ascending k: uint16 k, float32 value.
+    Any zero pattern works (unstructured, 1o4i, 4o1i, none, all zero); -0.0 counts as zero.
+    """
+    _token_tile("f32", isa)  # validates isa
+    W = _check_weights(W, np.float32, "fp32 sparse packing")
+    K, N = W.shape
+    n, k = np.nonzero(W.T)  # column-major order: by n, then ascending k
+    ptr = np.zeros(N + 1, dtype=np.uint32)
+    ptr[1:] = np.cumsum(np.bincount(n, minlength=N))
+    return _blob(_KIND_F32, K, N, ptr, k.astype(np.uint16), W[k, n].astype(np.float32))
+
+
+def _s8_quads(W: np.ndarray) -> np.ndarray:
+    """W[K, N] int8 zero padded to K quads: int8 [ceil(K/4), N, 4] (quad, column, k in quad)."""
+    K, N = W.shape
+    kq = -(-K // 4)
+    padded = np.zeros((kq * 4, N), dtype=np.int8)
+    padded[:K] = W
+    return padded.reshape(kq, 4, N).transpose(0, 2, 1)
+
+
+def pack_s8_sparse(W: np.ndarray, int8_isa: str) -> np.ndarray:
+    """W[K, N] int8 as the blob ``sqc_u8s8_spmm`` for ``int8_isa`` reads (uint8, self-describing).
+
+    Per output column n, its non-empty k quads (k // 4, ascending) with their 4 weight bytes
+    (zeros inside a quad kept; k past K is zero). VNNI isas: one word per quad, the 4 s8 bytes
+    (vpdpbusd's s8 operand); avx2: two words, the s16 pairs (w0, w2) and (w1, w3) (vpmaddwd).
+    """
+    _token_tile("int8", int8_isa)  # validates isa
+    W = _check_weights(W, np.int8, "int8 sparse packing")
+    K, N = W.shape
+    quads = _s8_quads(W)  # [kq, N, 4]
+    n, q = np.nonzero(quads.any(axis=2).T)  # by n, then ascending quad
+    ptr = np.zeros(N + 1, dtype=np.uint32)
+    ptr[1:] = np.cumsum(np.bincount(n, minlength=N))
+    w = quads[q, n]  # [entries, 4] int8
+    if int8_isa == "avx2":
+        pairs = w[:, [0, 2, 1, 3]].astype(
+            "<i2"
+        )  # little endian words: w0 | w2 << 16, w1 | w3 << 16
+        return _blob(
+            _KIND_S8_PAIRS,
+            K,
+            N,
+            ptr,
+            q.astype(np.uint16),
+            np.ascontiguousarray(pairs).view("<i4").reshape(-1),
+        )
+    return _blob(
+        _KIND_S8_QUADS,
+        K,
+        N,
+        ptr,
+        q.astype(np.uint16),
+        np.ascontiguousarray(w).view("<i4").reshape(-1),
+    )
+
+
+def spmm_scratch_bytes(
+    rows: int, K: int, N: int, kind: str, isa: str, nthreads_max: int = 64
+) -> int:
+    """Scratch bytes a sparse GEMM call needs for M <= B * rows, PER EXAMPLE (multiply by B).
+
+    The kernel transposes the activations into token panels of TT tokens: fp32
+    ceil(M / TT) * TT * K floats, int8 ceil(M / TT) * TT * ceil(K / 4) quads. Since
+    ceil(B rows / TT) <= B ceil(rows / TT), the per-example figure ceil(rows / TT) * TT * ...
+    (+ 64 bytes slack) times B bounds the need. Independent of N and of the thread count
+    (``nthreads_max`` is accepted for the interface and unused): per-thread buffers are on the
+    stack (one lanes x TT block, at most 4 KiB).
+    """
+    if kind not in ("f32", "int8"):
+        raise ValueError(f"sparse GEMM scratch: kind must be 'f32' or 'int8', got {kind!r}")
+    tt = _token_tile(kind, isa)
+    panels = -(-max(rows, 0) // tt)
+    words = K if kind == "f32" else -(-K // 4)
+    return panels * tt * words * 4 + _SCRATCH_SLACK
+
+
+# ---- Cost model -----------------------------------------------------------------------------
+#
+# Calibrated from benchmarks/sparse_gemm_bench.py (see the table below); times in ns.
+
+
+def sparse_stats(W: np.ndarray, kind: str) -> dict:
+    """Sparsity statistics of W[K, N] the cost model reads (and the manifest records)."""
+    W = np.asarray(W)
+    K, N = W.shape
+    nz = W != 0
+    nnz = int(nz.sum())
+    stats = {
+        "K": int(K),
+        "N": int(N),
+        "nnz": nnz,
+        "density": nnz / max(K * N, 1),
+    }
+    kq = -(-K // 4)
+    padded = np.zeros((kq * 4, N), dtype=bool)
+    padded[:K] = nz
+    quads = padded.reshape(kq, 4, N).any(axis=1)
+    stats["nonempty_quads"] = int(quads.sum())
+    stats["quad_fraction"] = stats["nonempty_quads"] / max(kq * N, 1)
+    stats["kind"] = kind
+    return stats
