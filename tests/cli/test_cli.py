@@ -313,3 +313,19 @@ def test_prune_then_compile_and_inspect(tmp_path):
     assert "sparse (4o1i)" in shown and "--sparse always" in shown
     assert "2 of 2 linear layers sparse; 90.0% of their 0.0M weights are zero" in shown
     one_line_error(sqc("compile", out, "-o", art, "--sparse", "sometimes"), "sparse must be one of")
+
+
+def test_inspect_profile_table_and_json(tmp_path):
+    art = tmp_path / "tiny"
+    assert sqc("compile", TINY, "--buckets", "16", "-o", art).returncode == 0
+    result = sqc("inspect", art, "--profile", "--repeats", "2", "-b", "2")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "profile: batch 2 x sequence 16" in out and "sqc.Attention" in out
+    assert "op type" in out and "sum of ops" in out and "of it" in out
+    report = json.loads(sqc("inspect", art, "--profile", "--repeats", "1", "--json").stdout)
+    assert {"layers", "profile"} <= set(report)
+    assert report["profile"]["ops"] and report["profile"]["end_to_end_seconds"] > 0
+    one_line_error(sqc("inspect", art, "--profile", "--sequence-length", "99"), "not a bucket")
+    # an .onnx model is compiled first (into the cache), then inspected
+    assert "0 of 9 linear layers sparse" in sqc("inspect", TINY, "--sequence-length", "16").stdout

@@ -58,9 +58,8 @@ def test_block_pruning_drops_the_weakest_blocks():
 
 
 def test_classify_zeros():
-    dense = weights() != 0
-    assert classify_zeros(~dense)[1] == "1o4i"  # all zero: every block is whole
-    assert classify_zeros(np.zeros((8, 8), bool)) == (0.0, "dense")
+    assert classify_zeros(np.ones((8, 8), bool)) == (1.0, "1o4i")  # all zero: whole blocks
+    assert classify_zeros(weights() == 0) == (0.0, "dense")
     few = np.zeros((100, 10), bool)
     few[:5] = True  # 5% zeros
     assert classify_zeros(few)[1] == "dense"
