@@ -195,3 +195,44 @@ def sparse_stats(W: np.ndarray, kind: str) -> dict:
     stats["quad_fraction"] = stats["nonempty_quads"] / max(kq * N, 1)
     stats["kind"] = kind
     return stats
+
+
+# Per-thread cost model constants, ns (1 thread), per (kind, isa): PLACEHOLDERS until calibrated.
+#   dense_mac: ns per multiply-add of the dense kernel
+#   entry:     ns per (stored entry x token): fp32 nonzero, int8 non-empty k quad
+#   column:    ns per (output column x token): accumulator store, transpose back, epilogue
+#   transpose: ns per (k x token) (fp32) or (k quad x token) (int8) of the panel transpose
+SPARSE_COST: dict[tuple[str, str], dict[str, float]] = {
+    ("f32", "avx512"): {"dense_mac": 0.021, "entry": 0.02, "column": 0.1, "transpose": 0.1},
+    ("f32", "avx2"): {"dense_mac": 0.021, "entry": 0.03, "column": 0.1, "transpose": 0.1},
+    ("int8", "avx512_vnni"): {"dense_mac": 0.002, "entry": 0.02, "column": 0.1, "transpose": 0.1},
+    ("int8", "avx_vnni"): {"dense_mac": 0.004, "entry": 0.03, "column": 0.1, "transpose": 0.1},
+    ("int8", "avx2"): {"dense_mac": 0.015, "entry": 0.05, "column": 0.1, "transpose": 0.1},
+}
+
+
+def sparse_cost_ns(kind: str, isa: str, stats: dict, M: int) -> tuple[float, float]:
+    """(dense, sparse) estimated ns of one call with M tokens, from :func:`sparse_stats`."""
+    if (kind, isa) not in SPARSE_COST:
+        raise ValueError(f"sparse cost model: unknown kind / isa {kind!r} {isa!r}")
+    c = SPARSE_COST[(kind, isa)]
+    K, N = stats["K"], stats["N"]
+    tt = _token_tile(kind, isa)
+    tokens = -(-max(M, 1) // tt) * tt  # padded to whole token panels
+    if kind == "f32":
+        entries, k_units = stats["nnz"], K
+    else:
+        entries, k_units = stats["nonempty_quads"], -(-K // 4)
+    dense = c["dense_mac"] * max(M, 1) * N * max(K, 1)
+    sparse = tokens * (c["entry"] * entries + c["column"] * N + c["transpose"] * k_units)
+    return dense, sparse
+
+
+def sparse_gain(kind: str, isa: str, W: np.ndarray, M: int) -> float:
+    """Estimated time ratio dense / sparse for W[K, N] at M tokens (> 1: sparse is faster).
+
+    ``kind`` "f32" (``isa`` the fp32 isa) or "int8" (``isa`` the int8 isa). The compiler takes
+    the sparse kernel when this is >= 1.1.
+    """
+    dense, sparse = sparse_cost_ns(kind, isa, sparse_stats(W, kind), M)
+    return dense / sparse
