@@ -225,6 +225,7 @@ def run_int8(
     act: int = ACT_NONE,
     nthreads: int = 1,
     data: str = "random",  # "random" full range | "extreme": A all 255, W all -128 where kept
+    layout: str | None = None,  # pack_s8_sparse's layout (None: its own choice)
     seed: int = 0,
 ) -> np.ndarray:
     """Run sqc_u8s8_spmm; check it against the int64 reference and the dense kernel."""
@@ -253,7 +254,7 @@ def run_int8(
     a_scale = (rng.uniform(0.5, 1.5, M) * 0.02).astype(np.float32)
     w_scale = (rng.uniform(0.5, 1.5, N) * 1e-3 / math.sqrt(max(K, 1))).astype(np.float32)
     b = rng.standard_normal(N).astype(np.float32) if bias else None
-    blob = aligned_copy(pack_s8_sparse(W, isa))
+    blob = aligned_copy(pack_s8_sparse(W, isa, layout))
     dense = pack_s8_gemm_weights(W, isa)
     scratch = Scratch(spmm_scratch_bytes(M, K, N, "int8", isa))
 
@@ -370,6 +371,24 @@ def test_int8_sparsity(spmm: Spmm, sparsity: float, pattern: str) -> None:
              sparsity=sparsity, pattern=pattern, seed=11)  # fmt: skip
 
 
+COMPACT_ISAS = ("avx512_vnni",)  # the int8 isas with the compact layout (4 nonzeros at any k)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (7, 3, 5), (67, 37, 67), (130, 70, 768)])
+@pytest.mark.parametrize("pattern", PATTERNS)
+@pytest.mark.parametrize("sparsity", SPARSITIES)
+def test_int8_compact_layout(spmm: Spmm, sparsity: float, pattern: str, shape) -> None:
+    if spmm.int8_isa not in COMPACT_ISAS:
+        pytest.skip(f"{spmm.int8_isa}: no compact layout")
+    M, N, K = shape
+    for layout in ("compact", "quads"):
+        run_int8(spmm, M, N, K, sparsity=sparsity, pattern=pattern, layout=layout,
+                 bias=True, residual="inplace", act=ACT_GELU_ERF, nthreads=2, seed=21)  # fmt: skip
+        run_int8(spmm, M, N, K, sparsity=sparsity, pattern=pattern, layout=layout, seed=22)
+    run_int8(spmm, M, N, K, sparsity=sparsity, pattern=pattern, layout="compact",
+             data="extreme", seed=23)  # fmt: skip
+
+
 @pytest.mark.parametrize("M", ["0", "1", "7", "16", "17", "tt-1", "tt", "tt+3", "130"])
 def test_int8_m_sweep(spmm: Spmm, M: str) -> None:
     run_int8(spmm, spmm.size(M, "int8"), spmm.size("lanes+3", "int8"), 67, seed=12)
@@ -418,6 +437,20 @@ def test_int8_threads_match_one_thread(spmm: Spmm, pattern: str) -> None:
 
 
 # ---- packing, scratch, cost model (no CPU requirement) ----------------------------------------
+
+
+def test_compact_groups_layout() -> None:
+    W = np.zeros((9, 2), np.int8)
+    W[[0, 2, 3, 5, 8], 0] = [1, 2, 3, 4, 5]  # column 0: 5 nonzeros -> 2 groups; column 1: none
+    blob = pack_s8_sparse(W, "avx512_vnni", "compact")
+    hdr = blob[:64].view("<u4")
+    assert hdr[2] == 4 and hdr[8] == 2
+    off_ptr, off_idx, off_val = (int(x) for x in hdr[10:13])
+    assert list(blob[off_ptr : off_ptr + 12].view("<u4")) == [0, 2, 2]
+    assert list(blob[off_idx : off_idx + 16].view("<u2")) == [0, 2, 3, 5, 8, 8, 8, 8]
+    assert list(blob[off_val : off_val + 8].view(np.int8)) == [1, 2, 3, 4, 5, 0, 0, 0]
+    with pytest.raises(ValueError, match="compact"):
+        pack_s8_sparse(W, "avx_vnni", "compact")
 
 
 def test_pack_rejects_bad_input() -> None:
