@@ -19,6 +19,7 @@ import argparse
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -114,12 +115,12 @@ def bench_target(variant, module, args) -> None:
                         blob = aligned_copy(pack_f32_sparse(Ws, isa))
                         gain = sparse_gain("f32", isa, Ws, M)
                         for nt in args.threads:
-                            dense = lambda: lib.sqc_test_f32_gemm(  # noqa: E731
-                                M, N, K, p(X, "float *"), K, p(Wd, "float *"), p(bias, "float *"),
-                                ffi.NULL, p(C, "float *"), N, 0, nt)  # fmt: skip
-                            sparse = lambda: lib.sqc_test_f32_spmm(  # noqa: E731
-                                M, N, K, p(X, "float *"), K, p(blob, "void *"), p(bias, "float *"),
-                                ffi.NULL, p(C, "float *"), N, 0, p(scratch, "void *"), nt)  # fmt: skip
+                            x, c, b = p(X, "float *"), p(C, "float *"), p(bias, "float *")
+                            dense = partial(lib.sqc_test_f32_gemm, M, N, K, x, K,
+                                            p(Wd, "float *"), b, ffi.NULL, c, N, 0, nt)  # fmt: skip
+                            sparse = partial(lib.sqc_test_f32_spmm, M, N, K, x, K,
+                                             p(blob, "void *"), b, ffi.NULL, c, N, 0,
+                                             p(scratch, "void *"), nt)  # fmt: skip
                             td, ts = interleaved([dense, sparse], args.rounds)
                             print(
                                 f"{'f32':5} {M:5} {K:5} {N:5} {pattern:>12} {sp:5.2f} {nt:3} "
@@ -148,11 +149,12 @@ def bench_target(variant, module, args) -> None:
                             p(bias, "float *"), ffi.NULL, p(C, "float *"), N, 0,
                         )  # fmt: skip
                         for nt in args.threads:
-                            dense = lambda: lib.sqc_test_u8s8_gemm(  # noqa: E731
-                                M, N, K, p(Aq, "uint8_t *"), ldq, p(Wd, "int8_t *"), *common, nt)  # fmt: skip
-                            sparse = lambda: lib.sqc_test_u8s8_spmm(  # noqa: E731
-                                M, N, K, p(Aq, "uint8_t *"), ldq, p(blob, "void *"), *common,
-                                p(scratch, "void *"), nt)  # fmt: skip
+                            aq = p(Aq, "uint8_t *")
+                            dense = partial(lib.sqc_test_u8s8_gemm, M, N, K, aq, ldq,
+                                            p(Wd, "int8_t *"), *common, nt)  # fmt: skip
+                            sparse = partial(lib.sqc_test_u8s8_spmm, M, N, K, aq, ldq,
+                                             p(blob, "void *"), *common, p(scratch, "void *"),
+                                             nt)  # fmt: skip
                             td, ts = interleaved([dense, sparse], args.rounds)
                             print(
                                 f"{'int8':5} {M:5} {K:5} {N:5} {pattern:>12} {sp:5.2f} {nt:3} "

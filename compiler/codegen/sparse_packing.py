@@ -13,10 +13,22 @@ import numpy as np
 # template's header comment. MEASURED TABLE: see the comment above SPARSE_COST.
 _SPARSE_GEMM_KNOBS: dict[tuple[str, str], dict[str, int]] = {
     # 32 zmm: 2 x 4 accumulators (64 tokens) + 4 panel vectors + 2 broadcasts.
-    ("avx512", "avx512_vnni"): {"f32_tt": 64, "i8_tt": 64, "f32_nc": 64, "i8_nc": 64},
+    ("avx512", "avx512_vnni"): {
+        "f32_tt": 64,
+        "i8_tt": 64,
+        "f32_nc": 64,
+        "i8_nc": 64,
+        "l2_budget": 524288,
+    },
     # 16 ymm: 2 x 4 accumulators (32 tokens) + 4 panel vectors + 2 broadcasts.
-    ("avx2", "avx_vnni"): {"f32_tt": 32, "i8_tt": 32, "f32_nc": 64, "i8_nc": 64},
-    ("avx2", "avx2"): {"f32_tt": 32, "i8_tt": 32, "f32_nc": 64, "i8_nc": 64},
+    ("avx2", "avx_vnni"): {
+        "f32_tt": 32,
+        "i8_tt": 32,
+        "f32_nc": 64,
+        "i8_nc": 64,
+        "l2_budget": 524288,
+    },
+    ("avx2", "avx2"): {"f32_tt": 32, "i8_tt": 32, "f32_nc": 64, "i8_nc": 64, "l2_budget": 524288},
 }
 
 SPARSE_TARGETS: tuple[tuple[str, str], ...] = tuple(_SPARSE_GEMM_KNOBS)
