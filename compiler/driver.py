@@ -200,7 +200,15 @@ def compile_model(
         )
         planned[seq] = g
     say("emit C")
-    c_source = emit_model_source(planned, weights, isa, model.name, model_hash)
+    try:
+        c_source = emit_model_source(planned, weights, isa, model.name, model_hash)
+    except CompileError:
+        raise
+    except Exception as e:  # as run_passes: a construct the emitter did not expect
+        raise CompileError(
+            f"emit C: cannot handle this model ({type(e).__name__}: {e}); if "
+            "onnx.checker.check_model accepts the model, please report it"
+        ) from e
     layer_records = _layers(planned, isa)
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -83,7 +83,15 @@ def run_passes(graph: Graph, bucket: int, disable=(), dump=None, on_pass=None) -
             continue
         if on_pass:
             on_pass(name)
-        g = fn(g)
+        try:
+            g = fn(g)
+        except CompileError:
+            raise
+        except Exception as e:  # a construct the pass did not expect: name the pass, not a trace
+            raise CompileError(
+                f"bucket {bucket}, pass {name}: cannot handle this model ({type(e).__name__}: "
+                f"{e}); if onnx.checker.check_model accepts the model, please report it"
+            ) from e
         check_invariants(g, name)
         if dump:
             dump(name, g)

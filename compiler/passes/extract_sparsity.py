@@ -34,7 +34,6 @@ MIN_GAIN = 1.1  # estimated dense/sparse time ratio a sparse kernel must reach t
 
 def extract_sparsity(graph):
     from sqc.compiler.codegen.build import TARGETS
-    from sqc.compiler.codegen.sparse_packing import sparse_gain
 
     g = graph
     isa = g.meta.get("isa", "avx2")
@@ -68,6 +67,8 @@ def extract_sparsity(graph):
         elif pattern == "dense":
             attrs["why"] = f"dense weights ({sparsity:.1%} zeros)"
         else:
+            from sqc.compiler.codegen.sparse_packing import sparse_gain
+
             gain = float(sparse_gain(kind, kernel_isa, w, rows))
             attrs["gain"] = round(gain, 2)
             where = f"{pattern} {sparsity:.1%} zeros, {rows} rows: sparse kernel estimated"
