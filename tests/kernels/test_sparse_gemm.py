@@ -326,9 +326,11 @@ def test_f32_sparsity(spmm: Spmm, sparsity: float, pattern: str) -> None:
             sparsity=sparsity, pattern=pattern, seed=1)  # fmt: skip
 
 
-@pytest.mark.parametrize("M", ["0", "1", "7", "16", "17", "tt-1", "tt", "tt+3", "130"])
+@pytest.mark.parametrize(
+    "M", ["0", "1", "7", "lanes", "lanes+1", "2*lanes", "2*lanes+1", "tt-1", "tt", "tt+3", "130"]
+)
 def test_f32_m_sweep(spmm: Spmm, M: str) -> None:
-    run_f32(spmm, spmm.size(M, "f32"), spmm.size("lanes+3", "f32"), 67, seed=2)
+    run_f32(spmm, spmm.size(M, "f32"), spmm.size("lanes+3", "f32"), 67, nthreads=2, seed=2)
 
 
 @pytest.mark.parametrize(
@@ -389,9 +391,11 @@ def test_int8_compact_layout(spmm: Spmm, sparsity: float, pattern: str, shape) -
              data="extreme", seed=23)  # fmt: skip
 
 
-@pytest.mark.parametrize("M", ["0", "1", "7", "16", "17", "tt-1", "tt", "tt+3", "130"])
+@pytest.mark.parametrize(
+    "M", ["0", "1", "7", "lanes", "lanes+1", "2*lanes", "2*lanes+1", "tt-1", "tt", "tt+3", "130"]
+)
 def test_int8_m_sweep(spmm: Spmm, M: str) -> None:
-    run_int8(spmm, spmm.size(M, "int8"), spmm.size("lanes+3", "int8"), 67, seed=12)
+    run_int8(spmm, spmm.size(M, "int8"), spmm.size("2*nc+3", "int8"), 67, nthreads=2, seed=12)
 
 
 @pytest.mark.parametrize(
