@@ -233,7 +233,139 @@ def spmm_scratch_bytes(
 
 # ---- Cost model -----------------------------------------------------------------------------
 #
-# Calibrated from benchmarks/sparse_gemm_bench.py (see the table below); times in ns.
+# Measured with `python benchmarks/sparse_gemm_bench.py --rounds 7` (then `--sparsity 1.0
+# --threads 1` for the fixed costs) on the project machine: AMD EPYC Zen 4 under KVM, 2 vCPUs
+# shared with two other agents' jobs (AVX-512 F/BW/VL/DQ + VNNI, gcc 12). Each figure is dense
+# time / sparse time of the same target's kernels on the same weights, interleaved, best of 7
+# (> 1: sparse is faster). The int8 times are the GEMMs alone (quantization costs both the same).
+# The 1-thread figures are the reliable ones; the 2-thread ones were taken while the other
+# tenants held the cores (dense 2-thread runs were at times SLOWER than 1-thread ones), so they
+# scatter widely and are kept only as measured. avx512_vnni int8 unstructured rows ran the compact
+# layout (the packer's pick there), 1o4i rows the quads layout.
+#
+#   sqc_f32_spmm_64t__avx512_u8s8_spmm_64t__avx512_vnni
+#     kind pattern      M     K    N   | dense/sparse, sparsity 0.5 .. 0.95 (1 / 2 threads)
+#     f32  unstructured  128   768   768 | 0.47/0.42 1.15/0.95 1.78/0.37 3.56/2.26 6.58/2.82
+#     f32  unstructured  128   768  3072 | 0.50/0.59 1.07/0.76 1.78/0.82 3.50/3.17 6.17/0.93
+#     f32  unstructured  128  3072   768 | 0.56/0.59 1.28/0.67 1.86/1.63 3.79/2.57 7.03/3.54
+#     f32  unstructured 2048   768   768 | 0.52/0.67 1.16/1.01 1.55/4.01 3.22/6.61 4.96/9.96
+#     f32  unstructured 2048   768  3072 | 0.39/0.45 1.07/1.02 1.68/1.49 3.07/1.99 4.62/1.93
+#     f32  unstructured 2048  3072   768 | 0.71/0.66 1.18/1.47 1.64/1.66 2.80/2.67 4.37/4.10
+#     f32  1o4i          128   768   768 | 0.88/0.14 0.80/0.38 1.26/1.23 2.97/2.16 3.78/0.76
+#     f32  1o4i          128   768  3072 | 0.45/0.38 0.78/0.54 1.29/0.20 3.63/1.49 6.01/4.33
+#     f32  1o4i          128  3072   768 | 0.44/0.45 0.73/0.16 0.82/0.33 3.26/2.60 6.87/4.26
+#     f32  1o4i         2048   768   768 | 0.46/0.50 0.77/0.95 1.25/0.84 1.73/6.05 4.74/9.45
+#     f32  1o4i         2048   768  3072 | 0.46/0.37 0.76/0.75 1.46/1.06 2.78/2.51 4.73/4.79
+#     f32  1o4i         2048  3072   768 | 0.29/0.39 0.82/0.75 1.38/1.29 2.84/2.20 4.61/3.29
+#     f32  4o1i          128   768   768 | 0.30/0.49 1.15/0.31 2.06/0.47 4.64/2.54 8.18/5.74
+#     f32  4o1i          128   768  3072 | 0.51/1.00 1.15/0.44 1.57/0.67 4.32/11.96 4.37/0.78
+#     f32  4o1i          128  3072   768 | 0.57/0.57 1.24/0.73 1.81/0.78 3.65/0.80 7.36/0.89
+#     f32  4o1i         2048   768   768 | 0.52/0.52 1.52/1.06 1.79/1.07 5.78/8.08 5.25/8.39
+#     f32  4o1i         2048   768  3072 | 0.57/0.49 1.45/1.09 2.06/1.43 3.71/3.21 5.78/4.96
+#     f32  4o1i         2048  3072   768 | 0.68/0.63 1.19/1.19 2.07/1.51 2.85/2.98 5.38/3.84
+#     int8 unstructured  128   768   768 | 0.72/0.56 1.11/1.00 1.55/1.44 2.67/2.44 4.11/0.84
+#     int8 unstructured  128   768  3072 | 0.60/0.56 1.06/1.01 1.54/0.86 2.34/0.86 3.33/0.86
+#     int8 unstructured  128  3072   768 | 0.54/0.75 0.93/0.83 1.41/2.58 2.68/1.00 4.88/0.57
+#     int8 unstructured 2048   768   768 | 0.48/1.64 1.06/0.23 1.25/1.05 2.53/1.29 3.89/0.30
+#     int8 unstructured 2048   768  3072 | 0.65/0.63 0.89/0.77 0.96/0.73 1.61/1.08 2.06/1.16
+#     int8 unstructured 2048  3072   768 | 0.51/0.53 0.83/0.81 1.22/1.31 2.11/2.36 3.36/4.11
+#     int8 1o4i          128   768   768 | 1.14/0.24 2.76/1.46 2.20/3.15 3.53/0.62 5.00/1.00
+#     int8 1o4i          128   768  3072 | 0.93/0.64 1.43/0.64 1.94/1.63 2.92/2.17 3.88/0.54
+#     int8 1o4i          128  3072   768 | 0.54/0.70 1.12/0.75 1.80/1.52 3.57/2.52 6.72/1.56
+#     int8 1o4i         2048   768   768 | 0.94/0.84 1.39/1.06 1.72/1.36 2.92/0.93 4.05/1.00
+#     int8 1o4i         2048   768  3072 | 0.85/0.71 1.17/1.62 1.43/1.17 1.92/1.19 3.72/1.22
+#     int8 1o4i         2048  3072   768 | 0.52/0.56 1.01/1.02 1.56/0.93 2.56/6.15 4.32/10.58
+#   sqc_f32_spmm_32t__avx2_u8s8_spmm_32t__avx_vnni
+#     kind pattern      M     K    N   | dense/sparse at sparsity 0.5 .. 0.95 (1 thread)
+#     f32  unstructured  128   768   768 |  0.99  1.97  2.86  5.41 10.55
+#     f32  unstructured  128   768  3072 |  0.95  2.03  3.02  5.67 10.09
+#     f32  unstructured  128  3072   768 |  0.76  1.06  2.60  5.37  9.27
+#     f32  unstructured 2048   768   768 |  0.91  1.77  2.48  4.47  7.22
+#     f32  unstructured 2048   768  3072 |  1.14  2.10  2.82  4.89  7.41
+#     f32  unstructured 2048  3072   768 |  0.86  1.63  2.52  4.30  7.39
+#     f32  1o4i          128   768   768 |  0.87  1.77  2.29  5.21  9.22
+#     f32  1o4i          128   768  3072 |  0.90  1.75  2.74  5.32  9.92
+#     f32  1o4i          128  3072   768 |  0.55  1.17  2.14  5.40  8.40
+#     f32  1o4i         2048   768   768 |  0.94  1.64  2.44  4.34  7.67
+#     f32  1o4i         2048   768  3072 |  0.86  1.82  2.53  4.80  6.75
+#     f32  1o4i         2048  3072   768 |  0.77  1.45  1.72  3.89  6.70
+#     f32  4o1i          128   768   768 |  0.84  2.22  2.97  6.75  9.80
+#     f32  4o1i          128   768  3072 |  0.98  2.21  3.29  6.10 10.52
+#     f32  4o1i          128  3072   768 |  1.04  1.86  3.01  4.89 11.14
+#     f32  4o1i         2048   768   768 |  0.95  1.91  2.63  4.80  7.63
+#     f32  4o1i         2048   768  3072 |  0.96  1.96  3.03  4.92  7.94
+#     f32  4o1i         2048  3072   768 |  1.91  1.79  2.72  7.81  7.37
+#     int8 unstructured  128   768   768 |  0.69  0.83  1.02  1.71  2.68
+#     int8 unstructured  128   768  3072 |  0.67  0.83  1.03  1.63  2.71
+#     int8 unstructured  128  3072   768 |  0.61  0.73  1.01  1.62  2.96
+#     int8 unstructured 2048   768   768 |  0.68  0.82  1.04  1.60  2.60
+#     int8 unstructured 2048   768  3072 |  0.66  0.72  0.99  1.64  2.12
+#     int8 unstructured 2048  3072   768 |  0.44  0.62  0.63  1.61  2.57
+#     int8 1o4i          128   768   768 |  1.18  1.87  2.53  3.99  5.56
+#     int8 1o4i          128   768  3072 |  1.18  1.83  2.52  3.97  5.30
+#     int8 1o4i          128  3072   768 |  0.90  1.59  1.98  5.11  8.94
+#     int8 1o4i         2048   768   768 |  1.15  1.81  2.50  3.79  5.15
+#     int8 1o4i         2048   768  3072 |  1.11  1.68  2.05  3.88  2.72
+#     int8 1o4i         2048  3072   768 |  0.96  4.81  2.63  5.96  6.60
+#   sqc_f32_spmm_32t__avx2_u8s8_spmm_32t__avx2
+#     kind pattern      M     K    N   | dense/sparse at sparsity 0.5 .. 0.95 (1 thread)
+#     f32  unstructured  128   768   768 |  0.92  2.42  1.37  6.29  9.98
+#     f32  unstructured  128   768  3072 |  0.94  2.60  2.99  5.49  8.85
+#     f32  unstructured  128  3072   768 |  0.80  1.80  2.74  5.70 10.39
+#     f32  unstructured 2048   768   768 |  0.81  1.82  2.25  4.07  6.48
+#     f32  unstructured 2048   768  3072 |  0.94  1.88  3.25  4.83  7.99
+#     f32  unstructured 2048  3072   768 |  0.79  1.77  2.68  4.38  7.15
+#     f32  1o4i          128   768   768 |  0.30  1.89  2.68  5.05  9.37
+#     f32  1o4i          128   768  3072 |  0.91  1.38  2.63  5.15  8.28
+#     f32  1o4i          128  3072   768 |  0.72  1.47  2.28  4.48  5.91
+#     f32  1o4i         2048   768   768 |  0.93  1.46  2.28  4.63  9.68
+#     f32  1o4i         2048   768  3072 |  0.91  1.81  2.64  4.92  7.88
+#     f32  1o4i         2048  3072   768 |  0.83  1.47  2.12  4.53  6.87
+#     f32  4o1i          128   768   768 |  1.03  2.11  3.13  5.54  9.85
+#     f32  4o1i          128   768  3072 |  1.02  2.16  2.86  7.73  8.91
+#     f32  4o1i          128  3072   768 |  1.00  1.86  2.75  5.52 11.85
+#     f32  4o1i         2048   768   768 |  0.96  1.75  2.42  4.32  5.50
+#     f32  4o1i         2048   768  3072 |  0.96  1.96  3.06  4.89  7.99
+#     f32  4o1i         2048  3072   768 |  0.88  1.87  2.50  4.95  6.92
+#     int8 unstructured  128   768   768 |  0.93  1.29  2.32  2.26  4.88
+#     int8 unstructured  128   768  3072 |  0.86  1.28  1.33  2.82  3.45
+#     int8 unstructured  128  3072   768 |  0.98  1.29  1.07  2.77  5.12
+#     int8 unstructured 2048   768   768 |  1.02  1.66  1.67  2.28  4.26
+#     int8 unstructured 2048   768  3072 |  0.97  1.24  1.77  2.59  4.24
+#     int8 unstructured 2048  3072   768 |  1.00  1.21  1.57  2.67  5.17
+#     int8 1o4i          128   768   768 |  1.96  3.43  3.18  6.33 13.34
+#     int8 1o4i          128   768  3072 |  1.25  5.83  5.50  6.73 13.12
+#     int8 1o4i          128  3072   768 |  2.35  3.20  5.00  9.31 29.33
+#     int8 1o4i         2048   768   768 |  1.59  2.76  3.89  7.06  8.53
+#     int8 1o4i         2048   768  3072 |  1.74  2.86  3.99  5.73  9.13
+#     int8 1o4i         2048  3072   768 |  1.85  2.95  4.30  7.69 10.25
+#
+# Where the time goes (1 thread, avx512 target, bert-base shapes):
+# - fp32: about 1.5 ns (5-6 cycles) per nonzero per 64-token panel, bound by the L1 load port:
+#   each FMA needs its own 64-byte activation load (no register reuse across columns for
+#   unstructured weights), while the dense kernel runs 2 zmm FMAs per cycle from registers. So
+#   at 90% the sparse kernel does 10x fewer FMAs at about 1/2.5 of the rate: ~3.5x. Break-even
+#   about 65-70% sparsity.
+# - int8 quads (1o4i): 4 zmm loads + 4 vpdpbusd per non-empty quad per 64 tokens, load bound;
+#   the dense kernel runs ~2 vpdpbusd per cycle: ~3-3.5x at 90% 1o4i. Break-even about 55-70%.
+# - int8 compact (unstructured, avx512_vnni): 4 byte-row loads + 8 unpacks + 4 vpdpbusd per 4
+#   nonzeros per 64 tokens, shuffle bound (~2 cycles per nonzero): 2.3-2.7x at 90%. Quads would
+#   give ~1.4x there (34% of quads non-empty). Break-even about 70-75%.
+# - fixed costs per call (transpose in, ct round trip, 16x16 transpose back, epilogue): 0.15-0.4
+#   ns per output, up to 0.65 ns when C (25 MB at M=2048, N=3072) streams to memory. They cap
+#   the gain at high sparsity (all-zero weights: 3-60x, not infinite).
+# - avx2 targets: their dense fp32 runs half the zmm rate, so sparse fp32 gains more there
+#   (5-6x at 90%); int8 on avx_vnni has no compact layout (ymm): quads, 1.6x at 90%
+#   unstructured, 4x at 90% 1o4i; int8 on plain avx2 (vpmaddwd) gains 2.3-2.8x / 5-9x.
+#
+# Cost model (1 thread, ns; calibrated by non-negative least squares on the 1-thread rows above
+# with sparsity >= 0.5, fixed costs from the all-zero runs; median error of the predicted sparse
+# time 16-26%, worst 45-77% on noisy rows):
+#   dense  = dense_mac * M * N * K
+#   sparse = T * (entry * entries + column * N + transpose * K_units)
+#   T = M rounded up to the token tile; entries = nonzeros (fp32), non-empty k quads (int8 quads)
+#   or groups of 4 nonzeros (int8 compact, cost compact_entry); K_units = K (fp32), ceil(K/4) (int8)
+# gain = dense / sparse; the ratio is taken as thread-independent.
 
 
 def sparse_stats(W: np.ndarray, kind: str) -> dict:
@@ -259,23 +391,31 @@ def sparse_stats(W: np.ndarray, kind: str) -> dict:
     return stats
 
 
-# Per-thread cost model constants, ns (1 thread), per (kind, isa): PLACEHOLDERS until calibrated.
-#   dense_mac: ns per multiply-add of the dense kernel
-#   entry:     ns per (stored entry x token): fp32 nonzero, int8 non-empty k quad
-#   column:    ns per (output column x token): accumulator store, transpose back, epilogue
-#   transpose: ns per (k x token) (fp32) or (k quad x token) (int8) of the panel transpose
+# Cost model constants per (kind, isa), ns (1 thread); see the comment above sparse_stats.
+#   dense_mac:     ns per multiply-add of the dense kernel
+#   entry:         ns per (stored entry x token): fp32 nonzero, int8 non-empty k quad
+#   compact_entry: ns per (group of 4 nonzeros x token), int8 compact layout (avx512_vnni)
+#   column:        ns per (output column x token): accumulators out, transpose back, epilogue
+#   transpose:     ns per (k x token) (fp32) or (k quad x token) (int8) of the panel transpose
 SPARSE_COST: dict[tuple[str, str], dict[str, float]] = {
-    ("f32", "avx512"): {"dense_mac": 0.021, "entry": 0.02, "column": 0.1, "transpose": 0.1},
-    ("f32", "avx2"): {"dense_mac": 0.021, "entry": 0.03, "column": 0.1, "transpose": 0.1},
+    ("f32", "avx512"): {"dense_mac": 0.0085, "entry": 0.0248, "column": 0.232, "transpose": 0.048},
+    # the two avx2 targets run the same fp32 kernels: the faster dense figure (best-of) and the
+    # slower sparse one, so the model errs towards dense
+    ("f32", "avx2"): {"dense_mac": 0.0171, "entry": 0.0379, "column": 0.365, "transpose": 0.054},
     ("int8", "avx512_vnni"): {
-        "dense_mac": 0.002,
-        "entry": 0.02,
-        "compact_entry": 0.032,
-        "column": 0.1,
-        "transpose": 0.1,
+        "dense_mac": 0.00204,
+        "entry": 0.0190,
+        "compact_entry": 0.0259,
+        "column": 0.194,
+        "transpose": 0.041,
     },
-    ("int8", "avx_vnni"): {"dense_mac": 0.004, "entry": 0.03, "column": 0.1, "transpose": 0.1},
-    ("int8", "avx2"): {"dense_mac": 0.015, "entry": 0.05, "column": 0.1, "transpose": 0.1},
+    ("int8", "avx_vnni"): {
+        "dense_mac": 0.00416,
+        "entry": 0.0291,
+        "column": 0.313,
+        "transpose": 0.045,
+    },
+    ("int8", "avx2"): {"dense_mac": 0.0190, "entry": 0.0770, "column": 0.320, "transpose": 0.034},
 }
 
 
@@ -286,13 +426,23 @@ def sparse_cost_ns(kind: str, isa: str, stats: dict, M: int) -> tuple[float, flo
     c = SPARSE_COST[(kind, isa)]
     K, N = stats["K"], stats["N"]
     tt = _token_tile(kind, isa)
-    tokens = -(-max(M, 1) // tt) * tt  # padded to whole token panels
+    lanes = {"avx512": 16, "avx512_vnni": 16}.get(isa, 8)
+    compact = False
     if kind == "f32":
-        entries, k_units = stats["nnz"], K
+        work, k_units = c["entry"] * stats["nnz"], K
     else:
-        entries, k_units = stats["nonempty_quads"], -(-K // 4)
+        k_units = -(-K // 4)
+        work = c["entry"] * stats["nonempty_quads"]
+        if "compact_entry" in c:  # the packer takes the cheaper layout (s8_sparse_layout)
+            compact_work = c["compact_entry"] * stats["compact_groups"]
+            compact = compact_work < work
+            work = min(work, compact_work)
+    # the kernel's token tile: 1 or 2 vectors when M is that short (not for the compact layout)
+    if not compact:
+        tt = lanes if M <= lanes else (2 * lanes if M <= 2 * lanes else tt)
+    tokens = -(-max(M, 1) // tt) * tt  # padded to whole token panels
     dense = c["dense_mac"] * max(M, 1) * N * max(K, 1)
-    sparse = tokens * (c["entry"] * entries + c["column"] * N + c["transpose"] * k_units)
+    sparse = tokens * (work + c["column"] * N + c["transpose"] * k_units)
     return dense, sparse
 
 

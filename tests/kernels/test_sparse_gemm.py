@@ -29,6 +29,7 @@ from sqc.compiler.codegen.packing import (
 from sqc.compiler.codegen.sparse_packing import (
     pack_f32_sparse,
     pack_s8_sparse,
+    s8_sparse_layout,
     sparse_gain,
     sparse_stats,
     spmm_scratch_bytes,
@@ -473,7 +474,7 @@ def test_pack_blob_layout(int8_isa: str) -> None:
     """Header fields, 64-byte aligned sections, and the entries of a tiny W read back."""
     W = np.zeros((6, 3), np.int8)
     W[1, 0], W[5, 0], W[4, 2] = -128, 127, 3  # column 0: quads 0 and 1; column 1 empty
-    blob = pack_s8_sparse(W, int8_isa)
+    blob = pack_s8_sparse(W, int8_isa, "quads")
     hdr = blob[:64].view("<u4")
     assert hdr[0] == 0x50535153 and hdr[3] == 6 and hdr[4] == 3 and hdr[8] == 3
     off_ptr, off_idx, off_val = (int(x) for x in hdr[10:13])
@@ -514,3 +515,9 @@ def test_stats_and_gain() -> None:
     assert sparse_gain("f32", "avx2", np.ones((768, 768), np.float32), 128) < 1.1
     assert sparse_gain("f32", "avx512", W, 2048) > 1.1
     assert sparse_gain("f32", "avx512", np.zeros((768, 768), np.float32), 128) > 1.1
+    # int8: the packer's layout follows the same costs (compact for unstructured on VNNI zmm)
+    Wq = np.where(W != 0, 3, 0).astype(np.int8)
+    assert s8_sparse_layout(Wq, "avx512_vnni") == "compact"
+    assert s8_sparse_layout(np.repeat(Wq[::4], 4, axis=0), "avx512_vnni") == "quads"
+    assert s8_sparse_layout(Wq, "avx_vnni") == "quads"
+    assert sparse_gain("int8", "avx512_vnni", Wq, 128) > 1.1
