@@ -233,50 +233,51 @@ def spmm_scratch_bytes(
 
 # ---- Cost model -----------------------------------------------------------------------------
 #
-# Measured with `python benchmarks/sparse_gemm_bench.py --rounds 7` (then `--sparsity 1.0
-# --threads 1` for the fixed costs) on the project machine: AMD EPYC Zen 4 under KVM, 2 vCPUs
-# shared with two other agents' jobs (AVX-512 F/BW/VL/DQ + VNNI, gcc 12). Each figure is dense
-# time / sparse time of the same target's kernels on the same weights, interleaved, best of 7
-# (> 1: sparse is faster). The int8 times are the GEMMs alone (quantization costs both the same).
-# The 1-thread figures are the reliable ones; the 2-thread ones were taken while the other
-# tenants held the cores (dense 2-thread runs were at times SLOWER than 1-thread ones), so they
-# scatter widely and are kept only as measured. avx512_vnni int8 unstructured rows ran the compact
-# layout (the packer's pick there), 1o4i rows the quads layout.
+# Measured with `python benchmarks/sparse_gemm_bench.py --rounds 7` (fixed costs: `--sparsity 1.0
+# --threads 1`) on the project machine: AMD EPYC Zen 4 under KVM, 2 vCPUs shared with two other
+# agents' jobs (AVX-512 F/BW/VL/DQ + VNNI, gcc 12). Each figure is dense time / sparse time of the
+# same target's kernels on the same weights, interleaved, best of 7 (> 1: sparse is faster). The
+# int8 times are the GEMMs alone (quantization costs both the same). The avx512 rows were taken
+# while the other tenants were idle (dense 2-thread = 2x 1-thread); the avx2 rows (1 thread)
+# while they were busy, so those scatter more (+-20%). avx512_vnni int8 unstructured rows ran
+# the compact layout (the packer's pick there), 1o4i rows the quads layout. Dense reference
+# times at M=128, 768 x 768, 1 thread: fp32 0.57 ms (avx512) / 1.2 ms (avx2), int8 0.148 ms
+# (avx512_vnni) / 0.30 ms (avx_vnni) / 1.1 ms (avx2).
 #
 #   sqc_f32_spmm_64t__avx512_u8s8_spmm_64t__avx512_vnni
 #     kind pattern      M     K    N   | dense/sparse, sparsity 0.5 .. 0.95 (1 / 2 threads)
-#     f32  unstructured  128   768   768 | 0.47/0.42 1.15/0.95 1.78/0.37 3.56/2.26 6.58/2.82
-#     f32  unstructured  128   768  3072 | 0.50/0.59 1.07/0.76 1.78/0.82 3.50/3.17 6.17/0.93
-#     f32  unstructured  128  3072   768 | 0.56/0.59 1.28/0.67 1.86/1.63 3.79/2.57 7.03/3.54
-#     f32  unstructured 2048   768   768 | 0.52/0.67 1.16/1.01 1.55/4.01 3.22/6.61 4.96/9.96
-#     f32  unstructured 2048   768  3072 | 0.39/0.45 1.07/1.02 1.68/1.49 3.07/1.99 4.62/1.93
-#     f32  unstructured 2048  3072   768 | 0.71/0.66 1.18/1.47 1.64/1.66 2.80/2.67 4.37/4.10
-#     f32  1o4i          128   768   768 | 0.88/0.14 0.80/0.38 1.26/1.23 2.97/2.16 3.78/0.76
-#     f32  1o4i          128   768  3072 | 0.45/0.38 0.78/0.54 1.29/0.20 3.63/1.49 6.01/4.33
-#     f32  1o4i          128  3072   768 | 0.44/0.45 0.73/0.16 0.82/0.33 3.26/2.60 6.87/4.26
-#     f32  1o4i         2048   768   768 | 0.46/0.50 0.77/0.95 1.25/0.84 1.73/6.05 4.74/9.45
-#     f32  1o4i         2048   768  3072 | 0.46/0.37 0.76/0.75 1.46/1.06 2.78/2.51 4.73/4.79
-#     f32  1o4i         2048  3072   768 | 0.29/0.39 0.82/0.75 1.38/1.29 2.84/2.20 4.61/3.29
-#     f32  4o1i          128   768   768 | 0.30/0.49 1.15/0.31 2.06/0.47 4.64/2.54 8.18/5.74
-#     f32  4o1i          128   768  3072 | 0.51/1.00 1.15/0.44 1.57/0.67 4.32/11.96 4.37/0.78
-#     f32  4o1i          128  3072   768 | 0.57/0.57 1.24/0.73 1.81/0.78 3.65/0.80 7.36/0.89
-#     f32  4o1i         2048   768   768 | 0.52/0.52 1.52/1.06 1.79/1.07 5.78/8.08 5.25/8.39
-#     f32  4o1i         2048   768  3072 | 0.57/0.49 1.45/1.09 2.06/1.43 3.71/3.21 5.78/4.96
-#     f32  4o1i         2048  3072   768 | 0.68/0.63 1.19/1.19 2.07/1.51 2.85/2.98 5.38/3.84
-#     int8 unstructured  128   768   768 | 0.72/0.56 1.11/1.00 1.55/1.44 2.67/2.44 4.11/0.84
-#     int8 unstructured  128   768  3072 | 0.60/0.56 1.06/1.01 1.54/0.86 2.34/0.86 3.33/0.86
-#     int8 unstructured  128  3072   768 | 0.54/0.75 0.93/0.83 1.41/2.58 2.68/1.00 4.88/0.57
-#     int8 unstructured 2048   768   768 | 0.48/1.64 1.06/0.23 1.25/1.05 2.53/1.29 3.89/0.30
-#     int8 unstructured 2048   768  3072 | 0.65/0.63 0.89/0.77 0.96/0.73 1.61/1.08 2.06/1.16
-#     int8 unstructured 2048  3072   768 | 0.51/0.53 0.83/0.81 1.22/1.31 2.11/2.36 3.36/4.11
-#     int8 1o4i          128   768   768 | 1.14/0.24 2.76/1.46 2.20/3.15 3.53/0.62 5.00/1.00
-#     int8 1o4i          128   768  3072 | 0.93/0.64 1.43/0.64 1.94/1.63 2.92/2.17 3.88/0.54
-#     int8 1o4i          128  3072   768 | 0.54/0.70 1.12/0.75 1.80/1.52 3.57/2.52 6.72/1.56
-#     int8 1o4i         2048   768   768 | 0.94/0.84 1.39/1.06 1.72/1.36 2.92/0.93 4.05/1.00
-#     int8 1o4i         2048   768  3072 | 0.85/0.71 1.17/1.62 1.43/1.17 1.92/1.19 3.72/1.22
-#     int8 1o4i         2048  3072   768 | 0.52/0.56 1.01/1.02 1.56/0.93 2.56/6.15 4.32/10.58
+#     f32  unstructured  128   768   768 | 0.55/0.54 1.11/1.18 1.79/1.74 3.62/3.21 6.62/5.63
+#     f32  unstructured  128   768  3072 | 0.51/0.53 1.09/1.07 1.76/1.72 3.42/3.28 6.01/5.50
+#     f32  unstructured  128  3072   768 | 0.67/0.69 1.23/1.22 1.83/1.82 3.38/3.28 6.24/5.93
+#     f32  unstructured 2048   768   768 | 0.52/0.55 1.01/1.08 1.63/1.72 3.09/3.22 5.15/5.67
+#     f32  unstructured 2048   768  3072 | 0.53/0.56 1.07/1.11 1.68/1.73 2.98/3.18 4.56/5.25
+#     f32  unstructured 2048  3072   768 | 0.68/0.71 1.17/1.17 1.62/1.64 2.75/2.70 4.27/4.26
+#     f32  1o4i          128   768   768 | 0.48/0.48 0.83/0.81 1.38/1.35 3.04/2.79 6.31/5.10
+#     f32  1o4i          128   768  3072 | 0.45/0.47 0.80/0.80 1.35/1.32 2.84/2.76 5.94/5.10
+#     f32  1o4i          128  3072   768 | 0.43/0.47 0.79/0.81 1.36/1.35 3.20/3.06 6.45/5.82
+#     f32  1o4i         2048   768   768 | 0.46/0.48 0.77/0.83 1.28/1.38 2.65/2.83 5.40/5.31
+#     f32  1o4i         2048   768  3072 | 0.47/0.49 0.80/0.85 1.32/1.38 2.67/2.82 4.61/5.00
+#     f32  1o4i         2048  3072   768 | 0.48/0.50 0.80/0.83 1.33/1.31 2.73/2.68 4.51/4.54
+#     f32  4o1i          128   768   768 | 0.55/0.54 1.17/1.13 2.16/2.09 4.72/4.44 8.24/7.49
+#     f32  4o1i          128   768  3072 | 0.51/0.53 1.19/1.16 2.16/2.11 4.46/4.23 7.34/6.76
+#     f32  4o1i          128  3072   768 | 0.65/0.66 1.25/1.21 1.86/1.79 3.45/3.32 7.13/6.62
+#     f32  4o1i         2048   768   768 | 0.52/0.54 1.08/1.18 1.94/2.13 3.82/4.38 6.09/7.30
+#     f32  4o1i         2048   768  3072 | 0.52/0.56 1.15/1.20 2.01/2.14 3.62/4.15 5.81/6.32
+#     f32  4o1i         2048  3072   768 | 0.67/0.68 1.17/1.19 1.65/1.66 2.79/2.80 4.61/4.70
+#     int8 unstructured  128   768   768 | 0.73/0.72 1.12/1.10 1.56/1.51 2.69/2.60 4.11/3.85
+#     int8 unstructured  128   768  3072 | 0.72/0.69 1.08/1.03 1.47/1.37 2.40/2.17 3.39/2.97
+#     int8 unstructured  128  3072   768 | 0.55/0.54 0.93/0.90 1.43/1.37 2.71/2.64 4.91/4.62
+#     int8 unstructured 2048   768   768 | 0.71/0.73 1.12/1.12 1.55/1.53 2.58/2.56 3.87/3.66
+#     int8 unstructured 2048   768  3072 | 0.65/0.69 0.94/0.98 1.20/1.25 1.68/1.77 2.16/2.34
+#     int8 unstructured 2048  3072   768 | 0.52/0.53 0.84/0.88 1.25/1.33 2.26/2.39 3.65/4.09
+#     int8 1o4i          128   768   768 | 0.99/0.99 1.56/1.56 2.18/2.11 3.43/3.21 5.00/4.53
+#     int8 1o4i          128   768  3072 | 0.94/0.92 1.45/1.39 1.95/1.86 2.97/2.68 3.96/3.41
+#     int8 1o4i          128  3072   768 | 0.56/0.56 1.13/1.11 1.79/1.77 3.58/3.35 6.42/6.02
+#     int8 1o4i         2048   768   768 | 0.97/1.00 1.55/1.58 2.11/2.08 3.42/3.29 4.78/4.43
+#     int8 1o4i         2048   768  3072 | 0.87/0.88 1.20/1.23 1.47/1.58 1.98/2.15 2.43/2.54
+#     int8 1o4i         2048  3072   768 | 0.54/0.55 1.02/1.07 1.57/1.65 2.87/3.03 4.87/5.18
 #   sqc_f32_spmm_32t__avx2_u8s8_spmm_32t__avx_vnni
-#     kind pattern      M     K    N   | dense/sparse at sparsity 0.5 .. 0.95 (1 thread)
+#     kind pattern      M     K    N   | dense/sparse, sparsity 0.5 .. 0.95 (1 thread)
 #     f32  unstructured  128   768   768 |  0.99  1.97  2.86  5.41 10.55
 #     f32  unstructured  128   768  3072 |  0.95  2.03  3.02  5.67 10.09
 #     f32  unstructured  128  3072   768 |  0.76  1.06  2.60  5.37  9.27
@@ -308,7 +309,7 @@ def spmm_scratch_bytes(
 #     int8 1o4i         2048   768  3072 |  1.11  1.68  2.05  3.88  2.72
 #     int8 1o4i         2048  3072   768 |  0.96  4.81  2.63  5.96  6.60
 #   sqc_f32_spmm_32t__avx2_u8s8_spmm_32t__avx2
-#     kind pattern      M     K    N   | dense/sparse at sparsity 0.5 .. 0.95 (1 thread)
+#     kind pattern      M     K    N   | dense/sparse, sparsity 0.5 .. 0.95 (1 thread)
 #     f32  unstructured  128   768   768 |  0.92  2.42  1.37  6.29  9.98
 #     f32  unstructured  128   768  3072 |  0.94  2.60  2.99  5.49  8.85
 #     f32  unstructured  128  3072   768 |  0.80  1.80  2.74  5.70 10.39
@@ -344,23 +345,27 @@ def spmm_scratch_bytes(
 # - fp32: about 1.5 ns (5-6 cycles) per nonzero per 64-token panel, bound by the L1 load port:
 #   each FMA needs its own 64-byte activation load (no register reuse across columns for
 #   unstructured weights), while the dense kernel runs 2 zmm FMAs per cycle from registers. So
-#   at 90% the sparse kernel does 10x fewer FMAs at about 1/2.5 of the rate: ~3.5x. Break-even
-#   about 65-70% sparsity.
+#   at 90% the sparse kernel does 10x fewer FMAs at about 1/3 of the rate: 2.8-3.6x (4o1i, whose
+#   4 neighbouring columns hit the same activation rows in L1: 2.8-4.7x). Break-even: about 70%
+#   sparsity (unstructured, 4o1i), 75% (1o4i).
 # - int8 quads (1o4i): 4 zmm loads + 4 vpdpbusd per non-empty quad per 64 tokens, load bound;
-#   the dense kernel runs ~2 vpdpbusd per cycle: ~3-3.5x at 90% 1o4i. Break-even about 55-70%.
+#   the dense kernel runs ~2 vpdpbusd per cycle: 2.9-3.6x at 90% 1o4i (2.0x at M=2048,
+#   N=3072). Break-even about 55-70%.
 # - int8 compact (unstructured, avx512_vnni): 4 byte-row loads + 8 unpacks + 4 vpdpbusd per 4
-#   nonzeros per 64 tokens, shuffle bound (~2 cycles per nonzero): 2.3-2.7x at 90%. Quads would
-#   give ~1.4x there (34% of quads non-empty). Break-even about 70-75%.
+#   nonzeros per 64 tokens, shuffle bound (~2 cycles per nonzero): 2.3-2.7x at 90% (1.7x at
+#   M=2048, N=3072). Quads would give ~1.4x there (34% of quads non-empty). Break-even about
+#   70-75%.
 # - fixed costs per call (transpose in, ct round trip, 16x16 transpose back, epilogue): 0.15-0.4
 #   ns per output, up to 0.65 ns when C (25 MB at M=2048, N=3072) streams to memory. They cap
-#   the gain at high sparsity (all-zero weights: 3-60x, not infinite).
-# - avx2 targets: their dense fp32 runs half the zmm rate, so sparse fp32 gains more there
-#   (5-6x at 90%); int8 on avx_vnni has no compact layout (ymm): quads, 1.6x at 90%
-#   unstructured, 4x at 90% 1o4i; int8 on plain avx2 (vpmaddwd) gains 2.3-2.8x / 5-9x.
+#   the gain at high sparsity (all-zero weights: 3-60x, not infinite) and are why the
+#   M=2048, N=3072 rows gain least.
+# - avx2 targets: their dense fp32 runs at half the zmm rate, so sparse fp32 gains more there
+#   (4-6x at 90%); int8 on avx_vnni has no compact layout (ymm): quads, 1.6x at 90%
+#   unstructured, 4-5x at 90% 1o4i; int8 on plain avx2 (vpmaddwd) gains 2.3-2.8x / 5.7-9x.
 #
 # Cost model (1 thread, ns; calibrated by non-negative least squares on the 1-thread rows above
 # with sparsity >= 0.5, fixed costs from the all-zero runs; median error of the predicted sparse
-# time 16-26%, worst 45-77% on noisy rows):
+# time 16-26%, worst 45-77%; it errs towards dense near break-even):
 #   dense  = dense_mac * M * N * K
 #   sparse = T * (entry * entries + column * N + transpose * K_units)
 #   T = M rounded up to the token tile; entries = nonzeros (fp32), non-empty k quads (int8 quads)
@@ -387,6 +392,9 @@ def sparse_stats(W: np.ndarray, kind: str) -> dict:
     stats["nonempty_quads"] = int(quads.sum())
     stats["quad_fraction"] = stats["nonempty_quads"] / max(kq * N, 1)
     stats["compact_groups"] = int((-(-nz.sum(axis=0) // 4)).sum())
+    full = padded.reshape(kq, 4, N).all(axis=1)
+    # share of the nonzeros in fully populated aligned k quads (1 for a 1o4i pattern)
+    stats["full_quad_share"] = 4 * int(full.sum()) / max(nnz, 1)
     stats["kind"] = kind
     return stats
 
@@ -398,14 +406,14 @@ def sparse_stats(W: np.ndarray, kind: str) -> dict:
 #   column:        ns per (output column x token): accumulators out, transpose back, epilogue
 #   transpose:     ns per (k x token) (fp32) or (k quad x token) (int8) of the panel transpose
 SPARSE_COST: dict[tuple[str, str], dict[str, float]] = {
-    ("f32", "avx512"): {"dense_mac": 0.0085, "entry": 0.0248, "column": 0.232, "transpose": 0.048},
+    ("f32", "avx512"): {"dense_mac": 0.00774, "entry": 0.0222, "column": 0.232, "transpose": 0.048},
     # the two avx2 targets run the same fp32 kernels: the faster dense figure (best-of) and the
     # slower sparse one, so the model errs towards dense
     ("f32", "avx2"): {"dense_mac": 0.0171, "entry": 0.0379, "column": 0.365, "transpose": 0.054},
     ("int8", "avx512_vnni"): {
-        "dense_mac": 0.00204,
-        "entry": 0.0190,
-        "compact_entry": 0.0259,
+        "dense_mac": 0.00196,
+        "entry": 0.01685,
+        "compact_entry": 0.0233,
         "column": 0.194,
         "transpose": 0.041,
     },
@@ -419,6 +427,9 @@ SPARSE_COST: dict[tuple[str, str], dict[str, float]] = {
 }
 
 
+F32_KBLOCK_PENALTY = 0.3
+
+
 def sparse_cost_ns(kind: str, isa: str, stats: dict, M: int) -> tuple[float, float]:
     """(dense, sparse) estimated ns of one call with M tokens, from :func:`sparse_stats`."""
     if (kind, isa) not in SPARSE_COST:
@@ -429,7 +440,10 @@ def sparse_cost_ns(kind: str, isa: str, stats: dict, M: int) -> tuple[float, flo
     lanes = {"avx512": 16, "avx512_vnni": 16}.get(isa, 8)
     compact = False
     if kind == "f32":
-        work, k_units = c["entry"] * stats["nnz"], K
+        # measured: nonzeros in k blocks (1o4i) cost up to 1.3x more per nonzero near break-even
+        # (0.83 vs 1.11 at 70%, 1.38 vs 1.79 at 80%; 5% more at 95%); the model takes 1.3x
+        entry = c["entry"] * (1.0 + F32_KBLOCK_PENALTY * stats["full_quad_share"])
+        work, k_units = entry * stats["nnz"], K
     else:
         k_units = -(-K // 4)
         work = c["entry"] * stats["nonempty_quads"]
