@@ -378,18 +378,19 @@ COMPACT_ISAS = ("avx512_vnni",)  # the int8 isas with the compact layout (4 nonz
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (7, 3, 5), (67, 37, 67), (130, 70, 768)])
-@pytest.mark.parametrize("pattern", PATTERNS)
-@pytest.mark.parametrize("sparsity", SPARSITIES)
-def test_int8_compact_layout(spmm: Spmm, sparsity: float, pattern: str, shape) -> None:
+def test_int8_compact_layout(spmm: Spmm, shape) -> None:
+    """Both int8 layouts on every sparsity and pattern (the packer would pick one of them)."""
     if spmm.int8_isa not in COMPACT_ISAS:
         pytest.skip(f"{spmm.int8_isa}: no compact layout")
     M, N, K = shape
-    for layout in ("compact", "quads"):
-        run_int8(spmm, M, N, K, sparsity=sparsity, pattern=pattern, layout=layout,
-                 bias=True, residual="inplace", act=ACT_GELU_ERF, nthreads=2, seed=21)  # fmt: skip
-        run_int8(spmm, M, N, K, sparsity=sparsity, pattern=pattern, layout=layout, seed=22)
-    run_int8(spmm, M, N, K, sparsity=sparsity, pattern=pattern, layout="compact",
-             data="extreme", seed=23)  # fmt: skip
+    for sparsity in SPARSITIES:
+        for pattern in PATTERNS:
+            kw = dict(sparsity=sparsity, pattern=pattern, seed=21)
+            for layout in ("compact", "quads"):
+                run_int8(spmm, M, N, K, layout=layout, bias=True, residual="inplace",
+                         act=ACT_GELU_ERF, nthreads=2, **kw)  # fmt: skip
+                run_int8(spmm, M, N, K, layout=layout, **kw)
+            run_int8(spmm, M, N, K, layout="compact", data="extreme", **kw)
 
 
 @pytest.mark.parametrize(
@@ -439,6 +440,12 @@ def test_int8_threads_match_one_thread(spmm: Spmm, pattern: str) -> None:
     one = run_int8(spmm, *shape, nthreads=1, **kw)
     two = run_int8(spmm, *shape, nthreads=2, **kw)
     assert np.array_equal(one, two)
+
+
+def test_largest_shapes(spmm: Spmm) -> None:
+    """K and N at 4096 (the largest the compiler emits), both kernels, 2 threads."""
+    run_f32(spmm, 5, 4096, 4096, sparsity=0.95, bias=True, nthreads=2, seed=31)
+    run_int8(spmm, 5, 4096, 4096, sparsity=0.9, bias=True, nthreads=2, seed=32)
 
 
 # ---- packing, scratch, cost model (no CPU requirement) ----------------------------------------
