@@ -16,11 +16,17 @@ Each target runs natively or skips (no emulation for sparse GEMMs).
 from __future__ import annotations
 
 import math
+import subprocess
 
 import numpy as np
 import pytest
 
-from sqc.compiler.codegen.kernels import KERNEL_VARIANTS, SPARSE_GEMM_TEMPLATE, KernelVariant
+from sqc.compiler.codegen.kernels import (
+    KERNEL_VARIANTS,
+    SPARSE_GEMM_TEMPLATE,
+    KernelVariant,
+    render_kernel,
+)
 from sqc.compiler.codegen.packing import (
     int8_gemm_lda,
     pack_s8_gemm_weights,
@@ -528,3 +534,37 @@ def test_stats_and_gain() -> None:
     assert s8_sparse_layout(np.repeat(Wq[::4], 4, axis=0), "avx512_vnni") == "quads"
     assert s8_sparse_layout(Wq, "avx_vnni") == "quads"
     assert sparse_gain("int8", "avx512_vnni", Wq, 128) > 1.1
+
+
+@pytest.mark.parametrize("variant", SPARSE_VARIANTS, ids=lambda v: v.name)
+def test_header_compiles_cleanly(variant: KernelVariant, tmp_path) -> None:
+    """-Wall -Wextra -Werror -std=gnu11, after the dense headers of its target, as the model C."""
+    from sqc.compiler.codegen.kernels import f32_gemm_variant, int8_gemm_variant
+
+    parts = [
+        f32_gemm_variant(variant.knobs["isa"]),
+        int8_gemm_variant(variant.knobs["int8_isa"]),
+        variant,
+    ]
+    header = tmp_path / "kernels.h"
+    header.write_text("".join(render_kernel(v.template, **v.knobs) for v in parts))
+    source = tmp_path / "use.c"
+    source.write_text(
+        '#include "kernels.h"\n'
+        "void use_f32(int M, const float *A, const void *W, float *C, void *s, int nt)\n"
+        "{\n    sqc_f32_spmm(M, 768, 768, A, 768, W, NULL, C, C, 768, 1, s, nt);\n}\n"
+        "void use_s8(int M, const uint8_t *A, const void *W, const float *as, float *C, void *s)\n"
+        "{\n    sqc_u8s8_spmm(M, 768, 768, A, 768, W, as, NULL, NULL, NULL, NULL, as, NULL, C,\n"
+        "                  C, 768, 0, s, 2);\n}\n"
+        "void *keep[] = {(void *)sqc_f32_gemm, (void *)sqc_u8s8_gemm,\n"
+        "                (void *)sqc_quantize_rows_u8, (void *)sqc_dynamic_qparams_u8};\n"
+    )
+    flags = ["-O3", "-fopenmp", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
+    result = subprocess.run(
+        ["gcc", *flags, *harness.ISA_CFLAGS[variant.isa], "-c", str(source), "-o",
+         str(tmp_path / "use.o")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
