@@ -16,11 +16,17 @@ Each target runs natively or skips (no emulation for sparse GEMMs).
 from __future__ import annotations
 
 import math
+import subprocess
 
 import numpy as np
 import pytest
 
-from sqc.compiler.codegen.kernels import KERNEL_VARIANTS, SPARSE_GEMM_TEMPLATE, KernelVariant
+from sqc.compiler.codegen.kernels import (
+    KERNEL_VARIANTS,
+    SPARSE_GEMM_TEMPLATE,
+    KernelVariant,
+    render_kernel,
+)
 from sqc.compiler.codegen.packing import (
     int8_gemm_lda,
     pack_s8_gemm_weights,
@@ -29,6 +35,7 @@ from sqc.compiler.codegen.packing import (
 from sqc.compiler.codegen.sparse_packing import (
     pack_f32_sparse,
     pack_s8_sparse,
+    s8_sparse_layout,
     sparse_gain,
     sparse_stats,
     spmm_scratch_bytes,
@@ -326,9 +333,11 @@ def test_f32_sparsity(spmm: Spmm, sparsity: float, pattern: str) -> None:
             sparsity=sparsity, pattern=pattern, seed=1)  # fmt: skip
 
 
-@pytest.mark.parametrize("M", ["0", "1", "7", "16", "17", "tt-1", "tt", "tt+3", "130"])
+@pytest.mark.parametrize(
+    "M", ["0", "1", "7", "lanes", "lanes+1", "2*lanes", "2*lanes+1", "tt-1", "tt", "tt+3", "130"]
+)
 def test_f32_m_sweep(spmm: Spmm, M: str) -> None:
-    run_f32(spmm, spmm.size(M, "f32"), spmm.size("lanes+3", "f32"), 67, seed=2)
+    run_f32(spmm, spmm.size(M, "f32"), spmm.size("lanes+3", "f32"), 67, nthreads=2, seed=2)
 
 
 @pytest.mark.parametrize(
@@ -375,23 +384,26 @@ COMPACT_ISAS = ("avx512_vnni",)  # the int8 isas with the compact layout (4 nonz
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (7, 3, 5), (67, 37, 67), (130, 70, 768)])
-@pytest.mark.parametrize("pattern", PATTERNS)
-@pytest.mark.parametrize("sparsity", SPARSITIES)
-def test_int8_compact_layout(spmm: Spmm, sparsity: float, pattern: str, shape) -> None:
+def test_int8_compact_layout(spmm: Spmm, shape) -> None:
+    """Both int8 layouts on every sparsity and pattern (the packer would pick one of them)."""
     if spmm.int8_isa not in COMPACT_ISAS:
         pytest.skip(f"{spmm.int8_isa}: no compact layout")
     M, N, K = shape
-    for layout in ("compact", "quads"):
-        run_int8(spmm, M, N, K, sparsity=sparsity, pattern=pattern, layout=layout,
-                 bias=True, residual="inplace", act=ACT_GELU_ERF, nthreads=2, seed=21)  # fmt: skip
-        run_int8(spmm, M, N, K, sparsity=sparsity, pattern=pattern, layout=layout, seed=22)
-    run_int8(spmm, M, N, K, sparsity=sparsity, pattern=pattern, layout="compact",
-             data="extreme", seed=23)  # fmt: skip
+    for sparsity in SPARSITIES:
+        for pattern in PATTERNS:
+            kw = dict(sparsity=sparsity, pattern=pattern, seed=21)
+            for layout in ("compact", "quads"):
+                run_int8(spmm, M, N, K, layout=layout, bias=True, residual="inplace",
+                         act=ACT_GELU_ERF, nthreads=2, **kw)  # fmt: skip
+                run_int8(spmm, M, N, K, layout=layout, **kw)
+            run_int8(spmm, M, N, K, layout="compact", data="extreme", **kw)
 
 
-@pytest.mark.parametrize("M", ["0", "1", "7", "16", "17", "tt-1", "tt", "tt+3", "130"])
+@pytest.mark.parametrize(
+    "M", ["0", "1", "7", "lanes", "lanes+1", "2*lanes", "2*lanes+1", "tt-1", "tt", "tt+3", "130"]
+)
 def test_int8_m_sweep(spmm: Spmm, M: str) -> None:
-    run_int8(spmm, spmm.size(M, "int8"), spmm.size("lanes+3", "int8"), 67, seed=12)
+    run_int8(spmm, spmm.size(M, "int8"), spmm.size("2*nc+3", "int8"), 67, nthreads=2, seed=12)
 
 
 @pytest.mark.parametrize(
@@ -436,6 +448,12 @@ def test_int8_threads_match_one_thread(spmm: Spmm, pattern: str) -> None:
     assert np.array_equal(one, two)
 
 
+def test_largest_shapes(spmm: Spmm) -> None:
+    """K and N at 4096 (the largest the compiler emits), both kernels, 2 threads."""
+    run_f32(spmm, 5, 4096, 4096, sparsity=0.95, bias=True, nthreads=2, seed=31)
+    run_int8(spmm, 5, 4096, 4096, sparsity=0.9, bias=True, nthreads=2, seed=32)
+
+
 # ---- packing, scratch, cost model (no CPU requirement) ----------------------------------------
 
 
@@ -469,7 +487,7 @@ def test_pack_blob_layout(int8_isa: str) -> None:
     """Header fields, 64-byte aligned sections, and the entries of a tiny W read back."""
     W = np.zeros((6, 3), np.int8)
     W[1, 0], W[5, 0], W[4, 2] = -128, 127, 3  # column 0: quads 0 and 1; column 1 empty
-    blob = pack_s8_sparse(W, int8_isa)
+    blob = pack_s8_sparse(W, int8_isa, "quads")
     hdr = blob[:64].view("<u4")
     assert hdr[0] == 0x50535153 and hdr[3] == 6 and hdr[4] == 3 and hdr[8] == 3
     off_ptr, off_idx, off_val = (int(x) for x in hdr[10:13])
@@ -510,3 +528,43 @@ def test_stats_and_gain() -> None:
     assert sparse_gain("f32", "avx2", np.ones((768, 768), np.float32), 128) < 1.1
     assert sparse_gain("f32", "avx512", W, 2048) > 1.1
     assert sparse_gain("f32", "avx512", np.zeros((768, 768), np.float32), 128) > 1.1
+    # int8: the packer's layout follows the same costs (compact for unstructured on VNNI zmm)
+    Wq = np.where(W != 0, 3, 0).astype(np.int8)
+    assert s8_sparse_layout(Wq, "avx512_vnni") == "compact"
+    assert s8_sparse_layout(np.repeat(Wq[::4], 4, axis=0), "avx512_vnni") == "quads"
+    assert s8_sparse_layout(Wq, "avx_vnni") == "quads"
+    assert sparse_gain("int8", "avx512_vnni", Wq, 128) > 1.1
+
+
+@pytest.mark.parametrize("variant", SPARSE_VARIANTS, ids=lambda v: v.name)
+def test_header_compiles_cleanly(variant: KernelVariant, tmp_path) -> None:
+    """-Wall -Wextra -Werror -std=gnu11, after the dense headers of its target, as the model C."""
+    from sqc.compiler.codegen.kernels import f32_gemm_variant, int8_gemm_variant
+
+    parts = [
+        f32_gemm_variant(variant.knobs["isa"]),
+        int8_gemm_variant(variant.knobs["int8_isa"]),
+        variant,
+    ]
+    header = tmp_path / "kernels.h"
+    header.write_text("".join(render_kernel(v.template, **v.knobs) for v in parts))
+    source = tmp_path / "use.c"
+    source.write_text(
+        '#include "kernels.h"\n'
+        "void use_f32(int M, const float *A, const void *W, float *C, void *s, int nt)\n"
+        "{\n    sqc_f32_spmm(M, 768, 768, A, 768, W, NULL, C, C, 768, 1, s, nt);\n}\n"
+        "void use_s8(int M, const uint8_t *A, const void *W, const float *as, float *C, void *s)\n"
+        "{\n    sqc_u8s8_spmm(M, 768, 768, A, 768, W, as, NULL, NULL, NULL, NULL, as, NULL, C,\n"
+        "                  C, 768, 0, s, 2);\n}\n"
+        "void *keep[] = {(void *)sqc_f32_gemm, (void *)sqc_u8s8_gemm,\n"
+        "                (void *)sqc_quantize_rows_u8, (void *)sqc_dynamic_qparams_u8};\n"
+    )
+    flags = ["-O3", "-fopenmp", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
+    result = subprocess.run(
+        ["gcc", *flags, *harness.ISA_CFLAGS[variant.isa], "-c", str(source), "-o",
+         str(tmp_path / "use.o")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
