@@ -700,6 +700,15 @@ def emit_bucket(g: Graph, seq: int, weights: WeightsTable, isa: str) -> dict:
         {"name": o, "ptr": emitter.pointer(o), "nbytes": g.values[o].nbytes} for o in g.outputs
     ]
     g.meta["workspace_per_example"] = emitter.workspace_per_example  # scratch included
+    # Parallel maps run as functions of the thread pool (templates/kernels/pool.h): name them.
+    maps = []
+    for op in ops:
+        for part in op.get("parts", [op]):
+            if part.get("kind") == "map" and part["parallel"]:
+                part["fn"] = f"sqc_map_s{seq}_{len(maps)}"
+                inner = int(np.prod([loop["n"] for loop in part["loops"][1:]], dtype=np.int64))
+                part["min_chunk"] = max(1, -(-4096 // max(inner, 1)))
+                maps.append(part)
     # What `sqc inspect --profile` names each timed op by: the ops the C runs, in order.
     g.meta["profile"] = [
         {
@@ -714,6 +723,7 @@ def emit_bucket(g: Graph, seq: int, weights: WeightsTable, isa: str) -> dict:
         "seq": seq,
         "decls": emitter.decls,
         "ops": ops,
+        "maps": maps,
         "outputs": outputs,
         "workspace": g.meta["workspace_per_example"],
     }

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+{% include "kernels/pool.h" %}
 
 #define SQC_RESTRICT __restrict__
 
@@ -47,14 +48,22 @@ static inline float sqc_rv_sum(sqc_rv v) {
  * features, for rows r in [0, rows). sum_out (optional) receives x + skip + bias. Two passes
  * over the row (mean, then the squared deviations from it), each summed in SQC_RW float lanes
  * and the lanes in double: no cancellation, errors of a few ulps. */
-static void sqc_layernorm_f32(int64_t rows, int n, const float *SQC_RESTRICT x,
-                              const float *SQC_RESTRICT skip, const float *SQC_RESTRICT bias,
-                              const float *SQC_RESTRICT gamma, const float *SQC_RESTRICT beta,
-                              float eps, float *SQC_RESTRICT y, float *SQC_RESTRICT sum_out,
-                              int nthreads) {
+typedef struct {
+    int n;
+    const float *x, *skip, *bias, *gamma, *beta;
+    float eps;
+    float *y, *sum_out;
+} sqc_layernorm_job;
+
+static void sqc_layernorm_rows(void *job, int64_t r0, int64_t r1) {
+    const sqc_layernorm_job *j = (const sqc_layernorm_job *)job;
+    const int n = j->n;
+    const float *SQC_RESTRICT x = j->x, *SQC_RESTRICT skip = j->skip, *SQC_RESTRICT bias = j->bias;
+    const float *SQC_RESTRICT gamma = j->gamma, *SQC_RESTRICT beta = j->beta;
+    const float eps = j->eps;
+    float *SQC_RESTRICT y = j->y, *SQC_RESTRICT sum_out = j->sum_out;
     const int nv = n / SQC_RW * SQC_RW;
-#pragma omp parallel for num_threads(nthreads) if (nthreads > 1 && rows > 16) schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t r = r0; r < r1; ++r) {
         const float *xr = x + r * n;
         float *yr = y + r * n;
         float *row = sum_out ? sum_out + r * n : yr; /* x + skip + bias, kept until the end */
@@ -98,11 +107,25 @@ static void sqc_layernorm_f32(int64_t rows, int n, const float *SQC_RESTRICT x,
     }
 }
 
+static void sqc_layernorm_f32(int64_t rows, int n, const float *SQC_RESTRICT x,
+                              const float *SQC_RESTRICT skip, const float *SQC_RESTRICT bias,
+                              const float *SQC_RESTRICT gamma, const float *SQC_RESTRICT beta,
+                              float eps, float *SQC_RESTRICT y, float *SQC_RESTRICT sum_out,
+                              int nthreads) {
+    sqc_layernorm_job job = { n, x, skip, bias, gamma, beta, eps, y, sum_out };
+    sqc_parallel_for(rows > 16 ? nthreads : 1, rows, sqc_chunk(rows, nthreads, 4),
+                     sqc_layernorm_rows, &job);
+}
+
 /* Softmax over the last axis of length n, rows independent. */
-static void sqc_softmax_f32(int64_t rows, int n, const float *SQC_RESTRICT x,
-                            float *SQC_RESTRICT y, int nthreads) {
-#pragma omp parallel for num_threads(nthreads) if (nthreads > 1 && rows > 64) schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+typedef struct { int n; const float *x; float *y; } sqc_softmax_job;
+
+static void sqc_softmax_rows(void *job, int64_t r0, int64_t r1) {
+    const sqc_softmax_job *j = (const sqc_softmax_job *)job;
+    const int n = j->n;
+    const float *SQC_RESTRICT x = j->x;
+    float *SQC_RESTRICT y = j->y;
+    for (int64_t r = r0; r < r1; ++r) {
         const float *xr = x + r * n;
         float *yr = y + r * n;
         float mx = -INFINITY;
@@ -115,6 +138,13 @@ static void sqc_softmax_f32(int64_t rows, int n, const float *SQC_RESTRICT x,
         const float inv = 1.0f / sum;
         for (int i = 0; i < n; ++i) yr[i] *= inv;
     }
+}
+
+static void sqc_softmax_f32(int64_t rows, int n, const float *SQC_RESTRICT x,
+                            float *SQC_RESTRICT y, int nthreads) {
+    sqc_softmax_job job = { n, x, y };
+    sqc_parallel_for(rows > 64 ? nthreads : 1, rows, sqc_chunk(rows, nthreads, 4),
+                     sqc_softmax_rows, &job);
 }
 
 /* Attention for `batch` examples, each with H heads:
@@ -222,16 +252,24 @@ static inline void sqc_att_store_row(float *os, int64_t sd, int d0, int D, sqc_v
 /* fq (optional, QDQ models): 4 stages x {scale, zero point, lo, hi} applied as in the graph:
  * x = dot * pre -> stage 0 -> * post -> stage 1 -> + mask -> stage 2 -> softmax -> stage 3.
  * Without fq, x = dot * scale + mask (scale = pre * post). */
-static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float scale,
-                              const float *q, sqc_view qv, const float *k, sqc_view kv,
-                              const float *v, sqc_view vv, const float *mask, sqc_view mv,
-                              float *out, sqc_view ov, const float *fq, float pre, float post,
-                              int nthreads) {
+typedef struct {
+    int H, Sq, Sk, D;
+    float scale, pre, post;
+    const float *q, *k, *v, *mask, *fq;
+    sqc_view qv, kv, vv, mv, ov;
+    float *out;
+} sqc_attention_job;
+
+static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
+    const sqc_attention_job *J = (const sqc_attention_job *)job;
+    const int H = J->H, Sq = J->Sq, Sk = J->Sk, D = J->D;
+    const float scale = J->scale, pre = J->pre, post = J->post;
+    const float *q = J->q, *k = J->k, *v = J->v, *mask = J->mask, *fq = J->fq;
+    const sqc_view qv = J->qv, kv = J->kv, vv = J->vv, mv = J->mv, ov = J->ov;
+    float *out = J->out;
     const int W = SQC_RW;
     const int Sk8 = (Sk + W - 1) / W * W, D8 = (D + W - 1) / W * W, R = SQC_ATT_ROWS;
-    const int64_t tasks = (int64_t)batch * H;
-#pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(static)
-    for (int64_t t = 0; t < tasks; ++t) {
+    for (int64_t t = t0; t < t1; ++t) {
         const int b = (int)(t / H);
         const int h = (int)(t % H);
         const float *qb = q + b * qv.bs + qv.off + h * qv.sh;
@@ -407,6 +445,18 @@ static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float sca
             }
         }
     }
+}
+
+/* fq (optional, QDQ models): 4 stages x {scale, zero point, lo, hi}, see above. One task is one
+ * (example, head). */
+static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float scale,
+                              const float *q, sqc_view qv, const float *k, sqc_view kv,
+                              const float *v, sqc_view vv, const float *mask, sqc_view mv,
+                              float *out, sqc_view ov, const float *fq, float pre, float post,
+                              int nthreads) {
+    sqc_attention_job job = { H, Sq, Sk, D, scale, pre, post, q, k, v, mask, fq,
+                              qv, kv, vv, mv, ov, out };
+    sqc_parallel_for(nthreads, (int64_t)batch * H, 1, sqc_attention_heads, &job);
 }
 
 /* Gather along one axis: data viewed as [outer, n, inner], indices [m] per example (int64 or
