@@ -134,3 +134,24 @@ def test_profile_times_every_op_the_manifest_names(engine):
         assert np.array_equal(a, b)
     with pytest.raises(ValueError, match="repeats must be a positive integer"):
         engine.profile(inputs, repeats=0)
+
+
+def test_engine_works_in_a_forked_child_and_from_concurrent_threads(engine):
+    """The kernels' thread pool restarts its helper threads in a child of fork() (gunicorn
+    --preload, multiprocessing), and concurrent callers (the server's threads) share it: one
+    caller at a time uses its helpers, the others run alone; every result is the same."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    inputs = generate_random_inputs(engine, 4, 32, seed=8)
+    want = engine.run(inputs, threads=2)
+    pid = os.fork()
+    if pid == 0:  # the child: run, compare, exit without pytest's teardown
+        got = engine.run(inputs, threads=2)
+        os._exit(0 if all(np.array_equal(a, b) for a, b in zip(got, want)) else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: engine.run(inputs, threads=2), range(16)))
+    for got in results:
+        assert all(np.array_equal(a, b) for a, b in zip(got, want))
