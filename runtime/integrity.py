@@ -82,6 +82,23 @@ def _verify_sha256(path: Path, expected: str, what: str, hint: str) -> None:
         _verified[key] = expected
 
 
+def _check_sanitizer_runtime(lib_path: Path, hint: str) -> None:
+    """A library built with AddressSanitizer (SQC_EXTRA_CFLAGS, for the sanitizer test) aborts
+    the process when imported unless libasan was loaded first: refuse it instead."""
+    if b"libasan.so" not in lib_path.read_bytes():
+        return
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        maps = ""
+    if "libasan" not in maps:
+        raise ArtifactError(
+            f"{lib_path} was built with AddressSanitizer (SQC_EXTRA_CFLAGS); run it in a process "
+            "started with LD_PRELOAD=$(gcc -print-file-name=libasan.so), or, without "
+            f"SQC_EXTRA_CFLAGS set, {hint}"
+        )
+
+
 def forget_verified() -> None:
     """Drop the in-process record of verified files (tests; a deliberate re-check)."""
     with _verified_lock:
@@ -114,6 +131,7 @@ def verify_artifact(path: Path, manifest: dict, verify: bool | None = None) -> N
             f"file is {state}, the artifact is damaged; {hint}"
         )
     _verify_sha256(lib_path, library_sha, "the library", hint)
+    _check_sanitizer_runtime(lib_path, hint)
     if verify is None:
         verify = verify_by_default()
     if verify:
