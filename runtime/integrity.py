@@ -8,11 +8,12 @@ Engine checks, in this order:
 2. that every file the manifest names is there and ``weights.bin`` has its recorded size
    (a stat: free);
 3. the sha256 of the library (a few MB: about 1 ms) -- always, since it is about to run;
-4. the sha256 of ``weights.bin``. This one reads the whole file: about 0.05 s for the 90 MB of
-   MiniLM-L6 (1.7 GB/s with the page cache warm, SHA-NI) and about 0.25 s for the 440 MB of a
-   bert-base; a cold disk adds the read, which mapping the file would pay later anyway. It is on
-   by default. A verified file is remembered in this process by (path, device, inode, size,
-   mtime), so a server that loads the same artifact for several endpoints, or reloads it,
+4. the sha256 of ``weights.bin``. This one reads the whole file: 0.05 s for the 86 MiB of
+   MiniLM-L6 (1.7 GB/s, page cache warm, SHA-NI, a quiet 2-vCPU EPYC) and 0.45-0.57 s for a
+   440 MB file (bert-base's size) measured on the same machine while it was busy with other
+   jobs (0.8-1 GB/s); a cold disk adds the read, which mapping the file would pay later anyway.
+   It is on by default. A verified file is remembered in this process by (path, device, inode,
+   size, mtime), so a server that loads the same artifact for several endpoints, or reloads it,
    pays once. ``Engine(..., verify=False)`` or ``SQC_VERIFY=0`` skips this one (the sizes,
    the library's sha256 and the CPU features are still checked), e.g. on a read-only image
    whose files were verified when it was built.
