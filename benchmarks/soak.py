@@ -9,7 +9,16 @@ maximum); each thread runs its share back to back with one engine thread per cal
 of a given thread count are deterministic, so they must match exactly). RSS (VmRSS of
 /proc/self/status) is sampled after every 1% of the calls; the figure that matters is the
 largest sample after warm-up (the first `--warmup` of the calls) against the RSS at the end of
-warm-up: it must stay within 5%. tests/trust/test_soak.py runs a shortened soak (1,000 calls).
+warm-up: it must stay within 5%. tests/trust/test_soak.py runs the tiny model's 10,000 calls
+(under a second there).
+
+Measured (2 shared vCPUs, AMD EPYC, AVX-512 builds), 10,000 calls from 4 threads, 0 errors,
+0 mismatches:
+- the tiny fixture: 0.63 s (15,750 calls/s); RSS 67.0 MiB at start, 67.5 after warm-up, peak
+  67.6 after it (+0.1%), 67.5 at the end;
+- MiniLM-L6 (buckets 16, 32, 64, batch up to 32; inputs of batch 1, 2 and 32): 480 s (20.8
+  calls/s, beside two other jobs); RSS 133.4 MiB at start, 152.6 after warm-up, peak 152.7
+  after it (+0.05%), 141.9 at the end.
 """
 
 from __future__ import annotations
