@@ -1,5 +1,5 @@
 """Mutated and truncated ONNX files for the importer's fuzz test, and a runner that compiles each
-in a forked child with a time and memory limit and says how the compile ended.
+in a child process with a time and memory limit and says how the compile ended.
 
 Three kinds of case, from a seed:
 
@@ -297,8 +297,13 @@ def _compile_in_child(path: str, out_dir: str, memory_bytes: int, conn) -> None:
 def compile_outcome(
     path: Path, out_dir: Path, timeout: float = 30.0, memory_bytes: int = 3 << 30
 ) -> tuple[str, str]:
-    """How compiling ``path`` ends, run in a forked child: (outcome, message)."""
-    ctx = get_context("fork")
+    """How compiling ``path`` ends, run in a child process: (outcome, message).
+
+    The children are forked from a fork server (started once, without threads, with the
+    compiler imported), not from this process: a test process may have threads (servers,
+    thread pools) whose locks a plain fork would copy held."""
+    ctx = get_context("forkserver")
+    ctx.set_forkserver_preload(["sqc.compiler.driver", "tests.trust.onnx_fuzz"])
     receive, send = ctx.Pipe(duplex=False)
     child = ctx.Process(
         target=_compile_in_child, args=(str(path), str(out_dir), memory_bytes, send)
