@@ -8,7 +8,7 @@ bytes the library asks for, so one byte past the end is a report) and the C stac
 overruns inside the mapped weights.bin (not malloc'ed); UBSan sees signed overflow, misaligned
 and out-of-range shifts and the like everywhere.
 
-One row of MODELS per kernel family; a sparse model is one more row.
+One row of MODELS per kernel family; a sparse model is one more row (one is commented there).
 """
 
 from __future__ import annotations
@@ -33,7 +33,17 @@ SANITIZE = "-fsanitize=address,undefined -fno-omit-frame-pointer" + (
     "" if os.environ.get("SQC_SANITIZE_O3") == "1" else " -O1"
 )
 
-# id -> (model, compile options). Buckets are 16 and 32; max batch 3 (an odd tail).
+
+def _ort_dynamic_int8(out: Path) -> Path:
+    """onnxruntime's dynamic quantization of the fixture (DynamicQuantizeLinear + MatMulInteger)."""
+    quantization = pytest.importorskip("onnxruntime.quantization")
+    path = out / "bert_qa_ort_int8.onnx"
+    quantization.quantize_dynamic(str(FIXTURES / "bert_qa_opset17.onnx"), str(path))
+    return path
+
+
+# id -> (model: a fixture's file name or a function making one, compile options). Buckets are 16
+# and 32; max batch 3 (an odd tail).
 MODELS = {
     # dense fp32: linear (+bias, +GELU), attention with its mask, residual + LayerNorm
     "f32-dense": ("bert_qa_opset17.onnx", {}),
@@ -41,6 +51,8 @@ MODELS = {
     "f32-ort-fused": ("bert_qa_ort_optimized.onnx", {}),
     # int8 GEMMs with fused dequantize / bias / GELU epilogues, made at compile time
     "int8-dynamic": ("bert_qa_opset17.onnx", {"quantize": "dynamic"}),
+    # an int8 file as onnxruntime's tools write it, folded into the same GEMMs
+    "int8-ort": (_ort_dynamic_int8, {}),
     # the AVX2 kernels (f32 and int8 without VNNI), which native skips on an AVX-512 CPU
     "f32-avx2": ("bert_qa_opset17.onnx", {"target": "avx2"}),
     "int8-avx2": ("bert_qa_opset17.onnx", {"quantize": "dynamic", "target": "avx2"}),
@@ -103,8 +115,9 @@ def sanitized(tmp_path_factory, request):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SQC_EXTRA_CFLAGS", SANITIZE)
         for name, (model, options) in MODELS.items():
+            path = model(out) if callable(model) else FIXTURES / model
             artifacts[name] = sqc.compile_model(
-                FIXTURES / model, [16, 32], out / name, max_batch_size=3, force=True, **options
+                path, [16, 32], out / name, max_batch_size=3, force=True, **options
             )
     for path in artifacts.values():
         manifest = json.loads((path / "manifest.json").read_text())
