@@ -1,7 +1,7 @@
 """sqc vs onnxruntime on the same ONNX file, same inputs, same threads, in one process run.
 
     python benchmarks/compare_onnxruntime.py [--models bert-base] [--shapes 1x128,16x128]
-        [--threads 1,2] [--repeats 7] [--write BENCHMARKS.md] [--section int8]
+        [--threads 1,2] [--repeats 7] [--write BENCHMARKS.md] [--section int8] [--dense-too]
 
 Models are the kinds of benchmarks/make_models.py (bert-base-int8-qdq: onnxruntime's QDQ file,
 run by both engines). --section names the marked table of BENCHMARKS.md to replace, so the
@@ -62,25 +62,28 @@ SIZES = {
 }
 
 
-def measure(engine: Engine, session, inputs, threads: int, repeats: int):
+def measure(engine: Engine, session, inputs, threads: int, repeats: int, dense=None):
+    """Median times of sqc, onnxruntime (and sqc's dense build), and the medians of the ratios
+    of each interleaved pair: onnxruntime / sqc (and sqc dense / sqc)."""
     feeds = dict(zip(engine.input_names, inputs))
-    sqc_times, ort_times, ratios = [], [], []
-    engine.run(inputs, threads=threads)  # warm-up both
-    session.run(None, feeds)
+    calls = [lambda: engine.run(inputs, threads=threads), lambda: session.run(None, feeds)]
+    if dense is not None:
+        calls.append(lambda: dense.run(inputs, threads=threads))
+    times: list[list[float]] = [[] for _ in calls]
+    for call in calls:  # warm-up
+        call()
     for _ in range(repeats):
-        # Both runtimes leave their worker threads spinning for a while after a call (OpenMP's
-        # and onnxruntime's spin-wait); a pause lets them go idle, so neither engine starts with
-        # the other's threads still burning the cores.
-        time.sleep(PAUSE)
-        t0 = time.perf_counter()
-        engine.run(inputs, threads=threads)
-        sqc_times.append(time.perf_counter() - t0)
-        time.sleep(PAUSE)
-        t0 = time.perf_counter()
-        session.run(None, feeds)
-        ort_times.append(time.perf_counter() - t0)
-        ratios.append(ort_times[-1] / sqc_times[-1])
-    return statistics.median(sqc_times), statistics.median(ort_times), statistics.median(ratios)
+        for call, series in zip(calls, times):
+            # Both runtimes leave their worker threads spinning for a while after a call
+            # (OpenMP's and onnxruntime's spin-wait); a pause lets them go idle, so no engine
+            # starts with the other's threads still burning the cores.
+            time.sleep(PAUSE)
+            t0 = time.perf_counter()
+            call()
+            series.append(time.perf_counter() - t0)
+    medians = [statistics.median(t) for t in times]
+    ratios = [statistics.median(o / s for s, o in zip(times[0], t)) for t in times[1:]]
+    return medians, ratios
 
 
 def main() -> None:
@@ -97,6 +100,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--section", default="", help="which marked table (default: the dense fp32 one)"
+    )
+    parser.add_argument(
+        "--dense-too",
+        action="store_true",
+        help="also time sqc's build of the same file with --sparse never (every layer dense), "
+        "interleaved, to show the sparse kernels' own gain",
     )
     args = parser.parse_args()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
@@ -118,19 +127,35 @@ def main() -> None:
         began = time.perf_counter()
         engine = Engine(artifact)
         load_s = time.perf_counter() - began
+        dense = None
+        if args.dense_too:
+            dense_artifact = compile_model(
+                path,
+                buckets,
+                ROOT / "artifacts" / "bench" / f"{kind}-dense-kernels",
+                max_batch_size=max_batch,
+                progress=None,
+                sparse="never",
+            )
+            dense = Engine(dense_artifact)
         print(f"{kind}: compile {compile_s:.1f} s, load {load_s:.2f} s", flush=True)
         for t in threads:
             session = ort_session(path, t)
             for batch, seq in shapes:
                 inputs = generate_random_inputs(engine, batch, seq, seed=0)
-                s, o, ratio = measure(engine, session, inputs, t, args.repeats)
+                medians, ratios = measure(engine, session, inputs, t, args.repeats, dense)
+                s, o = medians[:2]
                 gflops = flops_per_item(seq, *SIZES[base_kind(kind)]) * batch / s / 1e9
-                rows.append((kind, f"{batch} x {seq}", t, s * 1e3, o * 1e3, ratio, gflops))
-                print(
+                row = [kind, f"{batch} x {seq}", t, s * 1e3, o * 1e3, ratios[0], gflops]
+                line = (
                     f"  {kind} {batch}x{seq} threads {t}: sqc {s * 1e3:.1f} ms, onnxruntime "
-                    f"{o * 1e3:.1f} ms, ratio {ratio:.2f}x, sqc {gflops:.0f} GFLOP/s",
-                    flush=True,
+                    f"{o * 1e3:.1f} ms, ratio {ratios[0]:.2f}x, sqc {gflops:.0f} GFLOP/s"
                 )
+                if dense is not None:
+                    row += [medians[2] * 1e3, ratios[1]]
+                    line += f", sqc dense kernels {medians[2] * 1e3:.1f} ms ({ratios[1]:.2f}x)"
+                rows.append(row)
+                print(line, flush=True)
     table = render(rows, args)
     print(table)
     if args.write:
@@ -161,16 +186,19 @@ def render(rows, args) -> str:
         "Command: `python benchmarks/compare_onnxruntime.py "
         f"--models {args.models} --shapes {args.shapes} --threads {args.threads} "
         f"--repeats {args.repeats} --write BENCHMARKS.md"
-        f"{f' --section {args.section}' if args.section else ''}`",
+        f"{f' --section {args.section}' if args.section else ''}"
+        f"{' --dense-too' if args.dense_too else ''}`",
         "",
         "| model | batch x seq | threads | sqc ms | onnxruntime ms | speed-up (median of pairs) "
-        "| sqc G(FL)OP/s |",
-        "|---|---|---|---|---|---|---|",
+        "| sqc G(FL)OP/s |"
+        + (" sqc, every layer dense: ms | sparse gain |" if args.dense_too else ""),
+        "|---|---|---|---|---|---|---|" + ("---|---|" if args.dense_too else ""),
     ]
-    for kind, shape, t, s, o, ratio, gflops in rows:
-        lines.append(
-            f"| {kind} | {shape} | {t} | {s:.1f} | {o:.1f} | {ratio:.2f}x | {gflops:.0f} |"
-        )
+    for kind, shape, t, s, o, ratio, gflops, *dense in rows:
+        line = f"| {kind} | {shape} | {t} | {s:.1f} | {o:.1f} | {ratio:.2f}x | {gflops:.0f} |"
+        if dense:
+            line += f" {dense[0]:.1f} | {dense[1]:.2f}x |"
+        lines.append(line)
     lines.append(end)
     return "\n".join(lines)
 

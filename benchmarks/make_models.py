@@ -9,7 +9,10 @@ with a suffix -int8-dynamic (quantize_dynamic: int8 weights per tensor, uint8 ac
 quantized at run time), -int8-qdq (quantize_static's defaults, QDQ format: int8 weights and
 activations of every op it knows, attention's softmax and mask add included) or
 -int8-qdq-matmul (the same, MatMul only: the common choice for transformers, since an int8 grid
-over an additive attention mask of -10000 wipes out the scores). Calibration: MinMax over 32
+over an additive attention mask of -10000 wipes out the scores). A model kind may carry a
+pruning before the int8 suffix: -pruned90 (`sqc prune --sparsity 0.9`, unstructured, each
+linear layer of the encoder) or -pruned90-1o4i / -pruned90-4o1i (blocks), e.g.
+bert-base-pruned90-1o4i-int8-dynamic: pruned, then quantized. Calibration: MinMax over 32
 windows: SQuADShifts new_wiki questions (384 tokens) for the real model, which does not overlap
 SQuAD dev; random token windows (128) for the random-weight models.
 Needs torch==2.13.0 and transformers 4.x (the test extra installs both).
@@ -18,6 +21,7 @@ Needs torch==2.13.0 and transformers 4.x (the test extra installs both).
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +70,9 @@ def model_path(kind: str) -> Path:
     for form in INT8_FORMS:
         if kind.endswith("-" + form):
             return quantized_path(kind[: -len(form) - 1], form)
+    pruned = _PRUNED.fullmatch(kind)
+    if pruned:
+        return pruned_path(pruned["base"], int(pruned["percent"]), pruned["block"] or "")
     if kind in SHARED_MODELS:
         return SHARED_MODELS[kind]
     path = OUT / f"{kind}-qa.onnx"
@@ -75,10 +82,26 @@ def model_path(kind: str) -> Path:
 
 
 def base_kind(kind: str) -> str:
-    """bert-base-int8-qdq -> bert-base."""
+    """bert-base-pruned90-int8-qdq -> bert-base."""
     for form in INT8_FORMS:
         kind = kind.removesuffix("-" + form)
-    return kind
+    pruned = _PRUNED.fullmatch(kind)
+    return pruned["base"] if pruned else kind
+
+
+_PRUNED = re.compile(r"(?P<base>.+)-pruned(?P<percent>\d\d)(?:-(?P<block>1o4i|4o1i))?")
+
+
+def pruned_path(kind: str, percent: int, block: str) -> Path:
+    from sqc.compiler.prune import prune_model
+
+    suffix = f"-pruned{percent}" + (f"-{block}" if block else "")
+    src = model_path(kind)
+    path = OUT / f"{kind}{suffix}.onnx"
+    if not path.exists():
+        layers = prune_model(src, path, percent / 100, block or "unstructured")
+        print(f"wrote {path} ({len(layers)} linear layers pruned to {percent}%)")
+    return path
 
 
 def quantized_path(kind: str, form: str) -> Path:

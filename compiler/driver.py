@@ -19,14 +19,19 @@ import numpy as np
 import sqc
 from sqc.compiler.codegen.build import TARGETS, build_library, gcc_version
 from sqc.compiler.codegen.emit_c import WeightsTable, emit_model_source
-from sqc.compiler.codegen.kernels import f32_gemm_variant, int8_gemm_variant
+from sqc.compiler.codegen.kernels import (
+    f32_gemm_variant,
+    int8_gemm_variant,
+    sparse_gemm_variant,
+)
 from sqc.compiler.frontend.load_onnx import load_onnx
 from sqc.compiler.ir import CompileError, Graph
+from sqc.compiler.passes.extract_sparsity import SPARSE_MODES
 from sqc.compiler.passes.quantize_dynamic import QUANTIZE_MODES
 from sqc.compiler.passes.specialize_shapes import input_dims
 from sqc.compiler.pipeline import check_pass_names, graph_text, run_passes
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: sqc_run_s* take a profile buffer; manifest has "profile"
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -115,6 +120,7 @@ def compile_model(
     force: bool = False,
     progress: Callable[[str], None] | None = None,
     quantize: str = "none",
+    sparse: str = "auto",
 ) -> Path:
     """Compile an ONNX model into an artifact directory and return its path.
 
@@ -122,6 +128,8 @@ def compile_model(
     records a key hashing the model, the options, sqc's version and its templates.
     ``quantize="dynamic"`` makes a float model's linear layers int8 (per-column int8 weights
     made now, activations quantized per example at run time); quantized models need nothing.
+    ``sparse`` ("auto", "always", "never"): which linear layers run sparse kernels (see the
+    extract_sparsity pass); "auto" decides per layer by a cost model.
     """
     say = progress or (lambda msg: None)
     model = Path(model)
@@ -135,6 +143,8 @@ def compile_model(
     isa = resolve_target(target)
     if quantize not in QUANTIZE_MODES:
         raise CompileError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, not {quantize!r}")
+    if sparse not in SPARSE_MODES:
+        raise CompileError(f"sparse must be one of {', '.join(SPARSE_MODES)}, not {sparse!r}")
     if not model.exists():
         raise CompileError(f"{model}: no such file")
     out_dir = Path(output) if output else Path("artifacts") / model.stem
@@ -148,6 +158,7 @@ def compile_model(
                 "isa": isa,
                 "disable": sorted(disable),
                 "quantize": quantize,
+                "sparse": sparse,
                 "sqc": sqc.__version__,
                 "templates": _templates_digest(),
                 "format": FORMAT_VERSION,
@@ -165,6 +176,8 @@ def compile_model(
     say(f"import {model.name}")
     graph = load_onnx(model)
     graph.meta["quantize"] = quantize
+    graph.meta["sparse"] = sparse
+    graph.meta["isa"] = isa  # kernel choices (extract_sparsity) depend on the target
     dump_dir = out_dir / "dumps"
 
     weights = WeightsTable()
@@ -187,8 +200,16 @@ def compile_model(
         )
         planned[seq] = g
     say("emit C")
-    c_source = emit_model_source(planned, weights, isa, model.name, model_hash)
-    layer_records = _layers(planned[buckets[-1]], isa)
+    try:
+        c_source = emit_model_source(planned, weights, isa, model.name, model_hash)
+    except CompileError:
+        raise
+    except Exception as e:  # as run_passes: a construct the emitter did not expect
+        raise CompileError(
+            f"emit C: cannot handle this model ({type(e).__name__}: {e}); if "
+            "onnx.checker.check_model accepts the model, please report it"
+        ) from e
+    layer_records = _layers(planned, isa)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in list(out_dir.glob("_sqc_*")):
@@ -207,6 +228,7 @@ def compile_model(
         "sqc_version": sqc.__version__,
         "build_key": key,
         "quantize": quantize,
+        "sparse": sparse,
         "source_model": {"file": model.name, "sha256": model_hash},
         "buckets": buckets,
         "max_batch_size": max_batch_size,
@@ -245,6 +267,7 @@ def compile_model(
             str(s): planned[s].meta["workspace_per_example"] for s in buckets
         },
         "layers": layer_records,
+        "profile": {str(s): planned[s].meta["profile"] for s in buckets},
         "tokenizer": "tokenizer.json" if (out_dir / "tokenizer.json").exists() else None,
         "compile_seconds": round(time.perf_counter() - start, 2),
     }
@@ -326,27 +349,52 @@ def _index_bounds(g: Graph) -> dict[str, int]:
     return bounds
 
 
-def _layers(g: Graph, isa: str) -> list[dict]:
-    """Per-layer records for the manifest: what each linear layer is and which kernel runs it."""
+def _sparse_kernel(kind: str, isa: str) -> str:
+    """The name of the sparse kernel function a layer of ``kind`` runs on target ``isa``."""
+    t = TARGETS[isa]
+    knobs = sparse_gemm_variant(t["f32_isa"], t["int8_isa"]).knobs
+    if kind == "f32":
+        return f"sqc_f32_spmm_{knobs['f32_tt']}t__{t['f32_isa']}"
+    return f"sqc_u8s8_spmm_{knobs['i8_tt']}t__{t['int8_isa']}"
+
+
+def _layers(planned: dict[int, Graph], isa: str) -> list[dict]:
+    """Per-layer records for the manifest: what each linear layer is and which kernel runs it.
+
+    Read from the largest bucket; a linear layer's kernel choice (dense or sparse) can change
+    with the bucket, so ``format_by_bucket`` lists it for each."""
+    g = planned[max(planned)]
+    choices: dict[str, dict[str, str]] = {}
+    for seq, gb in sorted(planned.items()):
+        for node in gb.nodes:
+            if node.domain == "sqc" and node.op in ("Linear", "QLinear"):
+                choices.setdefault(node.name, {})[str(seq)] = node.attrs.get("format", "dense")
     records = []
     for node in g.nodes:
         if node.op in ("Linear", "QLinear") and node.domain == "sqc":
+            a = node.attrs
             w = g.const(node.inputs[1])
+            sparse = a.get("format") == "sparse"
             record = {
                 "name": node.name,
                 "op": node.op,
                 "k": int(w.shape[0]),
                 "n": int(w.shape[1]),
-                "act": node.attrs.get("act", "none"),
-                "format": "dense",
-                "sparsity": round(float(np.mean(w == 0)), 4),
+                "act": a.get("act", "none"),
+                "format": a.get("format", "dense"),
+                "format_by_bucket": choices.get(node.name, {}),
+                "pattern": a.get("pattern", "dense"),
+                "sparsity": a.get("sparsity", round(float(np.mean(w == 0)), 4)),
+                "sparse_gain_estimate": a.get("gain", 1.0),
             }
             if node.op == "Linear":
                 record["quantization"] = "none"
-                record["kernel"] = f32_gemm_variant(TARGETS[isa]["f32_isa"]).name
-                record["why"] = "dense fp32 weights"
+                f32_isa = TARGETS[isa]["f32_isa"]
+                record["kernel"] = (
+                    _sparse_kernel("f32", isa) if sparse else f32_gemm_variant(f32_isa).name
+                )
+                record["why"] = a.get("why", "dense fp32 weights")
             else:
-                a = node.attrs
                 per_column = bool(np.unique(g.const(node.inputs[4])).size > 1)
                 record["quantization"] = {
                     "form": a["form"],
@@ -358,8 +406,11 @@ def _layers(g: Graph, isa: str) -> list[dict]:
                         "s8": "int8 input (shifted by 128)",
                     }[a["x_quant"]],
                 }
-                record["kernel"] = int8_gemm_variant(TARGETS[isa]["int8_isa"]).name
-                record["why"] = f"int8 weights ({a['form']} form)"
+                int8_isa = TARGETS[isa]["int8_isa"]
+                record["kernel"] = (
+                    _sparse_kernel("int8", isa) if sparse else int8_gemm_variant(int8_isa).name
+                )
+                record["why"] = f"int8 weights ({a['form']} form); " + a.get("why", "dense")
             records.append(record)
         elif node.domain == "sqc" and node.op in ("Attention", "SkipLayerNorm"):
             records.append(

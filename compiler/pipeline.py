@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from sqc.compiler.ir import CompileError, Graph
 from sqc.compiler.passes.eliminate_dead_nodes import eliminate_dead_nodes
+from sqc.compiler.passes.extract_sparsity import extract_sparsity
 from sqc.compiler.passes.fold_constants import fold_constants
 from sqc.compiler.passes.fold_quantization import fold_quantization
 from sqc.compiler.passes.fuse_attention import fuse_attention
@@ -55,6 +56,8 @@ PASSES: list[tuple[str, Pass]] = [
     ("fuse_skip_layernorm", fuse_skip_layernorm),
     # What is left of elementwise chains (QDQ tails, unfused activations): one loop each.
     ("fuse_elementwise", fuse_elementwise),
+    # Each linear layer's zero pattern, and its kernel: sparse where a cost model says it pays.
+    ("extract_sparsity", extract_sparsity),
     # Must stay last: offsets depend on the final node order.
     ("plan_memory", plan_memory),
 ]
@@ -80,7 +83,15 @@ def run_passes(graph: Graph, bucket: int, disable=(), dump=None, on_pass=None) -
             continue
         if on_pass:
             on_pass(name)
-        g = fn(g)
+        try:
+            g = fn(g)
+        except CompileError:
+            raise
+        except Exception as e:  # a construct the pass did not expect: name the pass, not a trace
+            raise CompileError(
+                f"bucket {bucket}, pass {name}: cannot handle this model ({type(e).__name__}: "
+                f"{e}); if onnx.checker.check_model accepts the model, please report it"
+            ) from e
         check_invariants(g, name)
         if dump:
             dump(name, g)

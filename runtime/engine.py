@@ -17,7 +17,7 @@ import numpy as np
 from sqc.runtime.cpu import missing_features, physical_cores
 from sqc.runtime.integrity import ArtifactError, recompile_hint, verify_artifact
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: sqc_run_s* take a profile buffer; manifest has "profile"
 
 __all__ = ["ArtifactError", "Engine", "EngineInputError", "generate_random_inputs"]
 
@@ -128,6 +128,44 @@ class Engine:
         """Run one batch. ``inputs``: a list in ``input_names`` order or a dict by name, each
         shaped as the manifest says ([batch, sequence] for QA models) with sequence one of
         ``buckets`` and 1 <= batch <= ``max_batch_size``."""
+        return self._execute(inputs, threads, None)
+
+    def profile(self, inputs, threads: int | None = None, repeats: int = 10) -> dict:
+        """Where a call's time goes: each op's seconds as the generated code measures them
+        (the mean of ``repeats`` profiled calls), and the median end-to-end seconds of as many
+        unprofiled calls, interleaved with them.
+
+        Returns {"batch", "sequence", "threads", "end_to_end_seconds", "ops": [{"node", "op",
+        "flops", "seconds"}]}, ops in execution order; "flops" counts a dense layer's
+        multiply-adds x 2 for this batch (0 for ops that are not matmuls)."""
+        import time
+
+        if not isinstance(repeats, int) or repeats < 1:
+            raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
+        arrays, batch, seq = self._check_inputs(inputs)
+        ops = self.manifest.get("profile", {}).get(str(seq))
+        if ops is None:
+            raise ArtifactError(f"{self.path}: no profile table in the manifest; recompile it")
+        prof = np.zeros(len(ops), np.float64)
+        self._execute(arrays, threads, None)  # warm-up: workspace, pages, thread pool
+        totals = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            self._execute(arrays, threads, None)
+            totals.append(time.perf_counter() - t0)
+            self._execute(arrays, threads, prof)
+        return {
+            "batch": batch,
+            "sequence": seq,
+            "threads": threads or self.threads,
+            "end_to_end_seconds": float(np.median(totals)),
+            "ops": [
+                {**op, "flops": op["flops"] * batch, "seconds": float(t / repeats)}
+                for op, t in zip(ops, prof)
+            ],
+        }
+
+    def _execute(self, inputs, threads, prof: np.ndarray | None) -> list[np.ndarray]:
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         arrays, batch, seq = self._check_inputs(inputs)
@@ -145,6 +183,7 @@ class Engine:
             threads or self.threads,
             in_ptrs,
             out_ptrs,
+            ffi.NULL if prof is None else ffi.from_buffer("double[]", prof),
         )
         if err:
             raise EngineInputError(

@@ -70,6 +70,12 @@ def compile_cmd(
         help="dynamic: int8 linear layers for a float model (int8 weights per column made now, "
         "activations quantized per example at run time). Quantized models need nothing.",
     ),
+    sparse: str = typer.Option(
+        "auto",
+        "--sparse",
+        help="auto: each linear layer with enough zeros runs a sparse kernel where a cost model "
+        "says it beats dense (see `sqc inspect`); never: all dense; always: all sparse.",
+    ),
     tokenizer: Path | None = typer.Option(
         None,
         "--tokenizer",
@@ -111,29 +117,101 @@ def compile_cmd(
                 force=force,
                 progress=progress,
                 quantize=quantize,
+                sparse=sparse,
             )
     except user_errors() as e:
         fail(str(e))
     typer.echo(str(path))
 
 
+@app.command("prune")
+def prune_cmd(
+    model: Path = typer.Argument(..., help="The float ONNX model to prune."),
+    sparsity: float = typer.Option(
+        ..., "--sparsity", help="Fraction of each linear layer's weights to zero, e.g. 0.9."
+    ),
+    block: str = typer.Option(
+        "unstructured",
+        "--block",
+        help="unstructured, 1o4i (4 consecutive inputs of one output: the int8 VNNI quad) or "
+        "4o1i (4 consecutive outputs of one input).",
+    ),
+    output: Path = typer.Option(..., "--output", "-o", help="The pruned model to write (.onnx)."),
+) -> None:
+    """One-shot magnitude pruning of MODEL's encoder linear weights (per layer).
+
+    Zeros the smallest weights (or 4-weight blocks) of every linear layer; the QA head stays
+    dense. One-shot pruning COSTS ACCURACY: without fine-tuning afterwards (as sparse models
+    from SparseML or Hugging Face's movement pruning are), a 90% pruned model answers badly.
+    Use it to make sparse models for speed measurements, or prune and then fine-tune.
+    """
+    from sqc.compiler.prune import prune_model
+
+    try:
+        layers = prune_model(
+            model,
+            output,
+            sparsity,
+            block,
+            progress=lambda message: err.print(f"  {message}", highlight=False),
+        )
+    except user_errors() as e:
+        fail(str(e))
+    zeros = sum(layer.sparsity * layer.k * layer.n for layer in layers)
+    total = sum(layer.k * layer.n for layer in layers)
+    err.print(
+        f"pruned {len(layers)} linear layers ({block}): {zeros / total:.1%} of their "
+        f"{total / 1e6:.1f}M weights are zero; not fine-tuned, so accuracy drops",
+        highlight=False,
+    )
+    typer.echo(str(output))
+
+
 @app.command("inspect")
 def inspect_cmd(
-    artifact: Path = typer.Argument(..., help="Artifact directory (from sqc compile)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the layer records as JSON."),
+    artifact: Path = typer.Argument(
+        ..., help="Artifact directory (from sqc compile), or an .onnx model (compiled first)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the records as JSON."),
+    profile: bool = typer.Option(
+        False, "--profile", help="Run the model and show the measured time of every op."
+    ),
+    batch_size: int = typer.Option(1, "--batch-size", "-b", help="Batch for --profile."),
+    sequence_length: int | None = typer.Option(
+        None, "--sequence-length", help="Bucket for --profile (default: the largest)."
+    ),
+    threads: int | None = typer.Option(None, "--threads", help="Threads for --profile."),
+    repeats: int = typer.Option(10, "--repeats", help="Profiled calls to average."),
 ) -> None:
-    """Per layer: op, shape, format, sparsity, quantized form and the kernel that runs it."""
+    """Per layer: op, shape, format (dense/sparse, pattern), sparsity, quantized form, the
+    kernel that runs it and why; with --profile, measured time per op and per op type."""
     import json
 
     from sqc.runtime.engine import load_manifest
 
     try:
+        if artifact.suffix == ".onnx" and not artifact.is_dir():
+            from sqc.api import ensure_artifact
+
+            artifact = ensure_artifact(
+                artifact,
+                [sequence_length or 128],
+                max(batch_size, 1),
+                progress=lambda m: err.print(f"  {m}", highlight=False),
+            )
         manifest = load_manifest(artifact)
+        if profile:
+            report = _profile(artifact, batch_size, sequence_length, threads, repeats)
     except user_errors() as e:
         fail(str(e))
     layers = manifest.get("layers", [])
     if as_json:
-        typer.echo(json.dumps(layers, indent=1))
+        typer.echo(
+            json.dumps({"layers": layers, "profile": report} if profile else layers, indent=1)
+        )
+        return
+    if profile:
+        _print_profile(report, layers)
         return
     target = manifest["target"]
     typer.echo(
@@ -141,7 +219,10 @@ def inspect_cmd(
         f"target {target['isa']}, buckets {', '.join(map(str, manifest['buckets']))}, "
         f"quantize {manifest.get('quantize', 'none')}"
     )
-    header = f"{'layer':<48} {'op':<13} {'K x N':>11} {'sparsity':>8}  {'quantization':<22} kernel"
+    header = (
+        f"{'layer':<40} {'op':<13} {'K x N':>11} {'sparsity':>8} {'format':<19} "
+        f"{'quantization':<22} kernel"
+    )
     typer.echo(header)
     for layer in layers:
         q = layer.get("quantization", "")
@@ -152,10 +233,87 @@ def inspect_cmd(
         )
         shape = f"{layer['k']} x {layer['n']}" if "k" in layer else ""
         sparsity = f"{layer['sparsity']:.2f}" if "sparsity" in layer else ""
+        fmt = ""
+        if "format" in layer:
+            pattern = layer.get("pattern", "dense")
+            fmt = layer["format"] + (f" ({pattern})" if pattern != "dense" else "")
+            by_bucket = set(layer.get("format_by_bucket", {}).values())
+            if len(by_bucket) > 1:
+                fmt += "*"
         typer.echo(
-            f"{layer['name'][-48:]:<48} {layer['op']:<13} {shape:>11} {sparsity:>8}  "
+            f"{layer['name'][-40:]:<40} {layer['op']:<13} {shape:>11} {sparsity:>8} {fmt:<19} "
             f"{q:<22} {layer['kernel']}"
         )
+        if layer.get("why"):
+            typer.echo(f"{'':<4}why: {layer['why']}")
+    linear = [x for x in layers if "format" in x]
+    if linear:
+        sparse = sum(x["format"] == "sparse" for x in linear)
+        weights = sum(x["k"] * x["n"] for x in linear)
+        zeros = sum(x["k"] * x["n"] * x["sparsity"] for x in linear)
+        typer.echo(
+            f"{sparse} of {len(linear)} linear layers sparse; {zeros / weights:.1%} of their "
+            f"{weights / 1e6:.1f}M weights are zero"
+            + (
+                "; * = the kernel differs by bucket (see --json)"
+                if any(len(set(x.get("format_by_bucket", {}).values())) > 1 for x in linear)
+                else ""
+            )
+        )
+
+
+def _profile(artifact, batch, seq, threads, repeats) -> dict:
+    from sqc.runtime.engine import Engine, generate_random_inputs
+
+    engine = Engine(artifact, threads=threads)
+    seq = seq or engine.buckets[-1]
+    if seq not in engine.buckets:
+        raise ValueError(f"sequence length {seq} is not a bucket of {artifact} ({engine.buckets})")
+    inputs = generate_random_inputs(engine, batch, seq, seed=0)
+    return engine.profile(inputs, threads=threads, repeats=repeats)
+
+
+def _print_profile(report: dict, layers: list[dict]) -> None:
+    formats = {
+        x["name"]: x["format"]
+        + (f" {x['pattern']}" if x.get("pattern", "dense") != "dense" else "")
+        for x in layers
+        if "format" in x
+    }
+    ops = report["ops"]
+    total = sum(op["seconds"] for op in ops)
+    e2e = report["end_to_end_seconds"]
+    typer.echo(
+        f"profile: batch {report['batch']} x sequence {report['sequence']}, "
+        f"{report['threads']} threads; mean of the profiled calls"
+    )
+    typer.echo(
+        f"{'#':>3} {'op':<18} {'node':<44} {'format':<19} {'ms':>8} {'share':>6} {'GFLOP/s':>8}"
+    )
+    for i, op in enumerate(ops):
+        gflops = f"{op['flops'] / op['seconds'] / 1e9:.0f}" if op["flops"] and op["seconds"] else ""
+        typer.echo(
+            f"{i:>3} {op['op']:<18} {op['node'][-44:]:<44} {formats.get(op['node'], ''):<19} "
+            f"{op['seconds'] * 1e3:>8.3f} "
+            f"{op['seconds'] / total:>6.1%} {gflops:>8}"
+        )
+    typer.echo("")
+    typer.echo(f"{'op type':<22} {'count':>5} {'ms':>8} {'share':>6} {'GFLOP/s':>8}")
+    by_type: dict[str, list] = {}
+    for op in ops:
+        entry = by_type.setdefault(op["op"], [0, 0.0, 0])
+        entry[0] += 1
+        entry[1] += op["seconds"]
+        entry[2] += op["flops"]
+    for name, (count, seconds, flops) in sorted(by_type.items(), key=lambda x: -x[1][1]):
+        gflops = f"{flops / seconds / 1e9:.0f}" if flops and seconds else ""
+        typer.echo(
+            f"{name:<22} {count:>5} {seconds * 1e3:>8.3f} {seconds / total:>6.1%} {gflops:>8}"
+        )
+    typer.echo(
+        f"sum of ops {total * 1e3:.2f} ms; end to end (unprofiled, median) {e2e * 1e3:.2f} ms: "
+        f"the ops account for {total / e2e:.1%} of it"
+    )
 
 
 def _pipeline(artifact: Path | None, threads: int | None, **qa_options):

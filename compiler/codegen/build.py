@@ -86,7 +86,7 @@ def cdef_for(buckets: list[int]) -> str:
         lines.append(f"size_t sqc_workspace_s{s}(int B);")
         lines.append(
             f"int sqc_run_s{s}(const uint8_t *W, uint8_t *ws, int B, int nt, "
-            "const void **in, void **out);"
+            "const void **in, void **out, double *prof);"
         )
     return "\n".join(lines)
 

@@ -518,14 +518,29 @@ class Emitter(QuantEmitter):
         from sqc.compiler.codegen.packing import pack_f32_gemm_weights
 
         f32_isa = TARGETS[self.isa]["f32_isa"]
-        packed = self.weights.ref(
-            lambda: pack_f32_gemm_weights(w, f32_isa),
-            "float",
-            key=("f32_gemm", f32_isa, node.inputs[1]),
-        )
+        rows = x.numel // k
+        fn, scratch = "sqc_f32_gemm", None
+        if node.attrs.get("format") == "sparse":
+            from sqc.compiler.codegen.sparse_packing import pack_f32_sparse, spmm_scratch_bytes
+
+            fn = "sqc_f32_spmm"
+            packed = self.weights.ref(
+                lambda: pack_f32_sparse(w, f32_isa),
+                "uint8_t",
+                key=("f32_spmm", f32_isa, node.inputs[1]),
+            )
+            scratch = self._scratch(spmm_scratch_bytes(rows, k, n, "f32", f32_isa))
+        else:
+            packed = self.weights.ref(
+                lambda: pack_f32_gemm_weights(w, f32_isa),
+                "float",
+                key=("f32_gemm", f32_isa, node.inputs[1]),
+            )
         return {
             "kind": "linear",
-            "rows": x.numel // k,
+            "fn": fn,
+            "scratch": scratch,
+            "rows": rows,
             "n": n,
             "k": k,
             "x": self.pointer(node.inputs[0]),
@@ -685,6 +700,16 @@ def emit_bucket(g: Graph, seq: int, weights: WeightsTable, isa: str) -> dict:
         {"name": o, "ptr": emitter.pointer(o), "nbytes": g.values[o].nbytes} for o in g.outputs
     ]
     g.meta["workspace_per_example"] = emitter.workspace_per_example  # scratch included
+    # What `sqc inspect --profile` names each timed op by: the ops the C runs, in order.
+    g.meta["profile"] = [
+        {
+            "node": node.name,
+            "op": f"{node.domain}.{node.op}" if node.domain else node.op,
+            "flops": op_flops(g, node),
+        }
+        for node, op in zip(g.nodes, ops)
+        if op["kind"] != "none"
+    ]
     return {
         "seq": seq,
         "decls": emitter.decls,
@@ -704,19 +729,28 @@ def emit_model_source(
 ) -> str:
     """The whole generated C of a model: kernels, then one run function per bucket."""
     import sqc
-    from sqc.compiler.codegen.kernels import f32_gemm_variant, int8_gemm_variant, render_kernel
+    from sqc.compiler.codegen.kernels import (
+        f32_gemm_variant,
+        int8_gemm_variant,
+        render_kernel,
+        sparse_gemm_variant,
+    )
 
     buckets = sorted(planned)
     bucket_fns = [emit_bucket(planned[s], s, weights, isa) for s in buckets]
     gemms = [f32_gemm_variant(TARGETS[isa]["f32_isa"])]
-    if any(uses_int8_kernels(planned[s]) for s in buckets):
+    sparse = any(uses_sparse_kernels(planned[s]) for s in buckets)
+    int8 = any(uses_int8_kernels(planned[s]) for s in buckets)
+    if int8 or sparse:  # the sparse kernels reuse the int8 header's helpers
         gemms.append(int8_gemm_variant(TARGETS[isa]["int8_isa"]))
+    if sparse:
+        gemms.append(sparse_gemm_variant(TARGETS[isa]["f32_isa"], TARGETS[isa]["int8_isa"]))
     kernel_source = ""
     if with_kernels:
         parts = [render_kernel("kernels/ops.h")]
         parts += [render_kernel(k.template, **k.knobs) for k in gemms]
-        if len(gemms) > 1:
-            parts.append(render_kernel("kernels/quant.h"))
+        if int8:
+            parts.append(render_kernel("kernels/quant.h", sparse=sparse))
         kernel_source = "\n".join(parts)
     return render_kernel(
         "model.c.j2",
@@ -744,6 +778,28 @@ QUANT_OPS = {
 def uses_int8_kernels(g: Graph) -> bool:
     """True if the graph has an op whose C needs the int8 kernels and quant.h."""
     return any((n.domain or "", n.op) in QUANT_OPS for n in g.nodes)
+
+
+def op_flops(g: Graph, node: Node) -> int:
+    """Multiply-adds x 2 of one example through ``node`` (dense count; 0 if not a matmul)."""
+    if node.domain == "sqc" and node.op in ("Linear", "QLinear"):
+        k, n = g.const(node.inputs[1]).shape
+        return 2 * (g.values[node.inputs[0]].numel // k) * k * n
+    if node.domain == "sqc" and node.op == "Attention":
+        a = node.attrs
+        return 4 * a["num_heads"] * a["seq_q"] * a["seq_k"] * a["head_dim"]
+    if not node.domain and node.op in ("MatMul", "MatMulInteger"):
+        k = g.values[node.inputs[0]].shape[-1]
+        return 2 * g.values[node.outputs[0]].numel * k
+    return 0
+
+
+def uses_sparse_kernels(g: Graph) -> bool:
+    """True if a linear layer of the graph runs a sparse kernel (extract_sparsity chose it)."""
+    return any(
+        n.domain == "sqc" and n.op in ("Linear", "QLinear") and n.attrs.get("format") == "sparse"
+        for n in g.nodes
+    )
 
 
 class WeightsTable:

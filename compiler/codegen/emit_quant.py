@@ -173,11 +173,25 @@ class QuantEmitter:
         col_comp = (k * w_zp - w.astype(np.int64).sum(axis=0)).astype(np.int32)
         mode = {"dynamic": 0, "static": 1, "u8": 2, "s8": 3}[a["x_quant"]]
         ref = self.weights.ref
-        packed = ref(
-            lambda: pack_s8_gemm_weights(w, isa),
-            "int8_t",
-            key=("s8_gemm", isa, node.inputs[1]),
-        )
+        scratch = rows * ldq + 3 * 4 * rows
+        if a.get("format") == "sparse":
+            from sqc.compiler.codegen.sparse_packing import pack_s8_sparse, spmm_scratch_bytes
+
+            packed = "NULL"
+            sparse = ref(
+                lambda: pack_s8_sparse(w, isa),
+                "uint8_t",
+                key=("s8_spmm", isa, node.inputs[1]),
+            )
+            sp_offset = aligned(scratch)
+            scratch = sp_offset + spmm_scratch_bytes(rows, k, n, "int8", isa)
+        else:
+            sparse, sp_offset = "NULL", 0
+            packed = ref(
+                lambda: pack_s8_gemm_weights(w, isa),
+                "int8_t",
+                key=("s8_gemm", isa, node.inputs[1]),
+            )
         args = [
             "B",
             rows,
@@ -194,8 +208,10 @@ class QuantEmitter:
             self.pointer(node.input(2)) if node.input(2) else "NULL",
             self.pointer(node.input(3)) if node.input(3) else "NULL",
             self.pointer(node.outputs[0]),
-            self._scratch(rows * ldq + 3 * 4 * rows),
+            self._scratch(scratch),
             ldq,
+            sparse,
+            f"B * (size_t){sp_offset}",
             {"none": 0, "gelu_erf": 1, "gelu_tanh": 2}[a.get("act", "none")],
             "nt",
         ]

@@ -12,6 +12,7 @@ from functools import lru_cache
 import jinja2
 
 from sqc.compiler.codegen.packing import f32_gemm_knobs, int8_gemm_knobs
+from sqc.compiler.codegen.sparse_packing import SPARSE_TARGETS, sparse_gemm_knobs
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,23 @@ def _int8_gemm_variant(isa: str) -> KernelVariant:
     )
 
 
+def _sparse_gemm_variant(isa: str, int8_isa: str) -> KernelVariant:
+    knobs = sparse_gemm_knobs(isa, int8_isa)
+    # One render defines both sqc_f32_spmm (fp32 isa) and sqc_u8s8_spmm (int8 isa); the variant's
+    # isa is the int8 one, whose compiler flags include the fp32 isa's.
+    return KernelVariant(
+        name=f"sqc_f32_spmm_{knobs['f32_tt']}t__{isa}_u8s8_spmm_{knobs['i8_tt']}t__{int8_isa}",
+        template=SPARSE_GEMM_TEMPLATE,
+        isa=int8_isa,
+        knobs=knobs,
+    )
+
+
 F32_GEMM_TEMPLATE = "kernels/f32_gemm.h.j2"
 # Rendered after f32_gemm.h.j2 in the same C file (it reuses that header's GELU vector helpers).
 INT8_GEMM_TEMPLATE = "kernels/int8_gemm.h.j2"
+# Rendered after f32_gemm.h.j2 (fp32 isa) and int8_gemm.h.j2 (int8 isa), once per model.
+SPARSE_GEMM_TEMPLATE = "kernels/sparse_gemm.h.j2"
 
 KERNEL_VARIANTS: list[KernelVariant] = [
     _f32_gemm_variant("avx512"),
@@ -54,6 +69,7 @@ KERNEL_VARIANTS: list[KernelVariant] = [
     _int8_gemm_variant("avx512_vnni"),
     _int8_gemm_variant("avx_vnni"),
     _int8_gemm_variant("avx2"),
+    *(_sparse_gemm_variant(isa, int8_isa) for isa, int8_isa in SPARSE_TARGETS),
 ]
 
 
@@ -70,6 +86,14 @@ def int8_gemm_variant(isa: str) -> KernelVariant:
         if v.isa == isa and v.template == INT8_GEMM_TEMPLATE:
             return v
     raise ValueError(f"int8 GEMM: unknown isa {isa!r}")
+
+
+def sparse_gemm_variant(isa: str, int8_isa: str) -> KernelVariant:
+    """The sparse GEMM variant (sqc_f32_spmm + sqc_u8s8_spmm) for the target (isa, int8_isa)."""
+    for v in KERNEL_VARIANTS:
+        if v.template == SPARSE_GEMM_TEMPLATE and (v.knobs["isa"], v.isa) == (isa, int8_isa):
+            return v
+    raise ValueError(f"sparse GEMM: unknown target isa={isa!r} int8_isa={int8_isa!r}")
 
 
 @lru_cache(maxsize=1)

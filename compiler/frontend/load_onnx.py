@@ -102,15 +102,23 @@ def import_model(model: onnx.ModelProto, name: str = "model") -> Graph:
 
     nodes: list[Node] = []
     for i, n in enumerate(g.node):
-        node = Node(
-            n.op_type,
-            list(n.input),
-            list(n.output),
-            {a.name: _attr_value(a) for a in n.attribute},
-            n.name or f"{n.op_type}_{i}",
-            n.domain if n.domain != "ai.onnx" else "",
-        )
-        check_supported(node, opsets.get(node.domain, None))
+        try:
+            node = Node(
+                n.op_type,
+                list(n.input),
+                list(n.output),
+                {a.name: _attr_value(a) for a in n.attribute},
+                n.name or f"{n.op_type}_{i}",
+                n.domain if n.domain != "ai.onnx" else "",
+            )
+            check_supported(node, opsets.get(node.domain, None))
+        except CompileError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            raise CompileError(
+                f"node '{n.name or n.op_type + '_' + str(i)}' ({n.op_type}): malformed "
+                f"attribute ({type(e).__name__}: {e}); is the model file damaged?"
+            ) from None
         for out in node.outputs:
             if out:
                 values.setdefault(out, Value(out))

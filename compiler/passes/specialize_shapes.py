@@ -24,7 +24,15 @@ def specialize_shapes(graph: Graph, sequence_length: int) -> Graph:
         v.shape = _input_shape(name, g.declared_shapes.get(name, []), sequence_length)
         v.batched = True
     for node in g.nodes:
-        _specialize_node(g, node)
+        try:
+            _specialize_node(g, node)
+        except CompileError:
+            raise
+        except Exception as e:  # a malformed node: too few inputs, a retyped tensor, 2**40 dims
+            raise CompileError(
+                f"node '{node.name}' ({node.op}): its shapes cannot be computed "
+                f"({type(e).__name__}: {e}); is the model valid (onnx.checker.check_model)?"
+            ) from None
     return g
 
 

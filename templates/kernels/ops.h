@@ -131,6 +131,13 @@ static void sqc_softmax_f32(int64_t rows, int n, const float *SQC_RESTRICT x,
 typedef struct { int64_t off, sh, ss, sd, bs; } sqc_view;
 typedef sqc_rv sqc_v8; /* (named for its first width; SQC_RW lanes) */
 #define SQC_ATT_ROWS 8
+/* vectors of keys (scores) or of features (output) per register block: 8 x 2 = 16
+ * accumulators fit AVX-512's 32 registers; AVX2's 16 hold 8 x 1 */
+#if SQC_RW == 16
+#define SQC_ATT_COLS 2
+#else
+#define SQC_ATT_COLS 1
+#endif
 
 typedef int32_t sqc_v8i __attribute__((vector_size(SQC_RW * 4)));
 
@@ -183,6 +190,35 @@ static inline void sqc_att_fq(float *x, int n, const float *g) {
     for (int j = 0; j < n; ++j) x[j] = sqc_fake_quant_f32(x[j], s, z, lo, hi);
 }
 
+/* K^T: kt[d][j] = k[j][d] for j < Sk, 0 up to Sk8; in blocks of W keys, whose rows stay in
+ * L1 while each feature d of them is collected into one vector. Not auto-vectorized: gcc turns
+ * the collection into a scatter per row (vscatterdps), several times slower. */
+__attribute__((optimize("no-tree-vectorize"))) static void
+sqc_att_pack_kt(float *kt, const float *kb, sqc_view kv, int Sk, int Sk8, int D) {
+    for (int j0 = 0; j0 < Sk8; j0 += SQC_RW) {
+        const int n = Sk - j0 < SQC_RW ? Sk - j0 : SQC_RW;
+        for (int d = 0; d < D; ++d) {
+            float lanes[SQC_RW];
+            const float *kd = kb + j0 * kv.ss + d * kv.sd;
+            for (int i = 0; i < n; ++i) lanes[i] = kd[i * kv.ss];
+            for (int i = n; i < SQC_RW; ++i) lanes[i] = 0.0f;
+            sqc_v8_store(kt + (size_t)d * Sk8 + j0, sqc_v8_load(lanes));
+        }
+    }
+}
+
+/* features d0 .. min(d0 + W, D) of one output row (feature stride sd) from a vector */
+static inline void sqc_att_store_row(float *os, int64_t sd, int d0, int D, sqc_v8 v) {
+    float lanes[SQC_RW];
+    sqc_v8_store(lanes, v);
+    const int n = D - d0 < SQC_RW ? D - d0 : SQC_RW;
+    if (sd == 1 && n == SQC_RW) {
+        sqc_v8_store(os + d0, v);
+        return;
+    }
+    for (int i = 0; i < n; ++i) os[(d0 + i) * sd] = lanes[i];
+}
+
 /* fq (optional, QDQ models): 4 stages x {scale, zero point, lo, hi} applied as in the graph:
  * x = dot * pre -> stage 0 -> * post -> stage 1 -> + mask -> stage 2 -> softmax -> stage 3.
  * Without fq, x = dot * scale + mask (scale = pre * post). */
@@ -205,35 +241,63 @@ static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float sca
         float *ob = out + b * ov.bs + ov.off + h * ov.sh;
         float kt[(size_t)D * Sk8];  /* K^T: kt[d][j] */
         float vp[(size_t)Sk * D8];  /* V: vp[j][d] */
-        float qp[SQC_ATT_ROWS * D]; /* the query block: qp[r][d] */
+        float qp[SQC_ATT_ROWS * D]; /* the query block, transposed: qp[d][r] */
         float p[(size_t)SQC_ATT_ROWS * Sk8];
+        float norm[SQC_ATT_ROWS]; /* 1 / (sum of row r's exponentials), applied to its output */
         /* K^T: read K row by row (contiguous when the feature stride is 1; rows of a fused
          * QKV buffer are far apart), write columns of the small local buffer */
+        /* in blocks of W keys: the W rows stay in L1 while each feature d of them is
+         * collected into one vector of K^T */
+        sqc_att_pack_kt(kt, kb, kv, Sk, Sk8, D);
         for (int j = 0; j < Sk; ++j) {
-            const float *kj = kb + j * kv.ss;
-            for (int d = 0; d < D; ++d) kt[(size_t)d * Sk8 + j] = kj[d * kv.sd];
-        }
-        for (int d = 0; d < D; ++d)
-            for (int j = Sk; j < Sk8; ++j) kt[(size_t)d * Sk8 + j] = 0.0f;
-        for (int j = 0; j < Sk; ++j) {
-            for (int d = 0; d < D; ++d) vp[(size_t)j * D8 + d] = vb[j * vv.ss + d * vv.sd];
-            for (int d = D; d < D8; ++d) vp[(size_t)j * D8 + d] = 0.0f;
+            float *vpj = vp + (size_t)j * D8;
+            if (vv.sd == 1)
+                memcpy(vpj, vb + j * vv.ss, sizeof(float) * (size_t)D);
+            else
+                for (int d = 0; d < D; ++d) vpj[d] = vb[j * vv.ss + d * vv.sd];
+            for (int d = D; d < D8; ++d) vpj[d] = 0.0f;
         }
         for (int s0 = 0; s0 < Sq; s0 += R) {
             const int rows = Sq - s0 < R ? Sq - s0 : R;
             /* rows past the end repeat the last row: no branches in the blocks below */
             for (int r = 0; r < R; ++r) {
                 const float *qs = qb + (s0 + (r < rows ? r : rows - 1)) * qv.ss;
-                for (int d = 0; d < D; ++d) qp[r * D + d] = qs[d * qv.sd];
+                for (int d = 0; d < D; ++d) qp[d * SQC_ATT_ROWS + r] = qs[d * qv.sd];
             }
-            /* scores: p[r][j] = q[r] . k[j] */
-            for (int j0 = 0; j0 < Sk8; j0 += W) {
+            /* scores: p[r][j] = q[r] . k[j], blocks of R rows x SQC_ATT_COLS vectors of keys
+             * (each broadcast q value serves SQC_ATT_COLS vectors), then single vectors */
+            int j0 = 0;
+            for (; j0 + SQC_ATT_COLS * W <= Sk8; j0 += SQC_ATT_COLS * W) {
+                sqc_v8 acc[SQC_ATT_ROWS][SQC_ATT_COLS];
+#pragma GCC unroll 8
+                for (int r = 0; r < SQC_ATT_ROWS; ++r)
+#pragma GCC unroll 4
+                    for (int c = 0; c < SQC_ATT_COLS; ++c) acc[r][c] = (sqc_v8){ 0 };
+                for (int d = 0; d < D; ++d) {
+                    sqc_v8 kd[SQC_ATT_COLS];
+#pragma GCC unroll 4
+                    for (int c = 0; c < SQC_ATT_COLS; ++c)
+                        kd[c] = sqc_v8_load(kt + (size_t)d * Sk8 + j0 + c * W);
+#pragma GCC unroll 8
+                    for (int r = 0; r < SQC_ATT_ROWS; ++r) {
+                        const float a = qp[d * SQC_ATT_ROWS + r];
+#pragma GCC unroll 4
+                        for (int c = 0; c < SQC_ATT_COLS; ++c) acc[r][c] += a * kd[c];
+                    }
+                }
+#pragma GCC unroll 8
+                for (int r = 0; r < SQC_ATT_ROWS; ++r)
+#pragma GCC unroll 4
+                    for (int c = 0; c < SQC_ATT_COLS; ++c)
+                        sqc_v8_store(p + (size_t)r * Sk8 + j0 + c * W, acc[r][c]);
+            }
+            for (; j0 < Sk8; j0 += W) {
                 sqc_v8 acc[SQC_ATT_ROWS];
                 for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] = (sqc_v8){ 0 };
                 for (int d = 0; d < D; ++d) {
                     const sqc_v8 kd = sqc_v8_load(kt + (size_t)d * Sk8 + j0);
 #pragma GCC unroll 8
-                    for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] += qp[r * D + d] * kd;
+                    for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] += qp[d * SQC_ATT_ROWS + r] * kd;
                 }
 #pragma GCC unroll 8
                 for (int r = 0; r < SQC_ATT_ROWS; ++r) sqc_v8_store(p + (size_t)r * Sk8 + j0, acc[r]);
@@ -292,11 +356,44 @@ static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float sca
                 float sum = 0.0f;
                 for (int i = 0; i < W; ++i) sum += sum8[i];
                 const float inv = 1.0f / sum;
-                for (int j0 = 0; j0 < Sk8; j0 += W) sqc_v8_store(pr + j0, sqc_v8_load(pr + j0) * inv);
-                if (fq) sqc_att_fq(pr, Sk, fq + 12);
+                if (fq) { /* the probabilities themselves are rounded: normalize them now */
+                    for (int j0 = 0; j0 < Sk8; j0 += W)
+                        sqc_v8_store(pr + j0, sqc_v8_load(pr + j0) * inv);
+                    sqc_att_fq(pr, Sk, fq + 12);
+                    norm[r] = 1.0f;
+                } else { /* else the output rows are scaled instead: one pass less */
+                    norm[r] = inv;
+                }
             }
-            /* out[r] = sum_j p[r][j] v[j] */
-            for (int d0 = 0; d0 < D8; d0 += W) {
+            /* out[r] = sum_j p[r][j] v[j]: blocks of R rows x SQC_ATT_COLS vectors of
+             * features, then single vectors */
+            int d0 = 0;
+            for (; d0 + SQC_ATT_COLS * W <= D8; d0 += SQC_ATT_COLS * W) {
+                sqc_v8 acc[SQC_ATT_ROWS][SQC_ATT_COLS];
+#pragma GCC unroll 8
+                for (int r = 0; r < SQC_ATT_ROWS; ++r)
+#pragma GCC unroll 4
+                    for (int c = 0; c < SQC_ATT_COLS; ++c) acc[r][c] = (sqc_v8){ 0 };
+                const float *vj = vp + d0;
+                const float *prow[SQC_ATT_ROWS];
+                for (int r = 0; r < SQC_ATT_ROWS; ++r) prow[r] = p + (size_t)r * Sk8;
+                for (size_t j = 0; j < (size_t)Sk; ++j, vj += D8) {
+                    sqc_v8 vv8[SQC_ATT_COLS];
+#pragma GCC unroll 4
+                    for (int c = 0; c < SQC_ATT_COLS; ++c) vv8[c] = sqc_v8_load(vj + c * W);
+#pragma GCC unroll 8
+                    for (int r = 0; r < SQC_ATT_ROWS; ++r) {
+                        const float pj = prow[r][j];
+#pragma GCC unroll 4
+                        for (int c = 0; c < SQC_ATT_COLS; ++c) acc[r][c] += pj * vv8[c];
+                    }
+                }
+                for (int r = 0; r < rows; ++r)
+                    for (int c = 0; c < SQC_ATT_COLS; ++c)
+                        sqc_att_store_row(ob + (s0 + r) * ov.ss, ov.sd, d0 + c * W, D,
+                                          acc[r][c] * norm[r]);
+            }
+            for (; d0 < D8; d0 += W) {
                 sqc_v8 acc[SQC_ATT_ROWS];
                 for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] = (sqc_v8){ 0 };
                 const float *vj = vp + d0;
@@ -305,13 +402,8 @@ static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float sca
 #pragma GCC unroll 8
                     for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] += p[(size_t)r * Sk8 + j] * vv8;
                 }
-                for (int r = 0; r < rows; ++r) {
-                    float *os = ob + (s0 + r) * ov.ss;
-                    float lanes[SQC_RW];
-                    sqc_v8_store(lanes, acc[r]);
-                    const int n = D - d0 < W ? D - d0 : W;
-                    for (int i = 0; i < n; ++i) os[(d0 + i) * ov.sd] = lanes[i];
-                }
+                for (int r = 0; r < rows; ++r)
+                    sqc_att_store_row(ob + (s0 + r) * ov.ss, ov.sd, d0, D, acc[r] * norm[r]);
             }
         }
     }

@@ -59,12 +59,14 @@ static void sqc_copy_rows_u8(int M, int K, const void *src, int is_s8, uint8_t *
    quantize X (mode 0: DynamicQuantizeLinear's range per example; 1: given scale and zero
    point; 2: X is uint8 already; 3: X is int8 already), then
    Y = act(float(acc) * (x_scale * w_scale[n]) + bias + residual) by sqc_u8s8_gemm.
-   scratch: B * (rows * ldq + 12 * rows) bytes. */
+   Wsp non-NULL: W is the sparse blob of sparse_packing.pack_s8_sparse (Wp unused) and
+   sqc_u8s8_spmm runs instead, with its scratch at scratch + sp_offset.
+   scratch: B * (rows * ldq + 12 * rows) bytes (+ the sparse kernel's, at sp_offset). */
 static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, float x_scale,
                         int32_t x_zp, const int8_t *Wp, const int32_t *col_comp,
                         const int32_t *w_zp, const float *w_scale, const float *bias,
-                        const float *residual, float *y, uint8_t *scratch, int ldq, int act,
-                        int nt)
+                        const float *residual, float *y, uint8_t *scratch, int ldq,
+                        const void *Wsp, size_t sp_offset, int act, int nt)
 {
     const int M = B * rows;
     uint8_t *aq = scratch;
@@ -85,6 +87,15 @@ static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, 
         sqc_quantize_rows_u8(M, K, (const float *)x, K, a_scale, a_zp, aq, ldq, rowsum, nt);
     else
         sqc_copy_rows_u8(M, K, x, mode == 3, aq, ldq, rowsum);
+{% if sparse %}
+    if (Wsp) {
+        sqc_u8s8_spmm(M, N, K, aq, ldq, Wsp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale,
+                      bias, residual, y, N, act, scratch + sp_offset, nt);
+        return;
+    }
+{% endif %}
+    (void)Wsp;
+    (void)sp_offset;
     sqc_u8s8_gemm(M, N, K, aq, ldq, Wp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
                   residual, y, N, act, nt);
 }

@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto as T
@@ -271,3 +272,60 @@ def test_benchmark_async_and_bad_shapes(tmp_path):
     assert "async, 2 stream(s)" in out.stdout
     one_line_error(sqc("benchmark", TINY, "-i", "[a,3]"), "[a,3]")
     one_line_error(sqc("benchmark", TINY, "-e", "tensorrt"), "tensorrt")
+
+
+def test_prune_then_compile_and_inspect(tmp_path):
+    """`sqc prune` on a model with 64-wide layers (made here), then compile and inspect."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((64, 96)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal((96, 64)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="up"),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["y"], name="down"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", T.FLOAT, ["batch", "seq", 64])],
+        [helper.make_tensor_value_info("y", T.FLOAT, ["batch", "seq", 64])],
+        inits,
+    )
+    src = tmp_path / "mlp.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    help_text = sqc("prune", "--help").stdout
+    assert "COSTS ACCURACY" in help_text and "1o4i" in help_text
+    out = tmp_path / "mlp-pruned.onnx"
+    result = sqc("prune", src, "--sparsity", "0.9", "--block", "4o1i", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "pruned 2 linear layers (4o1i): 90.0%" in result.stderr
+    assert "accuracy drops" in result.stderr
+    one_line_error(sqc("prune", src, "--sparsity", "2", "-o", out), "sparsity must be in [0, 1]")
+    one_line_error(sqc("prune", out, "--sparsity", "0.5", "-o", out), "would overwrite")
+    art = tmp_path / "art"
+    result = sqc("compile", out, "--buckets", "16", "-o", art, "--sparse", "always")
+    assert result.returncode == 0, result.stderr
+    shown = sqc("inspect", art).stdout
+    assert "sparse (4o1i)" in shown and "--sparse always" in shown
+    assert "2 of 2 linear layers sparse; 90.0% of their 0.0M weights are zero" in shown
+    one_line_error(sqc("compile", out, "-o", art, "--sparse", "sometimes"), "sparse must be one of")
+
+
+def test_inspect_profile_table_and_json(tmp_path):
+    art = tmp_path / "tiny"
+    assert sqc("compile", TINY, "--buckets", "16", "-o", art).returncode == 0
+    result = sqc("inspect", art, "--profile", "--repeats", "2", "-b", "2")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "profile: batch 2 x sequence 16" in out and "sqc.Attention" in out
+    assert "op type" in out and "sum of ops" in out and "of it" in out
+    report = json.loads(sqc("inspect", art, "--profile", "--repeats", "1", "--json").stdout)
+    assert {"layers", "profile"} <= set(report)
+    assert report["profile"]["ops"] and report["profile"]["end_to_end_seconds"] > 0
+    one_line_error(sqc("inspect", art, "--profile", "--sequence-length", "99"), "not a bucket")
+    # an .onnx model is compiled first (into the cache), then inspected
+    assert "0 of 9 linear layers sparse" in sqc("inspect", TINY, "--sequence-length", "16").stdout

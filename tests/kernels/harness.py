@@ -282,3 +282,84 @@ def build_int8_gemm(
     return build_kernel_module(
         variant, INT8_GEMM_CDEF, INT8_GEMM_WRAPPERS, build_dir, before=(f32,)
     )
+
+
+SPARSE_GEMM_CDEF = """
+void sqc_test_f32_spmm(int M, int N, int K, const float *A, int lda, const void *Wsp,
+                       const float *bias, const float *residual, float *C, int ldc, int act,
+                       void *scratch, int nthreads);
+void sqc_test_u8s8_spmm(int M, int N, int K, const uint8_t *Aq, int ldq, const void *Wsp,
+                        const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
+                        const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
+                        const float *bias, const float *residual, float *C, int ldc, int act,
+                        void *scratch, int nthreads);
+void sqc_test_f32_gemm(int M, int N, int K, const float *A, int lda, const float *Wp,
+                       const float *bias, const float *residual, float *C, int ldc, int act,
+                       int nthreads);
+void sqc_test_u8s8_gemm(int M, int N, int K, const uint8_t *Aq, int ldq, const int8_t *Wp,
+                        const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
+                        const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
+                        const float *bias, const float *residual, float *C, int ldc, int act,
+                        int nthreads);
+"""
+
+SPARSE_GEMM_WRAPPERS = """
+/* the int8 GEMM header rendered ahead of it also defines the activation quantizers */
+__attribute__((unused)) static void *const sqc_test_keep_quantize[] = {
+    (void *)sqc_quantize_rows_u8, (void *)sqc_dynamic_qparams_u8};
+void sqc_test_f32_spmm(int M, int N, int K, const float *A, int lda, const void *Wsp,
+                       const float *bias, const float *residual, float *C, int ldc, int act,
+                       void *scratch, int nthreads)
+{
+    sqc_f32_spmm(M, N, K, A, lda, Wsp, bias, residual, C, ldc, act, scratch, nthreads);
+}
+void sqc_test_u8s8_spmm(int M, int N, int K, const uint8_t *Aq, int ldq, const void *Wsp,
+                        const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
+                        const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
+                        const float *bias, const float *residual, float *C, int ldc, int act,
+                        void *scratch, int nthreads)
+{
+    sqc_u8s8_spmm(M, N, K, Aq, ldq, Wsp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
+                  residual, C, ldc, act, scratch, nthreads);
+}
+/* the dense kernels of the same target, for the benchmark's side-by-side timing */
+void sqc_test_f32_gemm(int M, int N, int K, const float *A, int lda, const float *Wp,
+                       const float *bias, const float *residual, float *C, int ldc, int act,
+                       int nthreads)
+{
+    sqc_f32_gemm(M, N, K, A, lda, Wp, bias, residual, C, ldc, act, nthreads);
+}
+void sqc_test_u8s8_gemm(int M, int N, int K, const uint8_t *Aq, int ldq, const int8_t *Wp,
+                        const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
+                        const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
+                        const float *bias, const float *residual, float *C, int ldc, int act,
+                        int nthreads)
+{
+    sqc_u8s8_gemm(M, N, K, Aq, ldq, Wp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
+                  residual, C, ldc, act, nthreads);
+}
+"""
+
+
+def sparse_gemm_runnable(variant: KernelVariant) -> tuple[bool, str | None]:
+    """(True, None) when this CPU runs the sparse ``variant`` (its fp32 and int8 isas) natively."""
+    isas = (variant.knobs["isa"], variant.knobs["int8_isa"])
+    missing = sorted(set().union(*(ISA_CPU_FLAGS[i] for i in isas)) - cpu_flags())
+    if missing:
+        return False, f"{variant.name}: CPU lacks {missing} (no emulation for sparse GEMMs)"
+    return True, None
+
+
+def build_sparse_gemm(variant: KernelVariant, build_dir: str | os.PathLike) -> ModuleType:
+    """The sparse GEMM ``variant`` rendered after the dense fp32 and int8 GEMM headers of its
+    target, as a module exporting sqc_test_f32_spmm, sqc_test_u8s8_spmm and the two dense GEMMs
+    (sqc_test_f32_gemm, sqc_test_u8s8_gemm). Native only."""
+    from sqc.compiler.codegen.kernels import f32_gemm_variant, int8_gemm_variant
+
+    before = (
+        f32_gemm_variant(variant.knobs["isa"]),
+        int8_gemm_variant(variant.knobs["int8_isa"]),
+    )
+    return build_kernel_module(
+        variant, SPARSE_GEMM_CDEF, SPARSE_GEMM_WRAPPERS, build_dir, before=before
+    )

@@ -113,3 +113,24 @@ def test_damaged_artifacts_are_refused(engine, tmp_path):
         Engine(copy)
     with pytest.raises(ArtifactError, match="not an artifact"):
         Engine(tmp_path / "nothing")
+
+
+def test_profile_times_every_op_the_manifest_names(engine):
+    """Engine.profile: one time per op the C runs, in the manifest's order, with the op's
+    FLOPs for the batch; profiled calls give the same outputs as plain ones."""
+    inputs = generate_random_inputs(engine, 2, engine.buckets[0], seed=4)
+    before = engine.run(inputs)
+    report = engine.profile(inputs, repeats=3)
+    ops = engine.manifest["profile"][str(engine.buckets[0])]
+    assert [(o["node"], o["op"]) for o in report["ops"]] == [(o["node"], o["op"]) for o in ops]
+    assert report["batch"] == 2 and report["sequence"] == engine.buckets[0]
+    assert all(o["seconds"] > 0 for o in report["ops"])
+    linear = [o for o in report["ops"] if o["op"] == "sqc.Linear"]
+    assert linear and all(o["flops"] > 0 for o in linear)
+    assert {o["op"] for o in report["ops"] if o["flops"]} <= {"sqc.Linear", "sqc.Attention"}
+    # the timed ops are inside the call: their sum cannot exceed it by much (noise aside)
+    assert sum(o["seconds"] for o in report["ops"]) <= 2 * report["end_to_end_seconds"]
+    for a, b in zip(before, engine.run(inputs)):
+        assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="repeats must be a positive integer"):
+        engine.profile(inputs, repeats=0)

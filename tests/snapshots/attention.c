@@ -5,14 +5,25 @@
 #include <stddef.h>
 #include <string.h>
 #include <math.h>
+#include <time.h>
+
+/* Profiling (`sqc inspect --profile`): a run given prof[] adds each op's seconds to prof[i],
+   i counting the ops as the manifest's "profile" list does; prof NULL costs one test per op. */
+static inline double sqc_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 
 
 /* ---- bucket: sequence length 6; workspace 896 bytes per example */
 size_t sqc_workspace_s6(int B) { return (size_t)B * 896 + 64; }
 
-int sqc_run_s6(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, void **out) {
+int sqc_run_s6(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, void **out, double *prof) {
     int err = 0;
+    double sqc_t = prof ? sqc_now() : 0.0;
     const float *v0 = (const float *)in[0]; /* x */
     const int64_t *v1 = (const int64_t *)in[1]; /* mask */
     const float *v2 = (const float *)(W + 1024); /* MatMul_0/merged_b */
@@ -26,6 +37,7 @@ int sqc_run_s6(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, vo
     /* node: MatMul_0+MatMul_3+MatMul_6 (sqc.Linear) */
     sqc_f32_gemm(B * 6, 24, 8, v0, 8, (const float *)(W + 0), v2, NULL, v3, 24, 0, nt);
 
+    if (prof) { const double t = sqc_now(); prof[0] += t - sqc_t; sqc_t = t; }
     /* node: Cast_15 (Cast) */
     for (int b = 0; b < B; ++b) {
         float *p0 = (float *)v5 + (int64_t)b * 6;
@@ -34,6 +46,7 @@ int sqc_run_s6(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, vo
             p0[0 + i0 * 1] = (float)(((int64_t)p1[0 + i0 * 1]));
     }
 
+    if (prof) { const double t = sqc_now(); prof[1] += t - sqc_t; sqc_t = t; }
     /* node: Mul_17/fused_elementwise (sqc.Elementwise) */
     for (int b = 0; b < B; ++b) {
         float *p0 = (float *)v8 + (int64_t)b * 6;
@@ -44,12 +57,14 @@ int sqc_run_s6(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, vo
             p0[0 + i0 * 1] = (float)(((((float)p1[0])) - (((float)p2[0 + i0 * 1]))) * (((float)p3[0])));
     }
 
+    if (prof) { const double t = sqc_now(); prof[2] += t - sqc_t; sqc_t = t; }
     /* node: MatMul_20/fused_attention (sqc.Attention) */
     sqc_attention_f32(B, 2, 6, 6, 4, 0.5f,
         v3, (sqc_view){0, 4, 24, 1, 144}, v3, (sqc_view){8, 4, 24, 1, 144},
         v3, (sqc_view){16, 4, 24, 1, 144}, v8, (sqc_view){0, 0, 0, 1, 6},
         v9, (sqc_view){0, 4, 8, 1, 48}, NULL, 1.0f, 1.0f, nt);
 
+    if (prof) { const double t = sqc_now(); prof[3] += t - sqc_t; sqc_t = t; }
     memcpy(out[0], v9, (size_t)B * 192); /* y */
     return err;
 }
@@ -57,8 +72,9 @@ int sqc_run_s6(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, vo
 /* ---- bucket: sequence length 12; workspace 1664 bytes per example */
 size_t sqc_workspace_s12(int B) { return (size_t)B * 1664 + 64; }
 
-int sqc_run_s12(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, void **out) {
+int sqc_run_s12(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, void **out, double *prof) {
     int err = 0;
+    double sqc_t = prof ? sqc_now() : 0.0;
     const float *v0 = (const float *)in[0]; /* x */
     const int64_t *v1 = (const int64_t *)in[1]; /* mask */
     const float *v2 = (const float *)(W + 1024); /* MatMul_0/merged_b */
@@ -72,6 +88,7 @@ int sqc_run_s12(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, v
     /* node: MatMul_0+MatMul_3+MatMul_6 (sqc.Linear) */
     sqc_f32_gemm(B * 12, 24, 8, v0, 8, (const float *)(W + 0), v2, NULL, v3, 24, 0, nt);
 
+    if (prof) { const double t = sqc_now(); prof[0] += t - sqc_t; sqc_t = t; }
     /* node: Cast_15 (Cast) */
     for (int b = 0; b < B; ++b) {
         float *p0 = (float *)v5 + (int64_t)b * 12;
@@ -80,6 +97,7 @@ int sqc_run_s12(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, v
             p0[0 + i0 * 1] = (float)(((int64_t)p1[0 + i0 * 1]));
     }
 
+    if (prof) { const double t = sqc_now(); prof[1] += t - sqc_t; sqc_t = t; }
     /* node: Mul_17/fused_elementwise (sqc.Elementwise) */
     for (int b = 0; b < B; ++b) {
         float *p0 = (float *)v8 + (int64_t)b * 12;
@@ -90,12 +108,14 @@ int sqc_run_s12(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, v
             p0[0 + i0 * 1] = (float)(((((float)p1[0])) - (((float)p2[0 + i0 * 1]))) * (((float)p3[0])));
     }
 
+    if (prof) { const double t = sqc_now(); prof[2] += t - sqc_t; sqc_t = t; }
     /* node: MatMul_20/fused_attention (sqc.Attention) */
     sqc_attention_f32(B, 2, 12, 12, 4, 0.5f,
         v3, (sqc_view){0, 4, 24, 1, 288}, v3, (sqc_view){8, 4, 24, 1, 288},
         v3, (sqc_view){16, 4, 24, 1, 288}, v8, (sqc_view){0, 0, 0, 1, 12},
         v9, (sqc_view){0, 4, 8, 1, 96}, NULL, 1.0f, 1.0f, nt);
 
+    if (prof) { const double t = sqc_now(); prof[3] += t - sqc_t; sqc_t = t; }
     memcpy(out[0], v9, (size_t)B * 384); /* y */
     return err;
 }

@@ -5,14 +5,25 @@
 #include <stddef.h>
 #include <string.h>
 #include <math.h>
+#include <time.h>
+
+/* Profiling (`sqc inspect --profile`): a run given prof[] adds each op's seconds to prof[i],
+   i counting the ops as the manifest's "profile" list does; prof NULL costs one test per op. */
+static inline double sqc_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 
 
 /* ---- bucket: sequence length 6; workspace 576 bytes per example */
 size_t sqc_workspace_s6(int B) { return (size_t)B * 576 + 64; }
 
-int sqc_run_s6(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, void **out) {
+int sqc_run_s6(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, void **out, double *prof) {
     int err = 0;
+    double sqc_t = prof ? sqc_now() : 0.0;
     const float *v0 = (const float *)in[0]; /* x */
     const float *v1 = (const float *)(W + 512); /* b1 */
     float *v2 = (float *)(ws + (size_t)B * 0); /* g */
@@ -24,12 +35,15 @@ int sqc_run_s6(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, vo
     /* node: MatMul_0 (sqc.Linear) */
     sqc_f32_gemm(B * 6, 16, 8, v0, 8, (const float *)(W + 0), v1, NULL, v2, 16, 1, nt);
 
+    if (prof) { const double t = sqc_now(); prof[0] += t - sqc_t; sqc_t = t; }
     /* node: MatMul_7 (sqc.Linear) */
     sqc_f32_gemm(B * 6, 8, 16, v2, 16, (const float *)(W + 576), v3, NULL, v4, 8, 0, nt);
 
+    if (prof) { const double t = sqc_now(); prof[1] += t - sqc_t; sqc_t = t; }
     /* node: Add_18/fused_layernorm/fused_skip (sqc.SkipLayerNorm) */
     sqc_layernorm_f32((int64_t)B * 6, 8, v4, v0, NULL, v5, v6, 9.99999996e-13f, v7, NULL, nt);
 
+    if (prof) { const double t = sqc_now(); prof[2] += t - sqc_t; sqc_t = t; }
     memcpy(out[0], v7, (size_t)B * 192); /* y */
     return err;
 }
@@ -37,8 +51,9 @@ int sqc_run_s6(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, vo
 /* ---- bucket: sequence length 12; workspace 1152 bytes per example */
 size_t sqc_workspace_s12(int B) { return (size_t)B * 1152 + 64; }
 
-int sqc_run_s12(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, void **out) {
+int sqc_run_s12(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, void **out, double *prof) {
     int err = 0;
+    double sqc_t = prof ? sqc_now() : 0.0;
     const float *v0 = (const float *)in[0]; /* x */
     const float *v1 = (const float *)(W + 512); /* b1 */
     float *v2 = (float *)(ws + (size_t)B * 0); /* g */
@@ -50,12 +65,15 @@ int sqc_run_s12(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, v
     /* node: MatMul_0 (sqc.Linear) */
     sqc_f32_gemm(B * 12, 16, 8, v0, 8, (const float *)(W + 0), v1, NULL, v2, 16, 1, nt);
 
+    if (prof) { const double t = sqc_now(); prof[0] += t - sqc_t; sqc_t = t; }
     /* node: MatMul_7 (sqc.Linear) */
     sqc_f32_gemm(B * 12, 8, 16, v2, 16, (const float *)(W + 576), v3, NULL, v4, 8, 0, nt);
 
+    if (prof) { const double t = sqc_now(); prof[1] += t - sqc_t; sqc_t = t; }
     /* node: Add_18/fused_layernorm/fused_skip (sqc.SkipLayerNorm) */
     sqc_layernorm_f32((int64_t)B * 12, 8, v4, v0, NULL, v5, v6, 9.99999996e-13f, v7, NULL, nt);
 
+    if (prof) { const double t = sqc_now(); prof[2] += t - sqc_t; sqc_t = t; }
     memcpy(out[0], v7, (size_t)B * 384); /* y */
     return err;
 }

@@ -1,0 +1,133 @@
+"""Whole pruned models, fp32 and int8, through the sparse kernels, against onnxruntime.
+
+The tiny BERT fixture is pruned here by `sqc prune`'s magnitude pruning (unstructured, 1o4i,
+4o1i) and, for int8, then quantized by onnxruntime.quantization as users do (dynamic per
+channel; static QDQ). Built with ``--sparse always`` so every linear layer runs a sparse kernel
+(the fixture's 32-wide layers are too small for the cost model to choose sparse on its own).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sqc.compiler.prune import prune_model
+from sqc.runtime.engine import generate_random_inputs
+from tests.conftest import FIXTURES, ort_run
+from tests.tolerances import TOLERANCE, relative_error
+
+SOURCE = FIXTURES / "bert_qa_opset17.onnx"
+BUCKETS = (16, 24)
+PRUNINGS = {
+    "unstructured-90": (0.9, "unstructured"),
+    "1o4i-80": (0.8, "1o4i"),
+    "4o1i-80": (0.8, "4o1i"),
+    "all-zero": (1.0, "unstructured"),
+}
+
+
+@pytest.fixture(scope="module")
+def pruned(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pruned")
+    paths = {}
+    for name, (sparsity, block) in PRUNINGS.items():
+        paths[name] = out / f"{name}.onnx"
+        prune_model(SOURCE, paths[name], sparsity, block, min_side=16)
+    return paths
+
+
+def _sparse_layers(engine) -> list[dict]:
+    layers = json.loads((engine.path / "manifest.json").read_text())["layers"]
+    return [x for x in layers if "format" in x]
+
+
+@pytest.mark.parametrize("name", list(PRUNINGS))
+def test_pruned_fp32_model_matches_onnxruntime(compile_onnx, pruned, name):
+    engine = compile_onnx(pruned[name], buckets=BUCKETS, max_batch_size=4, sparse="always")
+    layers = _sparse_layers(engine)
+    assert {x["format"] for x in layers} == {"sparse"}
+    block = PRUNINGS[name][1]
+    if name != "all-zero":
+        assert {x["pattern"] for x in layers if x["n"] > 2} == {block}
+    for seq in BUCKETS:
+        for batch in (1, 4):
+            inputs = generate_random_inputs(engine, batch, seq, seed=seq + batch)
+            got = engine.run(inputs)
+            want = ort_run(pruned[name], dict(zip(engine.input_names, inputs)))
+            for g, w in zip(got, want):
+                assert relative_error(g, w) <= TOLERANCE["f32_model"], (name, seq, batch)
+
+
+def test_sparse_and_dense_builds_agree_and_threads_do_not_matter(compile_onnx, pruned):
+    sparse = compile_onnx(pruned["unstructured-90"], buckets=(16,), sparse="always")
+    dense = compile_onnx(pruned["unstructured-90"], buckets=(16,), sparse="never")
+    assert {x["format"] for x in _sparse_layers(dense)} == {"dense"}
+    inputs = generate_random_inputs(sparse, 3, 16, seed=3)
+    one = compile_onnx(pruned["unstructured-90"], buckets=(16,), sparse="always", threads=1)
+    for a, b, c in zip(sparse.run(inputs), dense.run(inputs), one.run(inputs)):
+        assert relative_error(a, b) <= TOLERANCE["f32_model"]
+        assert np.array_equal(a, c)
+
+
+def _quantize(src, dst, form):
+    import onnx
+    from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
+
+    from tests.models.test_int8_models import _Reader
+
+    if form == "dynamic":
+        quantize_dynamic(src, dst, per_channel=True)
+        return
+    names = [i.name for i in onnx.load(str(src)).graph.input]
+    quantize_static(src, dst, _Reader(names), quant_format=QuantFormat.QDQ)
+
+
+@pytest.mark.parametrize("name", ["unstructured-90", "1o4i-80"])
+@pytest.mark.parametrize("form", ["dynamic", "qdq"])
+def test_pruned_int8_model_matches_onnxruntime_and_its_dense_build(
+    compile_onnx, pruned, tmp_path, name, form
+):
+    """Integer accumulators are exact in both kernels: the sparse build equals the dense build
+    of the same int8 file (up to one float rounding of the epilogue), and onnxruntime as the
+    int8 model tolerance allows."""
+    from tests.models.test_int8_models import _session
+
+    path = tmp_path / f"{name}-{form}.onnx"
+    _quantize(pruned[name], path, form)
+    sparse = compile_onnx(path, buckets=(16,), max_batch_size=4, sparse="always")
+    dense = compile_onnx(path, buckets=(16,), max_batch_size=4, sparse="never")
+    layers = _sparse_layers(sparse)
+    assert {x["op"] for x in layers} == {"QLinear"} and {x["format"] for x in layers} == {"sparse"}
+    encoder = [x for x in layers if x["n"] > 2]
+    assert all(x["sparsity"] >= PRUNINGS[name][0] - 0.05 for x in encoder), encoder
+    session = _session(path, optimize=False)
+    inputs = generate_random_inputs(sparse, 4, 16, seed=11)
+    got, base = sparse.run(inputs), dense.run(inputs)
+    for g, d in zip(got, base):
+        assert relative_error(g, d) <= TOLERANCE["int8_model"]
+    exact = 0
+    for b in range(4):
+        feeds = {n: x[b : b + 1] for n, x in zip(sparse.input_names, inputs)}
+        want = session.run(None, feeds)
+        err = max(relative_error(g[b : b + 1], w) for g, w in zip(got, want))
+        assert err <= TOLERANCE["int8_model"], (name, form, b, err)
+        exact += err <= TOLERANCE["f32_model"]
+    assert exact >= 2, exact
+
+
+def test_compile_time_quantization_of_a_pruned_model_runs_sparse_int8(compile_onnx, pruned):
+    engine = compile_onnx(
+        pruned["1o4i-80"], buckets=(16,), max_batch_size=2, quantize="dynamic", sparse="always"
+    )
+    layers = _sparse_layers(engine)
+    assert {x["op"] for x in layers} == {"QLinear"}
+    # per-column symmetric int8 keeps pruned weights at 0, so the 1o4i blocks survive
+    assert {x["pattern"] for x in layers if x["n"] > 2} == {"1o4i"}
+    dense = compile_onnx(
+        pruned["1o4i-80"], buckets=(16,), max_batch_size=2, quantize="dynamic", sparse="never"
+    )
+    inputs = generate_random_inputs(engine, 2, 16, seed=1)
+    for a, b in zip(engine.run(inputs), dense.run(inputs)):
+        assert relative_error(a, b) <= TOLERANCE["int8_model"]
