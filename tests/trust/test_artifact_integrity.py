@@ -12,7 +12,7 @@ import pytest
 
 import sqc
 from sqc.runtime import integrity
-from sqc.runtime.engine import ArtifactError, Engine, generate_random_inputs
+from sqc.runtime.engine import FORMAT_VERSION, ArtifactError, Engine, generate_random_inputs
 from tests.trust.conftest import TINY_MODEL
 
 RECOMPILE = r"recompile it: `sqc compile bert_qa_opset17\.onnx --buckets 16,32 --batch-size 4 -o "
@@ -107,11 +107,14 @@ def test_a_missing_library_is_refused(artifact_copy):
         Engine(path)
 
 
-@pytest.mark.parametrize("version", [1, 3, None, "2"])
+@pytest.mark.parametrize(
+    "version", [FORMAT_VERSION - 1, FORMAT_VERSION + 1, None, str(FORMAT_VERSION)]
+)
 def test_another_format_version_is_refused(artifact_copy, version):
     path = artifact_copy()
     _edit_manifest(path, lambda m: m.update(format_version=version))
-    with pytest.raises(ArtifactError, match=f"artifact format {version}, this sqc reads format 2"):
+    expected = f"artifact format {version}, this sqc reads format {FORMAT_VERSION}"
+    with pytest.raises(ArtifactError, match=expected):
         Engine(path)
 
 

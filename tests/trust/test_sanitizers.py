@@ -8,7 +8,7 @@ bytes the library asks for, so one byte past the end is a report) and the C stac
 overruns inside the mapped weights.bin (not malloc'ed); UBSan sees signed overflow, misaligned
 and out-of-range shifts and the like everywhere.
 
-One row of MODELS per kernel family; a sparse model is one more row (one is commented there).
+One row of MODELS per kernel family (dense, fused, int8, sparse; AVX-512 and AVX2).
 """
 
 from __future__ import annotations
@@ -42,6 +42,20 @@ def _ort_dynamic_int8(out: Path) -> Path:
     return path
 
 
+def _pruned(block: str):
+    """The fixture with 90% of its linear weights zeroed (`sqc prune`), in ``block`` pattern."""
+
+    def make(out: Path) -> Path:
+        from sqc.compiler.prune import prune_model
+
+        path = out / f"bert_qa_pruned90_{block}.onnx"
+        if not path.exists():
+            prune_model(FIXTURES / "bert_qa_opset17.onnx", path, 0.9, block, min_side=1)
+        return path
+
+    return make
+
+
 # id -> (model: a fixture's file name or a function making one, compile options). Buckets are 16
 # and 32; max batch 3 (an odd tail).
 MODELS = {
@@ -56,7 +70,15 @@ MODELS = {
     # the AVX2 kernels (f32 and int8 without VNNI), which native skips on an AVX-512 CPU
     "f32-avx2": ("bert_qa_opset17.onnx", {"target": "avx2"}),
     "int8-avx2": ("bert_qa_opset17.onnx", {"quantize": "dynamic", "target": "avx2"}),
-    # "sparse": ("<pruned fixture>.onnx", {}),  # when the sparse kernels land
+    # sparse kernels (every layer, whatever the cost model would pick): f32 unstructured,
+    # int8 in 4-blocks along the reduction axis, and the AVX2 ones
+    "f32-sparse": (_pruned("unstructured"), {"sparse": "always"}),
+    "int8-sparse-1o4i": (_pruned("1o4i"), {"quantize": "dynamic", "sparse": "always"}),
+    "f32-sparse-avx2": (_pruned("unstructured"), {"sparse": "always", "target": "avx2"}),
+    "int8-sparse-avx2": (
+        _pruned("1o4i"),
+        {"quantize": "dynamic", "sparse": "always", "target": "avx2"},
+    ),
 }
 
 RUN = textwrap.dedent(
@@ -175,6 +197,18 @@ def test_the_sanitized_library_is_instrumented(sanitized):
         library = json.loads((path / "manifest.json").read_text())["library"]["file"]
         data = (path / library).read_bytes()
         assert b"__asan_report" in data and b"__ubsan_handle" in data
+
+
+def test_the_sparse_rows_run_sparse_kernels(sanitized):
+    _, artifacts = sanitized
+    for name, path in artifacts.items():
+        kernels = [layer.get("kernel", "") for layer in _manifest(path)["layers"]]
+        sparse = [k for k in kernels if "spmm" in k]
+        assert bool(sparse) == ("sparse" in name), (name, kernels)
+
+
+def _manifest(path: Path) -> dict:
+    return json.loads((path / "manifest.json").read_text())
 
 
 def test_loading_it_without_libasan_is_refused_not_aborted(sanitized):
