@@ -114,22 +114,22 @@ def test_batches_of_hostile_pairs(qa, pairs):
         assert context[out.start : out.end] == out.answer
 
 
-@pytest.mark.parametrize(
-    "question,context",
-    [
-        ("", "context"),
-        ("   \t\n", "context"),
-        ("q?", ""),
-        ("q?", "\u3000\u2028 \n"),
-        ("What?", "\x00" * 5000),
-        ("What?", "the cat sat on the mat. " * 2000),  # 48,000 characters: many windows
-        ("What?", "🧑\u200d🚀" * 3000),
-        ("What?", "\u202eשלום עולם " * 1000),
-        ("\ud800?", "lone \udfff surrogates"),
-        ("the " * 200, "a long question"),
-        ("What?", "x" * 100_000),  # one 100,000-character word
-    ],
-)
+EDGE_CASES = {
+    "blank-question": ("", "context"),
+    "whitespace-question": ("   \t\n", "context"),
+    "empty-context": ("q?", ""),
+    "unicode-blank-context": ("q?", "\u3000\u2028 \n"),
+    "nul-context": ("What?", "\x00" * 5000),
+    "many-windows": ("What?", "the cat sat on the mat. " * 200),  # 4,800 characters
+    "emoji-zwj": ("What?", "🧑\u200d🚀" * 3000),
+    "rtl-override": ("What?", "\u202eשלום עולם " * 1000),
+    "lone-surrogates": ("\ud800?", "lone \udfff surrogates"),
+    "long-question": ("the " * 200, "a long question"),
+    "one-100k-word": ("What?", "x" * 100_000),
+}
+
+
+@pytest.mark.parametrize("question,context", EDGE_CASES.values(), ids=EDGE_CASES.keys())
 def test_edge_cases(qa, question, context):
     _check_answer(question, context, lambda: qa(question=question, context=context))
 
