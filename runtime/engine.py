@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from sqc.runtime.cpu import missing_features, physical_cores
+from sqc.runtime.integrity import ArtifactError, recompile_hint, verify_artifact
 
 FORMAT_VERSION = 3  # 3: sqc_run_s* take a profile buffer; manifest has "profile"
 
-
-class ArtifactError(Exception):
-    """An artifact that cannot be loaded (missing, damaged, or built for another CPU)."""
+__all__ = ["ArtifactError", "Engine", "EngineInputError", "generate_random_inputs"]
 
 
 class EngineInputError(ValueError):
@@ -38,12 +37,20 @@ def load_manifest(artifact: str | os.PathLike) -> dict:
     except FileNotFoundError:
         raise ArtifactError(f"{path}: no manifest.json; not an sqc artifact") from None
     except ValueError as e:
-        raise ArtifactError(f"{path}/manifest.json is damaged ({e}); recompile the model") from None
+        raise ArtifactError(
+            f"{path}/manifest.json is damaged ({e}); recompile the model with "
+            f"`sqc compile MODEL.onnx -o {path} --force`"
+        ) from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(
+            f"{path}/manifest.json is not a manifest; recompile the model with "
+            f"`sqc compile MODEL.onnx -o {path} --force`"
+        )
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise ArtifactError(
             f"{path}: artifact format {version}, this sqc reads format "
-            f"{FORMAT_VERSION}; recompile the model with this sqc"
+            f"{FORMAT_VERSION}; {recompile_hint(path, manifest)} with this sqc"
         )
     return manifest
 
@@ -54,18 +61,27 @@ class Engine:
     ``threads`` is the number of threads one call uses (default: the artifact's setting, else
     this machine's physical cores). Each calling thread gets its own workspace, so concurrent
     calls never share intermediate buffers; the weights are mapped once, read-only.
+
+    Loading refuses, before any generated code runs, an artifact of another format version, one
+    built for CPU features this machine lacks, and a damaged one (a missing or truncated file, a
+    library or ``weights.bin`` whose sha256 is not the manifest's): see ``integrity.py``.
+    ``verify=False`` (or ``SQC_VERIFY=0``) skips hashing ``weights.bin``, the one slow check.
     """
 
-    def __init__(self, artifact: str | os.PathLike, threads: int | None = None):
+    def __init__(
+        self, artifact: str | os.PathLike, threads: int | None = None, verify: bool | None = None
+    ):
         self.path = Path(artifact)
         self.manifest = m = load_manifest(self.path)
-        missing = missing_features(m["target"]["cpu_features"])
+        target = m.get("target") or {}
+        missing = missing_features(target.get("cpu_features", []))
         if missing:
             raise ArtifactError(
-                f"{self.path} was built for {m['target']['isa']} but this CPU lacks "
-                f"{', '.join(missing)}; recompile it here with `sqc compile --target native` "
-                "(or --target avx2)"
+                f"{self.path} was built for {target.get('isa')} but this CPU lacks "
+                f"{', '.join(missing)}; on this machine "
+                f"{recompile_hint(self.path, m, ' --target native')}"
             )
+        verify_artifact(self.path, m, verify)
         self.buckets: list[int] = list(m["buckets"])
         self.max_batch_size: int = int(m["max_batch_size"])
         self.input_names = [i["name"] for i in m["inputs"]]
@@ -85,30 +101,21 @@ class Engine:
         self._ws_size = {s: getattr(self._lib, f"sqc_workspace_s{s}") for s in self.buckets}
 
     def _load_library(self, m: dict):
-        lib_path = self.path / m["library"]["file"]
-        if not lib_path.exists():
-            raise ArtifactError(f"{lib_path}: missing; recompile the model")
+        lib_path = self.path / m["library"]["file"]  # present and verified (verify_artifact)
         spec = importlib.util.spec_from_file_location(m["library"]["module"], lib_path)
         try:
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
         except ImportError as e:
             raise ArtifactError(
-                f"{lib_path}: cannot be loaded ({e}); recompile the model with this Python and sqc"
+                f"{lib_path}: cannot be loaded ({e}); with this Python and sqc, "
+                f"{recompile_hint(self.path, m)}"
             ) from None
         return module.lib, module.ffi
 
     def _map_weights(self, m: dict) -> np.ndarray:
-        path = self.path / m["weights"]["file"]
-        if not path.exists():
-            raise ArtifactError(f"{path}: missing; recompile the model")
-        size = path.stat().st_size
-        if size != m["weights"]["bytes"]:
-            raise ArtifactError(
-                f"{path}: {size} bytes, the manifest says "
-                f"{m['weights']['bytes']}; the artifact is damaged, recompile it"
-            )
-        if size == 0:
+        path = self.path / m["weights"]["file"]  # of the recorded size (verify_artifact)
+        if path.stat().st_size == 0:
             return np.zeros(64, np.uint8)
         return np.memmap(path, dtype=np.uint8, mode="r")
 

@@ -141,7 +141,9 @@ class QuestionAnsweringPipeline:
         TypeError: question or context is not a str (the message names the field and the type).
         ValueError: the question is empty or blank ("question is empty"); the context is empty or
             blank ("context is empty"); the question is longer than `max_question_length` tokens or
-            leaves no room for context in the largest bucket.
+            leaves no room for context in the largest bucket; the question or context is not valid
+            unicode text (a lone surrogate, as a JSON "\\ud800" escape makes: "is not valid
+            unicode").
 
     A context that is not blank but yields no context tokens (only characters the tokenizer drops,
     such as control characters) has no candidate span: its answer is the empty answer with
@@ -466,6 +468,12 @@ def _check_text(field: str, value: object) -> None:
         raise TypeError(f"{field} must be a str, got {type(value).__name__}")
     if not value.strip():
         raise ValueError(f"{field} is empty")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:  # the tokenizer (Rust) cannot take it: say where it is
+        raise ValueError(
+            f"{field} is not valid unicode: a lone surrogate {value[e.start]!r} at index {e.start}"
+        ) from None
 
 
 def _parse_call(

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sqc.runtime.engine import Engine, load_manifest
+from sqc.runtime.integrity import ArtifactError, verify_artifact
 from sqc.runtime.qa import QuestionAnsweringOutput, QuestionAnsweringPipeline
 
 QA_TASKS = ("question-answering", "question_answering", "qa")
@@ -60,7 +61,15 @@ def ensure_artifact(
     batch_size = batch_size or DEFAULT_MAX_BATCH
     key = hashlib.sha256(f"{path.resolve()}|{buckets}|{batch_size}".encode()).hexdigest()[:16]
     out = cache_dir() / f"{path.stem}-{key}"
-    return compile_model(path, buckets, out, max_batch_size=batch_size, progress=progress)
+    artifact = compile_model(path, buckets, out, max_batch_size=batch_size, progress=progress)
+    try:
+        verify_artifact(artifact, load_manifest(artifact))
+    except ArtifactError:
+        # A damaged cached build is sqc's to repair, not the user's: build it again.
+        artifact = compile_model(
+            path, buckets, out, max_batch_size=batch_size, progress=progress, force=True
+        )
+    return artifact
 
 
 class Pipeline:
@@ -74,6 +83,7 @@ class Pipeline:
         sequence_length: int | Sequence[int] | None = None,
         batch_size: int | None = None,
         threads: int | None = None,
+        verify: bool | None = None,
         progress=None,
         **qa_options,
     ) -> QuestionAnsweringPipeline:
@@ -83,6 +93,7 @@ class Pipeline:
         ``sequence_length``, default 128 and 384) and cached; default: the bundled model.
         qa_options: doc_stride, max_answer_length, n_best_size, max_question_length,
         version_2_with_negative, null_score_diff_threshold (see QuestionAnsweringPipeline).
+        verify: check the sha256 of weights.bin when loading (default: on unless SQC_VERIFY=0).
         """
         if task not in QA_TASKS:
             raise ValueError(f"task '{task}' is not supported; sqc runs {', '.join(QA_TASKS)}")
@@ -93,7 +104,7 @@ class Pipeline:
         artifact = ensure_artifact(
             model_path or default_model_path(), buckets, batch_size, progress
         )
-        engine = Engine(artifact, threads=threads)
+        engine = Engine(artifact, threads=threads, verify=verify)
         tokenizer = artifact / "tokenizer.json"
         if not tokenizer.exists():
             raise FileNotFoundError(

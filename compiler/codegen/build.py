@@ -1,9 +1,16 @@
-"""Build generated C into a shared library with cffi (gcc, -O3, the target's ISA flags)."""
+"""Build generated C into a shared library with cffi (gcc, -O3, the target's ISA flags).
+
+``SQC_EXTRA_CFLAGS`` (read at build time, split like a shell word list) adds flags to the compile
+and the link, e.g. ``-fsanitize=address,undefined -fno-omit-frame-pointer`` for the sanitizer
+test (tests/trust/test_sanitizers.py). The driver's build key does not include them: a build with
+extra flags belongs in its own output directory, or is made with ``force=True``.
+"""
 
 from __future__ import annotations
 
 import importlib.machinery
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -68,6 +75,11 @@ BASE_CFLAGS = [
 ]
 
 
+def extra_cflags() -> list[str]:
+    """Flags from ``SQC_EXTRA_CFLAGS``, added after the others (see the module docstring)."""
+    return shlex.split(os.environ.get("SQC_EXTRA_CFLAGS", ""))
+
+
 def cdef_for(buckets: list[int]) -> str:
     lines = []
     for s in buckets:
@@ -92,8 +104,8 @@ def build_library(
     ffi.set_source(
         module_name,
         c_source,
-        extra_compile_args=BASE_CFLAGS + TARGETS[isa]["cflags"],
-        extra_link_args=["-fopenmp"],
+        extra_compile_args=BASE_CFLAGS + TARGETS[isa]["cflags"] + extra_cflags(),
+        extra_link_args=["-fopenmp"] + extra_cflags(),
         libraries=["m"],
     )
     with tempfile.TemporaryDirectory(prefix="sqc-build-") as tmp:

@@ -23,6 +23,7 @@ import hmac
 import json
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -79,6 +80,13 @@ class ServerState:
         self.draining = False
         self.active = 0
         self._lock = threading.Lock()
+        self.pid = os.getpid()
+
+    @property
+    def forked(self) -> bool:
+        """Whether this is a child forked after the app was made (gunicorn --preload): the
+        batcher threads stayed behind in the parent, so no prediction could be answered."""
+        return os.getpid() != self.pid
 
     def enter(self) -> None:
         with self._lock:
@@ -231,6 +239,13 @@ def _add_hooks(app: Flask, state: ServerState) -> None:
         state.enter()
         g.entered = True
         state.metrics.in_flight.inc()
+        if state.forked and request.endpoint != "health_live":
+            return _error(
+                503,
+                f"this app was created in process {state.pid} and this is a fork of it (gunicorn "
+                "--preload?): its batcher threads do not run here; create the app in each worker "
+                "(no --preload)",
+            )
         if request.endpoint in OPEN_ENDPOINTS:
             return None
         if state.draining:
