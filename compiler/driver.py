@@ -159,6 +159,8 @@ def compile_model(
                 "disable": sorted(disable),
                 "quantize": quantize,
                 "sparse": sparse,
+                # sanitizer or debug builds (SQC_EXTRA_CFLAGS, build.py) never reuse normal ones
+                "extra_cflags": os.environ.get("SQC_EXTRA_CFLAGS", ""),
                 "sqc": sqc.__version__,
                 "templates": _templates_digest(),
                 "format": FORMAT_VERSION,
