@@ -75,8 +75,8 @@ def measure(engine: Engine, session, inputs, threads: int, repeats: int, dense=N
     for _ in range(repeats):
         for call, series in zip(calls, times):
             # Both runtimes leave their worker threads spinning for a while after a call
-            # (OpenMP's and onnxruntime's spin-wait); a pause lets them go idle, so no engine
-            # starts with the other's threads still burning the cores.
+            # (sqc's thread pool's and onnxruntime's spin-wait); a pause lets them go idle,
+            # so no engine starts with the other's threads still burning the cores.
             time.sleep(PAUSE)
             t0 = time.perf_counter()
             call()
