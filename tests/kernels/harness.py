@@ -363,3 +363,20 @@ def build_sparse_gemm(variant: KernelVariant, build_dir: str | os.PathLike) -> M
     return build_kernel_module(
         variant, SPARSE_GEMM_CDEF, SPARSE_GEMM_WRAPPERS, build_dir, before=before
     )
+
+
+def output_buffers(M: int, N: int, ldc: int, residual: str, values=None):
+    """C and the residual operand R of an epilogue test: C is NaN-filled with a spare row (so a
+    write past M or N shows); R is None ("none"), C itself holding ``values`` ("inplace"), or a
+    separate NaN-padded buffer holding them ("separate")."""
+    import numpy as np
+
+    C = np.full((M + 1, ldc), np.nan, dtype=np.float32)
+    if residual == "none":
+        return C, None
+    if residual == "inplace":
+        C[:M, :N] = values
+        return C, C
+    R = np.full((M + 1, ldc), np.nan, dtype=np.float32)
+    R[:M, :N] = values
+    return C, R

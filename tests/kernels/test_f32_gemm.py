@@ -111,20 +111,14 @@ def run_gemm(
     Wp = np.empty(packed.size + wp_offset, dtype=np.float32)[wp_offset:]
     Wp[:] = packed.ravel()
     b = rng.standard_normal(N, dtype=np.float32) if bias else None
-    C = np.full((M + 1, ldc), np.nan, dtype=np.float32)
-    R = None
     ref = A[:M, :K].astype(np.float64) @ W.astype(np.float64)
     if bias:
         ref += b
+    values = None
     if residual != "none":
         values = rng.standard_normal((M, N), dtype=np.float32)
         ref += values
-        if residual == "inplace":
-            C[:M, :N] = values
-            R = C
-        else:
-            R = np.full((M + 1, ldc), np.nan, dtype=np.float32)
-            R[:M, :N] = values
+    C, R = harness.output_buffers(M, N, ldc, residual, values)
     ref = ACT_REF[act](ref)
 
     lib.sqc_test_f32_gemm(

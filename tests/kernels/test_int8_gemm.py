@@ -148,23 +148,17 @@ def run_gemm(
     scale = a_scale[:, None] * w_scale[None, :]  # float32 product, as the contract
     plain = acc.astype(np.float32) * scale  # float32: the exact contract when no bias / residual
 
-    C = np.full((M + 1, ldc), np.nan, dtype=np.float32)
-    R = None
     pre = plain.astype(np.float64)
     magnitude = np.abs(pre)
     if bias:
         pre = pre + b
         magnitude = magnitude + np.abs(b)
+    values = None
     if residual != "none":
         values = rng.standard_normal((M, N)).astype(np.float32)
         pre = pre + values
         magnitude = magnitude + np.abs(values)
-        if residual == "inplace":
-            C[:M, :N] = values
-            R = C
-        else:
-            R = np.full((M + 1, ldc), np.nan, dtype=np.float32)
-            R[:M, :N] = values
+    C, R = harness.output_buffers(M, N, ldc, residual, values)
 
     lib.sqc_test_u8s8_gemm(
         M,

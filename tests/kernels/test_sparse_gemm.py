@@ -173,21 +173,15 @@ def run_f32(
     a64 = A[:M, :K].astype(np.float64)
     pre = a64 @ W.astype(np.float64)
     magnitude = np.abs(a64) @ np.abs(W.astype(np.float64))
-    C = np.full((M + 1, ldc), np.nan, dtype=np.float32)
-    R = None
     if bias:
         pre = pre + b
         magnitude = magnitude + np.abs(b)
+    values = None
     if residual != "none":
         values = rng.standard_normal((M, N)).astype(np.float32)
         pre = pre + values
         magnitude = magnitude + np.abs(values)
-        if residual == "inplace":
-            C[:M, :N] = values
-            R = C
-        else:
-            R = np.full((M + 1, ldc), np.nan, dtype=np.float32)
-            R[:M, :N] = values
+    C, R = harness.output_buffers(M, N, ldc, residual, values)
 
     lib.sqc_test_f32_spmm(
         M,
@@ -275,14 +269,7 @@ def run_int8(
     outs = []
     values = rng.standard_normal((M, N)).astype(np.float32)
     for fn in ("sparse", "dense"):
-        C = np.full((M + 1, ldc), np.nan, dtype=np.float32)
-        R = None
-        if residual == "inplace":
-            C[:M, :N] = values
-            R = C
-        elif residual == "separate":
-            R = np.full((M + 1, ldc), np.nan, dtype=np.float32)
-            R[:M, :N] = values
+        C, R = harness.output_buffers(M, N, ldc, residual, values)
         args = [
             ptr(ffi, a_scale, "float *"),
             ptr(ffi, a_zp, "int32_t *"),
