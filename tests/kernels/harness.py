@@ -380,3 +380,20 @@ def output_buffers(M: int, N: int, ldc: int, residual: str, values=None):
     R = np.full((M + 1, ldc), np.nan, dtype=np.float32)
     R[:M, :N] = values
     return C, R
+
+
+def add_epilogue(rng, pre, magnitude, b, residual: str, M: int, N: int, ldc: int):
+    """The float64 reference ``pre`` and its error scale ``magnitude`` with the bias ``b`` (or
+    None) and a random residual added, and the C / R buffers (output_buffers) that hold it:
+    returns (pre, magnitude, C, R)."""
+    import numpy as np
+
+    if b is not None:
+        pre = pre + b
+        magnitude = magnitude + np.abs(b)
+    values = None
+    if residual != "none":
+        values = rng.standard_normal((M, N)).astype(np.float32)
+        pre = pre + values
+        magnitude = magnitude + np.abs(values)
+    return (pre, magnitude, *output_buffers(M, N, ldc, residual, values))

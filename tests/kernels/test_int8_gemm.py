@@ -150,15 +150,7 @@ def run_gemm(
 
     pre = plain.astype(np.float64)
     magnitude = np.abs(pre)
-    if bias:
-        pre = pre + b
-        magnitude = magnitude + np.abs(b)
-    values = None
-    if residual != "none":
-        values = rng.standard_normal((M, N)).astype(np.float32)
-        pre = pre + values
-        magnitude = magnitude + np.abs(values)
-    C, R = harness.output_buffers(M, N, ldc, residual, values)
+    pre, magnitude, C, R = harness.add_epilogue(rng, pre, magnitude, b, residual, M, N, ldc)
 
     lib.sqc_test_u8s8_gemm(
         M,

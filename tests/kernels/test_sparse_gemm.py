@@ -173,15 +173,7 @@ def run_f32(
     a64 = A[:M, :K].astype(np.float64)
     pre = a64 @ W.astype(np.float64)
     magnitude = np.abs(a64) @ np.abs(W.astype(np.float64))
-    if bias:
-        pre = pre + b
-        magnitude = magnitude + np.abs(b)
-    values = None
-    if residual != "none":
-        values = rng.standard_normal((M, N)).astype(np.float32)
-        pre = pre + values
-        magnitude = magnitude + np.abs(values)
-    C, R = harness.output_buffers(M, N, ldc, residual, values)
+    pre, magnitude, C, R = harness.add_epilogue(rng, pre, magnitude, b, residual, M, N, ldc)
 
     lib.sqc_test_f32_spmm(
         M,
