@@ -64,24 +64,50 @@ ISA_CPU_FLAGS: dict[str, set[str]] = {
 INT8_GEMM_F32_ISA: dict[str, str] = {"avx512_vnni": "avx512", "avx_vnni": "avx2", "avx2": "avx2"}
 BASE_CFLAGS = ["-O3", "-fopenmp", "-std=gnu11"]
 
-F32_GEMM_CDEF = """
+# The dense GEMMs' test entry points: declared (cdef) and defined (wrapper) once, used by the
+# dense modules and by the sparse one (its benchmark times both kernels side by side).
+F32_GEMM_DECL = """
 void sqc_test_f32_gemm(int M, int N, int K, const float *A, int lda, const float *Wp,
                        const float *bias, const float *residual, float *C, int ldc, int act,
-                       int nthreads);
-float sqc_test_gelu_erf_f32(float x);
-float sqc_test_gelu_tanh_f32(float x);
-"""
-
-F32_GEMM_WRAPPERS = """
-void sqc_test_f32_gemm(int M, int N, int K, const float *A, int lda, const float *Wp,
-                       const float *bias, const float *residual, float *C, int ldc, int act,
-                       int nthreads)
+                       int nthreads)"""
+F32_GEMM_WRAPPER = (
+    F32_GEMM_DECL
+    + """
 {
     sqc_f32_gemm(M, N, K, A, lda, Wp, bias, residual, C, ldc, act, nthreads);
 }
-float sqc_test_gelu_erf_f32(float x) { return sqc_gelu_erf_f32(x); }
+"""
+)
+U8S8_GEMM_DECL = """
+void sqc_test_u8s8_gemm(int M, int N, int K, const uint8_t *Aq, int ldq, const int8_t *Wp,
+                        const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
+                        const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
+                        const float *bias, const float *residual, float *C, int ldc, int act,
+                        int nthreads)"""
+U8S8_GEMM_WRAPPER = (
+    U8S8_GEMM_DECL
+    + """
+{
+    sqc_u8s8_gemm(M, N, K, Aq, ldq, Wp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
+                  residual, C, ldc, act, nthreads);
+}
+"""
+)
+
+F32_GEMM_CDEF = (
+    F32_GEMM_DECL
+    + """;
+float sqc_test_gelu_erf_f32(float x);
+float sqc_test_gelu_tanh_f32(float x);
+"""
+)
+
+F32_GEMM_WRAPPERS = (
+    F32_GEMM_WRAPPER
+    + """float sqc_test_gelu_erf_f32(float x) { return sqc_gelu_erf_f32(x); }
 float sqc_test_gelu_tanh_f32(float x) { return sqc_gelu_tanh_f32(x); }
 """
+)
 
 
 # SIMDe first: its native aliases turn _mm512_* into simde_mm512_*, and the kernel's own
@@ -231,32 +257,24 @@ def build_f32_gemm(
     return build_kernel_module(variant, F32_GEMM_CDEF, F32_GEMM_WRAPPERS, build_dir, emulate)
 
 
-INT8_GEMM_CDEF = """
-void sqc_test_u8s8_gemm(int M, int N, int K, const uint8_t *Aq, int ldq, const int8_t *Wp,
-                        const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
-                        const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
-                        const float *bias, const float *residual, float *C, int ldc, int act,
-                        int nthreads);
+INT8_GEMM_CDEF = (
+    U8S8_GEMM_DECL
+    + """;
 void sqc_test_quantize_rows_u8(int M, int K, const float *A, int lda, const float *scale,
                                const int32_t *zp, uint8_t *Aq, int ldq, int32_t *rowsum,
                                int nthreads);
 void sqc_test_dynamic_qparams_u8(int M, int K, const float *A, int lda, float *scale,
                                  int32_t *zp);
 """
+)
 
-INT8_GEMM_WRAPPERS = """
+INT8_GEMM_WRAPPERS = (
+    """
 /* the f32 GEMM header rendered ahead of it only lends its GELU helpers here */
 __attribute__((unused)) static void *const sqc_test_keep_f32_gemm = (void *)sqc_f32_gemm;
-void sqc_test_u8s8_gemm(int M, int N, int K, const uint8_t *Aq, int ldq, const int8_t *Wp,
-                        const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
-                        const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
-                        const float *bias, const float *residual, float *C, int ldc, int act,
-                        int nthreads)
-{
-    sqc_u8s8_gemm(M, N, K, Aq, ldq, Wp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
-                  residual, C, ldc, act, nthreads);
-}
-void sqc_test_quantize_rows_u8(int M, int K, const float *A, int lda, const float *scale,
+"""
+    + U8S8_GEMM_WRAPPER
+    + """void sqc_test_quantize_rows_u8(int M, int K, const float *A, int lda, const float *scale,
                                const int32_t *zp, uint8_t *Aq, int ldq, int32_t *rowsum,
                                int nthreads)
 {
@@ -268,6 +286,7 @@ void sqc_test_dynamic_qparams_u8(int M, int K, const float *A, int lda, float *s
     sqc_dynamic_qparams_u8(M, K, A, lda, scale, zp);
 }
 """
+)
 
 
 def build_int8_gemm(
@@ -284,7 +303,8 @@ def build_int8_gemm(
     )
 
 
-SPARSE_GEMM_CDEF = """
+SPARSE_GEMM_CDEF = (
+    """
 void sqc_test_f32_spmm(int M, int N, int K, const float *A, int lda, const void *Wsp,
                        const float *bias, const float *residual, float *C, int ldc, int act,
                        void *scratch, int nthreads);
@@ -293,17 +313,15 @@ void sqc_test_u8s8_spmm(int M, int N, int K, const uint8_t *Aq, int ldq, const v
                         const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
                         const float *bias, const float *residual, float *C, int ldc, int act,
                         void *scratch, int nthreads);
-void sqc_test_f32_gemm(int M, int N, int K, const float *A, int lda, const float *Wp,
-                       const float *bias, const float *residual, float *C, int ldc, int act,
-                       int nthreads);
-void sqc_test_u8s8_gemm(int M, int N, int K, const uint8_t *Aq, int ldq, const int8_t *Wp,
-                        const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
-                        const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
-                        const float *bias, const float *residual, float *C, int ldc, int act,
-                        int nthreads);
 """
+    + F32_GEMM_DECL
+    + ";"
+    + U8S8_GEMM_DECL
+    + ";\n"
+)
 
-SPARSE_GEMM_WRAPPERS = """
+SPARSE_GEMM_WRAPPERS = (
+    """
 /* the int8 GEMM header rendered ahead of it also defines the activation quantizers */
 __attribute__((unused)) static void *const sqc_test_keep_quantize[] = {
     (void *)sqc_quantize_rows_u8, (void *)sqc_dynamic_qparams_u8};
@@ -323,22 +341,10 @@ void sqc_test_u8s8_spmm(int M, int N, int K, const uint8_t *Aq, int ldq, const v
                   residual, C, ldc, act, scratch, nthreads);
 }
 /* the dense kernels of the same target, for the benchmark's side-by-side timing */
-void sqc_test_f32_gemm(int M, int N, int K, const float *A, int lda, const float *Wp,
-                       const float *bias, const float *residual, float *C, int ldc, int act,
-                       int nthreads)
-{
-    sqc_f32_gemm(M, N, K, A, lda, Wp, bias, residual, C, ldc, act, nthreads);
-}
-void sqc_test_u8s8_gemm(int M, int N, int K, const uint8_t *Aq, int ldq, const int8_t *Wp,
-                        const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
-                        const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
-                        const float *bias, const float *residual, float *C, int ldc, int act,
-                        int nthreads)
-{
-    sqc_u8s8_gemm(M, N, K, Aq, ldq, Wp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
-                  residual, C, ldc, act, nthreads);
-}
 """
+    + F32_GEMM_WRAPPER
+    + U8S8_GEMM_WRAPPER
+)
 
 
 def sparse_gemm_runnable(variant: KernelVariant) -> tuple[bool, str | None]:
