@@ -408,6 +408,11 @@ def _layers(planned: dict[int, Graph], isa: str) -> list[dict]:
                         "s8": "int8 input (shifted by 128)",
                     }[a["x_quant"]],
                 }
+                if a.get("post"):
+                    stages = [k for k in "abrc" if a["post"][k]]
+                    record["quantization"]["epilogue"] = (
+                        "QDQ rounding fused (stages " + ", ".join(stages) + ")"
+                    )
                 int8_isa = TARGETS[isa]["int8_isa"]
                 record["kernel"] = (
                     _sparse_kernel("int8", isa) if sparse else int8_gemm_variant(int8_isa).name

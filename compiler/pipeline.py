@@ -17,6 +17,7 @@ from sqc.compiler.passes.fuse_elementwise import fuse_elementwise
 from sqc.compiler.passes.fuse_gelu import fuse_gelu
 from sqc.compiler.passes.fuse_layernorm import fuse_layernorm
 from sqc.compiler.passes.fuse_linear import fuse_linear
+from sqc.compiler.passes.fuse_quant_epilogue import fuse_quant_epilogue
 from sqc.compiler.passes.fuse_skip_layernorm import fuse_skip_layernorm
 from sqc.compiler.passes.lower_contrib_ops import lower_contrib_ops
 from sqc.compiler.passes.merge_parallel_linears import merge_parallel_linears
@@ -56,6 +57,9 @@ PASSES: list[tuple[str, Pass]] = [
     ("fuse_skip_layernorm", fuse_skip_layernorm),
     # What is left of elementwise chains (QDQ tails, unfused activations): one loop each.
     ("fuse_elementwise", fuse_elementwise),
+    # QDQ rounding after an int8 layer into its epilogue; functions of a quantized value
+    # (the QDQ GELU) by table.
+    ("fuse_quant_epilogue", fuse_quant_epilogue),
     # Each linear layer's zero pattern, and its kernel: sparse where a cost model says it pays.
     ("extract_sparsity", extract_sparsity),
     # Must stay last: offsets depend on the final node order.

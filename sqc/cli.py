@@ -246,6 +246,9 @@ def inspect_cmd(
         )
         if layer.get("why"):
             typer.echo(f"{'':<4}why: {layer['why']}")
+        quant = layer.get("quantization")
+        if isinstance(quant, dict) and quant.get("epilogue"):
+            typer.echo(f"{'':<4}epilogue: {quant['epilogue']}")
     linear = [x for x in layers if "format" in x]
     if linear:
         sparse = sum(x["format"] == "sparse" for x in linear)

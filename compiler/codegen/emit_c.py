@@ -251,6 +251,8 @@ class Emitter(QuantEmitter):
             else:
                 template = BINARY[op]
             exprs.append(template.format(**{k: f"({e})" for k, e in zip("ab", subs)}))
+        if node.attrs.get("lut"):
+            return self._lut_map(node, exprs)
         ins = [self._broadcast(i, v.shape) for i in node.inputs]
         return self._map(node.outputs[0], v.shape, 0, contiguous_strides(v.shape), ins, exprs[-1])
 

@@ -213,9 +213,54 @@ class QuantEmitter:
             sparse,
             f"B * (size_t){sp_offset}",
             {"none": 0, "gelu_erf": 1, "gelu_tanh": 2}[a.get("act", "none")],
+            self._qpost(a.get("post")),
             "nt",
         ]
         return {"kind": "call", "code": f"sqc_qlinear({', '.join(str(s) for s in args)});"}
+
+    def _qpost(self, post: dict | None) -> str:
+        """The QDQ stages of an sqc.QLinear as a C sqc_qpost (16 floats in the weights)."""
+        if not post:
+            return "NULL"
+        grids = [fake_quant_grid(post[k]) for k in ("a", "b", "r", "c")]
+        table = np.asarray(grids, np.float32).reshape(-1)
+        return f"(const sqc_qpost *)({self.weights.ref(table, 'float')})"
+
+    def _lut_map(self, node: Node, exprs: list[str]) -> dict:
+        """An sqc.Elementwise whose one varying input lies on a quantization grid
+        (passes/fuse_quant_epilogue.py): its chain evaluated once per grid level, in the same C,
+        then one table lookup per element (sqc_lut_map)."""
+        from sqc.compiler.codegen.emit_c import OPERAND_NAMES
+
+        lut = node.attrs["lut"]
+        grid = lut["grid"]
+        lo, hi = QRANGE[np.dtype(grid["dtype"])]
+        scale, zp = np.float32(grid["scale"]), int(grid["zero_point"])
+        subs = {}
+        for i, name in enumerate(node.inputs):
+            if i == lut["input"]:
+                subs[OPERAND_NAMES[i]] = "x"
+            else:
+                ctype = self.operand(name).ctype
+                subs[OPERAND_NAMES[i]] = f"(({ctype})({self.pointer(name)})[0])"
+        v = self.g.values[node.outputs[0]]
+        x = node.inputs[lut["input"]]
+        levels = hi - lo + 1
+        return {
+            "kind": "call",
+            "code": (
+                "{\n"
+                f"    float lut[{levels}];\n"
+                f"    for (int q = 0; q < {levels}; ++q) {{\n"
+                f"        const float x = ((float)(q + {lo}) - {zp}.0f) * {c_float(scale)};\n"
+                f"        lut[q] = (float)({exprs[-1].format(**subs)});\n"
+                "    }\n"
+                f"    sqc_lut_map((int64_t)B * {v.numel}, {self.pointer(x)}, "
+                f"{self.pointer(node.outputs[0])}, lut, {c_float(np.float32(1.0) / scale)}, "
+                f"{zp - lo}, {levels}, nt);\n"
+                "}"
+            ),
+        }
 
 
 def fake_quant_expr(attrs: dict) -> str:

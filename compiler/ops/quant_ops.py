@@ -189,7 +189,7 @@ def _qlinear_infer(node, x, opset):
 @register(
     "QLinear",
     "sqc",
-    attrs=("act", "x_quant", "x_scale", "x_zero_point", "form"),
+    attrs=("act", "x_quant", "x_scale", "x_zero_point", "form", "post"),
     infer=_qlinear_infer,
 )
 def QLinear(node, x, opset):
@@ -202,6 +202,9 @@ def QLinear(node, x, opset):
     "u8" / "s8" (X already quantized: ``x_zero_point`` of its own type, ``x_scale`` 1).
     Per output element: float(acc) * float32(x_scale * w_scale[n]) + bias[n] + residual.
     ``form`` names the quantized form it was folded from (for the manifest and ``sqc inspect``).
+    ``post`` (passes/fuse_quant_epilogue.py): QDQ rounding stages {"a", "b", "r", "c"}, each a
+    FakeQuant's attrs or None; with it, Y = FQ_c(FQ_b(FQ_a(product) + bias) + FQ_r(residual))
+    and there is no activation.
     """
     a = node.attrs
     xv = x[0]
@@ -218,6 +221,16 @@ def QLinear(node, x, opset):
     acc = _int_matmul(xq, x[1], zp, x[5])
     s = (np.float32(scale) * x[4].astype(np.float32)).astype(np.float32)
     y = acc.astype(np.float32) * s
+    post = a.get("post")
+    if post:
+        y = fake_quant_np(y, post["a"])
+        if len(x) > 2 and x[2] is not None:
+            y = (y + x[2]).astype(np.float32)
+        y = fake_quant_np(y, post["b"])
+        if len(x) > 3 and x[3] is not None:
+            r = fake_quant_np(x[3], post["r"])
+            y = fake_quant_np((y + r).astype(np.float32), post["c"])
+        return [y.astype(np.float32)]
     if len(x) > 2 and x[2] is not None:
         y = y + x[2]
     if len(x) > 3 and x[3] is not None:

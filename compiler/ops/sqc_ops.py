@@ -145,7 +145,7 @@ def Attention(node, x, opset):
 @register(
     "Elementwise",
     "sqc",
-    attrs=("steps",),
+    attrs=("steps", "lut"),
     infer=lambda n, x, o: [(np.dtype(np.float32), _bcast_all(x))],
 )
 def Elementwise(node, x, opset):

@@ -1,5 +1,6 @@
 /* sqc row-wise and attention kernels (fp32). Included once by every generated model.
  * Shapes arrive as arguments; generated code passes them as integer literals. */
+#include <immintrin.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -211,6 +212,63 @@ static inline float sqc_fake_quant_f32(float x, float scale, float zp, float lo,
     r = r < lo ? lo : r;
     r = r > hi ? hi : r;
     return (r - zp) * scale;
+}
+
+/* y[i] = lut[q(x[i])] for n values x on one quantization grid (scale s, zero point zp, lowest
+ * level lo), q = nearbyint(x / s) + zp - lo, the level's index in [0, levels). x * (1 / s) gives
+ * the same index as x / s for x on the grid: x = (level - zp) * s within half an ulp, and
+ * the two roundings move it by under 1e-4 of a level. NaN or values off the range are clamped
+ * to the ends (never read past the table). */
+typedef struct {
+    const float *x;
+    float *y;
+    const float *lut;
+    float inv_s, shift, top;
+} sqc_lut_job;
+
+static void sqc_lut_task(void *job_, int64_t i0, int64_t i1) {
+    const sqc_lut_job *j = (const sqc_lut_job *)job_;
+    const float *restrict x = j->x, *restrict lut = j->lut;
+    float *restrict y = j->y;
+    const float inv_s = j->inv_s, shift = j->shift, top = j->top;
+    int64_t i = i0;
+    /* gcc does not use the gather instructions on its own here */
+#if defined(__AVX512F__)
+    {
+        const __m512 vinv = _mm512_set1_ps(inv_s);
+        const __m512i vshift = _mm512_set1_epi32((int)shift), vtop = _mm512_set1_epi32((int)top);
+        for (; i + 16 <= i1; i += 16) {
+            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + i), vinv));
+            q = _mm512_add_epi32(q, vshift); /* NaN: INT_MIN, clamped to 0 as below */
+            q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_setzero_si512()), vtop);
+            _mm512_storeu_ps(y + i, _mm512_i32gather_ps(q, lut, 4));
+        }
+    }
+#elif defined(__AVX2__)
+    {
+        const __m256 vinv = _mm256_set1_ps(inv_s);
+        const __m256i vshift = _mm256_set1_epi32((int)shift), vtop = _mm256_set1_epi32((int)top);
+        for (; i + 8 <= i1; i += 8) {
+            __m256i q = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv));
+            q = _mm256_add_epi32(q, vshift);
+            q = _mm256_min_epi32(_mm256_max_epi32(q, _mm256_setzero_si256()), vtop);
+            _mm256_storeu_ps(y + i, _mm256_i32gather_ps(lut, q, 4));
+        }
+    }
+#endif
+    for (; i < i1; ++i) {
+        float r = nearbyintf(x[i] * inv_s) + shift;
+        r = r == r ? r : 0.0f;
+        r = r < 0.0f ? 0.0f : r;
+        r = r > top ? top : r;
+        y[i] = lut[(int32_t)r];
+    }
+}
+
+static void sqc_lut_map(int64_t n, const float *x, float *y, const float *lut, float inv_s,
+                        int shift, int levels, int nt) {
+    sqc_lut_job job = { x, y, lut, inv_s, (float)shift, (float)(levels - 1) };
+    sqc_parallel_for(nt, n, sqc_chunk(n, nt, 4096), sqc_lut_task, &job);
 }
 
 /* x[0..n) rounded by one attention stage g = {scale, zp, lo, hi} (scale 0: no rounding) */

@@ -58,7 +58,8 @@ static void sqc_copy_rows_u8(int M, int K, const void *src, int is_s8, uint8_t *
 /* An int8 linear layer (sqc.QLinear) over B examples of `rows` rows:
    quantize X (mode 0: DynamicQuantizeLinear's range per example; 1: given scale and zero
    point; 2: X is uint8 already; 3: X is int8 already), then
-   Y = act(float(acc) * (x_scale * w_scale[n]) + bias + residual) by sqc_u8s8_gemm.
+   Y = act(float(acc) * (x_scale * w_scale[n]) + bias + residual) by sqc_u8s8_gemm, or with
+   post (QDQ rounding stages, see sqc_qpost) Y = FQ_c(FQ_b(FQ_a(product) + bias) + FQ_r(residual)).
    Wsp non-NULL: W is the sparse blob of sparse_packing.pack_s8_sparse (Wp unused) and
    sqc_u8s8_spmm runs instead, with its scratch at scratch + sp_offset.
    scratch: B * (rows * ldq + 12 * rows) bytes (+ the sparse kernel's, at sp_offset). */
@@ -66,7 +67,8 @@ static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, 
                         int32_t x_zp, const int8_t *Wp, const int32_t *col_comp,
                         const int32_t *w_zp, const float *w_scale, const float *bias,
                         const float *residual, float *y, uint8_t *scratch, int ldq,
-                        const void *Wsp, size_t sp_offset, int act, int nt)
+                        const void *Wsp, size_t sp_offset, int act, const sqc_qpost *post,
+                        int nt)
 {
     const int M = B * rows;
     uint8_t *aq = scratch;
@@ -90,14 +92,14 @@ static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, 
 {% if sparse %}
     if (Wsp) {
         sqc_u8s8_spmm(M, N, K, aq, ldq, Wsp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale,
-                      bias, residual, y, N, act, scratch + sp_offset, nt);
+                      bias, residual, y, N, act, post, scratch + sp_offset, nt);
         return;
     }
 {% endif %}
     (void)Wsp;
     (void)sp_offset;
     sqc_u8s8_gemm(M, N, K, aq, ldq, Wp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
-                  residual, y, N, act, nt);
+                  residual, y, N, act, post, nt);
 }
 
 /* C[M,N] = (A - a_zp) x (B - b_zp[n]) in int32; A, B uint8 or int8 (is_s8 flags), row-major */

@@ -84,12 +84,28 @@ void sqc_test_u8s8_gemm(int M, int N, int K, const uint8_t *Aq, int ldq, const i
                         const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
                         const float *bias, const float *residual, float *C, int ldc, int act,
                         int nthreads)"""
+U8S8_GEMM_POST_DECL = """
+void sqc_test_u8s8_gemm_post(int M, int N, int K, const uint8_t *Aq, int ldq, const int8_t *Wp,
+                             const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
+                             const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
+                             const float *bias, const float *residual, float *C, int ldc,
+                             const float *post, int nthreads);"""
 U8S8_GEMM_WRAPPER = (
     U8S8_GEMM_DECL
     + """
 {
     sqc_u8s8_gemm(M, N, K, Aq, ldq, Wp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
-                  residual, C, ldc, act, nthreads);
+                  residual, C, ldc, act, NULL, nthreads);
+}
+/* with QDQ epilogue stages: post = 16 floats, sqc_qpost's a, b, r, c */
+void sqc_test_u8s8_gemm_post(int M, int N, int K, const uint8_t *Aq, int ldq, const int8_t *Wp,
+                             const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
+                             const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
+                             const float *bias, const float *residual, float *C, int ldc,
+                             const float *post, int nthreads)
+{
+    sqc_u8s8_gemm(M, N, K, Aq, ldq, Wp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
+                  residual, C, ldc, 0, (const sqc_qpost *)post, nthreads);
 }
 """
 )
@@ -259,7 +275,9 @@ def build_f32_gemm(
 
 INT8_GEMM_CDEF = (
     U8S8_GEMM_DECL
-    + """;
+    + ";"
+    + U8S8_GEMM_POST_DECL
+    + """
 void sqc_test_quantize_rows_u8(int M, int K, const float *A, int lda, const float *scale,
                                const int32_t *zp, uint8_t *Aq, int ldq, int32_t *rowsum,
                                int nthreads);
@@ -313,11 +331,18 @@ void sqc_test_u8s8_spmm(int M, int N, int K, const uint8_t *Aq, int ldq, const v
                         const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
                         const float *bias, const float *residual, float *C, int ldc, int act,
                         void *scratch, int nthreads);
+void sqc_test_u8s8_spmm_post(int M, int N, int K, const uint8_t *Aq, int ldq, const void *Wsp,
+                             const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
+                             const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
+                             const float *bias, const float *residual, float *C, int ldc,
+                             const float *post, void *scratch, int nthreads);
 """
     + F32_GEMM_DECL
     + ";"
     + U8S8_GEMM_DECL
-    + ";\n"
+    + ";"
+    + U8S8_GEMM_POST_DECL
+    + "\n"
 )
 
 SPARSE_GEMM_WRAPPERS = (
@@ -338,7 +363,16 @@ void sqc_test_u8s8_spmm(int M, int N, int K, const uint8_t *Aq, int ldq, const v
                         void *scratch, int nthreads)
 {
     sqc_u8s8_spmm(M, N, K, Aq, ldq, Wsp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
-                  residual, C, ldc, act, scratch, nthreads);
+                  residual, C, ldc, act, NULL, scratch, nthreads);
+}
+void sqc_test_u8s8_spmm_post(int M, int N, int K, const uint8_t *Aq, int ldq, const void *Wsp,
+                             const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
+                             const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
+                             const float *bias, const float *residual, float *C, int ldc,
+                             const float *post, void *scratch, int nthreads)
+{
+    sqc_u8s8_spmm(M, N, K, Aq, ldq, Wsp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
+                  residual, C, ldc, 0, (const sqc_qpost *)post, scratch, nthreads);
 }
 /* the dense kernels of the same target, for the benchmark's side-by-side timing */
 """

@@ -201,3 +201,27 @@ def test_int8_model_on_every_target(compile_onnx, quantized, target):
     inputs = generate_random_inputs(native, 3, 16, seed=11)
     for g, w in zip(other.run(inputs), native.run(inputs)):
         assert relative_error(g, w) <= TOLERANCE["f32_model"]
+
+
+@pytest.mark.parametrize("form", ["qdq_s8", "qdq_u8_per_channel"])
+def test_qdq_epilogue_fusion_changes_no_bit(compile_onnx, quantized, form):
+    """passes/fuse_quant_epilogue.py moves the QDQ rounding after each int8 layer into the GEMM
+    epilogue and tabulates the QDQ GELU: the same float operations in the same order, so the
+    logits are bit-identical to the unfused build's."""
+    fused = compile_onnx(quantized[form], buckets=(16,), max_batch_size=3)
+    plain = compile_onnx(
+        quantized[form], buckets=(16,), max_batch_size=3, disable=("fuse_quant_epilogue",)
+    )
+    layers = [x for x in fused.manifest["layers"] if x["op"] == "QLinear"]
+    assert any("epilogue" in x["quantization"] for x in layers), "no epilogue was fused"
+    assert not any(
+        "epilogue" in x["quantization"] for x in plain.manifest["layers"] if x["op"] == "QLinear"
+    )
+    ops = [p["op"] for p in fused.manifest["profile"]["16"]]
+    assert ops.count("sqc.Elementwise") < [p["op"] for p in plain.manifest["profile"]["16"]].count(
+        "sqc.Elementwise"
+    ), "no elementwise loop was removed"
+    for seed in range(3):
+        inputs = generate_random_inputs(fused, batch_size=3, sequence_length=16, seed=seed)
+        for a, b in zip(fused.run(inputs), plain.run(inputs)):
+            assert np.array_equal(a, b), f"max |diff| {np.abs(a - b).max()}"

@@ -497,3 +497,72 @@ def test_fuse_elementwise_makes_one_loop_of_a_chain():
     fused = next(n for n in after.nodes if n.op == "Elementwise")
     assert [s[1] for s in fused.attrs["steps"]] == ["Mul", "Erf", "Sub"]
     check_same(before, after, x_feeds())
+
+
+def _qdq_layer_with_tail(gelu: bool):
+    """QDQ linear layer x @ W, then FQ(bias + FQ(h)), then either a QDQ GELU or
+    FQ(that + FQ(x)) (the residual form)."""
+    wq = rng.integers(-127, 128, (H, H)).astype(np.int8)
+    n1, i1 = _qdq("xd", "x")
+    n2, i2 = _qdq("hd", "h", scale=0.03, zp=1)
+    n3, i3 = _qdq("bd", "ba", scale=0.03, zp=1)
+    nodes = n1 + [
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=1),
+        helper.make_node("MatMul", ["xd", "wd"], ["h"]),
+    ]
+    nodes += n2 + [helper.make_node("Add", ["bias", "hd"], ["ba"])] + n3
+    inits = i1 + i2 + i3
+    inits += [
+        c("wq", wq),
+        c("ws", (rng.uniform(0.5, 1.5, H) * 0.01).astype(np.float32)),
+        c("wz", np.zeros(H, np.int8)),
+        c("bias", w(H)),
+    ]
+    if gelu:
+        n4, i4 = _qdq("ed", "e", scale=0.008, zp=0)
+        n5, i5 = _qdq("pd", "p", scale=0.008, zp=-128)
+        nodes += [
+            helper.make_node("Div", ["bd", "sqrt2"], ["dv"]),
+            helper.make_node("Erf", ["dv"], ["e"]),
+            *n4,
+            helper.make_node("Add", ["ed", "one"], ["p"]),
+            *n5,
+            helper.make_node("Mul", ["bd", "pd"], ["m"]),
+            helper.make_node("Mul", ["m", "half"], ["y"]),
+        ]
+        inits += i4 + i5
+        inits += [c("sqrt2", np.float32(1.4142135)), c("one", np.float32(1.0))]
+        inits += [c("half", np.float32(0.5))]
+    else:
+        n4, i4 = _qdq("rd", "s", scale=0.05, zp=2)
+        nodes += [helper.make_node("Add", ["bd", "xd"], ["s"]), *n4]
+        nodes += [helper.make_node("Identity", ["rd"], ["y"])]
+        inits += i4
+    return model(nodes, inits)
+
+
+@pytest.mark.parametrize("gelu", [False, True], ids=["residual", "gelu"])
+def test_fuse_quant_epilogue_folds_qdq_tails_and_tabulates_gelu(gelu):
+    from sqc.compiler.pipeline import run_passes
+
+    m = _qdq_layer_with_tail(gelu)
+    before = specialize_shapes(import_model(m), S)
+    plain = run_passes(import_model(m), S, disable=("fuse_quant_epilogue",))
+    after = run_passes(import_model(m), S)
+    qlinear = next(n for n in after.nodes if n.op == "QLinear")
+    post = qlinear.attrs["post"]
+    assert qlinear.input(2), "the bias moved into the layer"
+    if gelu:
+        assert post["a"] and post["b"] and not post["r"] and not post["c"]
+        lut = next(n for n in after.nodes if n.op == "Elementwise")
+        assert lut.attrs["lut"]["input"] == lut.inputs.index(qlinear.outputs[0])
+        assert lut.attrs["lut"]["grid"]["scale"] == post["b"]["scale"]
+    else:
+        assert all(post[k] for k in "abc") and qlinear.input(3), "residual with its stages"
+        assert not any(n.op == "Elementwise" for n in after.nodes)
+    assert sum(n.op == "Elementwise" for n in plain.nodes) > sum(
+        n.op == "Elementwise" for n in after.nodes
+    )
+    feeds = x_feeds()
+    for a, b in zip(interpret(before, feeds), interpret(after, feeds)):
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,159 @@
+"""Kernel tests for the QDQ epilogue of the int8 GEMMs (sqc_qpost, passes/fuse_quant_epilogue.py):
+sqc_u8s8_gemm and sqc_u8s8_spmm with rounding stages against the numpy reference of
+sqc.QLinear with ``post``, bit for bit.
+
+    y = FQ_c(FQ_b(FQ_a(float32(acc') * scale) + bias) + FQ_r(residual))
+
+The scales are chosen so that every stage moves values (products of a few grid steps, some
+saturating at the ends of the int8 range). Every variant this CPU runs natively is covered.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sqc.compiler.codegen.emit_quant import fake_quant_grid
+from sqc.compiler.codegen.kernels import (
+    INT8_GEMM_TEMPLATE,
+    KERNEL_VARIANTS,
+    SPARSE_GEMM_TEMPLATE,
+)
+from sqc.compiler.codegen.packing import int8_gemm_lda, pack_s8_gemm_weights, s8_gemm_col_sums
+from sqc.compiler.codegen.sparse_packing import pack_s8_sparse, spmm_scratch_bytes
+from sqc.compiler.ops.quant_ops import fake_quant_np
+from tests.kernels import harness
+
+INT8_VARIANTS = [v for v in KERNEL_VARIANTS if v.template == INT8_GEMM_TEMPLATE]
+SPARSE_VARIANTS = [v for v in KERNEL_VARIANTS if v.template == SPARSE_GEMM_TEMPLATE]
+
+# which stages are present; the residual stages only with a residual
+STAGES = [
+    ("a",),
+    ("a", "b"),
+    ("b",),
+    ("a", "b", "r", "c"),
+    ("a", "b", "c"),
+    ("r", "c"),
+]
+
+
+@pytest.fixture(scope="module", params=INT8_VARIANTS, ids=lambda v: v.name)
+def dense(request, tmp_path_factory):
+    variant = request.param
+    if not harness.cpu_supports(variant.isa):
+        pytest.skip(f"{variant.name}: this CPU cannot run it natively")
+    return variant, harness.build_int8_gemm(variant, tmp_path_factory.mktemp(variant.name))
+
+
+@pytest.fixture(scope="module", params=SPARSE_VARIANTS, ids=lambda v: v.name)
+def sparse(request, tmp_path_factory):
+    variant = request.param
+    ok, why = harness.sparse_gemm_runnable(variant)
+    if not ok:
+        pytest.skip(why)
+    return variant, harness.build_sparse_gemm(variant, tmp_path_factory.mktemp(variant.name))
+
+
+def _grid(rng, dtype: str, step: float) -> dict:
+    zp = int(rng.integers(-3, 4)) if dtype == "int8" else int(rng.integers(120, 136))
+    return {"scale": np.float32(step * rng.uniform(0.8, 1.25)), "zero_point": zp, "dtype": dtype}
+
+
+def _case(M, N, K, stages, bias, residual, seed, sparsity=0.0):
+    rng = np.random.default_rng(seed)
+    Aq = rng.integers(0, 256, (M, K), dtype=np.uint8)
+    W = rng.integers(-128, 128, (K, N), dtype=np.int8)
+    W[rng.random((K, N)) < sparsity] = 0
+    a_zp = rng.integers(100, 156, M, dtype=np.int32)
+    col_comp = (-s8_gemm_col_sums(W).astype(np.int64)).astype(np.int32)
+    a_scale = (rng.uniform(0.5, 1.5, M) * 0.02).astype(np.float32)
+    w_scale = (rng.uniform(0.5, 1.5, N) * 0.05 / math.sqrt(K)).astype(np.float32)
+    acc = (Aq.astype(np.int64) - a_zp[:, None]) @ W.astype(np.int64)
+    plain = acc.astype(np.float32) * (a_scale[:, None] * w_scale[None, :])
+    spread = float(np.abs(plain).max()) or 1.0
+    # steps of 1/100 of the range (values round), the output stage 1/60 (some saturate)
+    post = {k: None for k in "abrc"}
+    for k in stages:
+        post[k] = _grid(rng, "int8" if k != "r" else "uint8", spread / (60 if k == "c" else 100))
+    b = (rng.standard_normal(N) * spread / 4).astype(np.float32) if bias else None
+    R = (rng.standard_normal((M, N)) * spread).astype(np.float32) if residual else None
+    ref = fake_quant_np(plain, post["a"])
+    if b is not None:
+        ref = (ref + b).astype(np.float32)
+    ref = fake_quant_np(ref, post["b"])
+    if R is not None:
+        ref = fake_quant_np((ref + fake_quant_np(R, post["r"])).astype(np.float32), post["c"])
+    table = np.asarray([fake_quant_grid(post[k]) for k in "abrc"], np.float32).reshape(-1)
+    return Aq, W, a_zp, col_comp, a_scale, w_scale, b, R, table, ref
+
+
+def _ptr(ffi, a, ctype):
+    return ffi.NULL if a is None else ffi.cast(ctype, a.ctypes.data)
+
+
+def _check(out, ref, where):
+    bad = out != ref
+    assert not bad.any(), (
+        f"{where}: {bad.sum()} of {bad.size} outputs differ, first at {np.argwhere(bad)[0]}: "
+        f"{out[bad][0]!r} vs {ref[bad][0]!r}"
+    )
+
+
+@pytest.mark.parametrize("stages", STAGES, ids="".join)
+@pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("shape", [(1, 1, 4), (37, 45, 67), (130, 96, 768)])
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_dense_qdq_epilogue_equals_reference(dense, stages, bias, shape, nthreads):
+    variant, module = dense
+    ffi, lib = module.ffi, module.lib
+    M, N, K = shape
+    residual = "r" in stages or "c" in stages
+    Aq, W, a_zp, cc, a_s, w_s, b, R, table, ref = _case(M, N, K, stages, bias, residual, seed=M + N)
+    isa = variant.isa
+    ldq = int8_gemm_lda(K, isa)
+    Aq_pad = np.zeros((M, ldq), np.uint8)
+    Aq_pad[:, :K] = Aq
+    packed = pack_s8_gemm_weights(W, isa)
+    C = np.full((M, N), np.nan, np.float32)
+    lib.sqc_test_u8s8_gemm_post(
+        M, N, K, _ptr(ffi, Aq_pad, "uint8_t *"), ldq, _ptr(ffi, packed, "int8_t *"),
+        _ptr(ffi, a_s, "float *"), _ptr(ffi, a_zp, "int32_t *"), _ptr(ffi, cc, "int32_t *"),
+        ffi.NULL, ffi.NULL, _ptr(ffi, w_s, "float *"), _ptr(ffi, b, "float *"),
+        _ptr(ffi, R, "float *"), _ptr(ffi, C, "float *"), N, _ptr(ffi, table, "float *"), nthreads,
+    )  # fmt: skip
+    _check(C, ref, f"{variant.name} {shape} {stages}")
+
+
+@pytest.mark.parametrize("stages", [("a", "b"), ("a", "b", "r", "c")], ids="".join)
+@pytest.mark.parametrize("shape", [(9, 45, 67), (130, 96, 768)])
+def test_sparse_qdq_epilogue_equals_reference(sparse, stages, shape):
+    variant, module = sparse
+    ffi, lib = module.ffi, module.lib
+    M, N, K = shape
+    residual = "c" in stages
+    Aq, W, a_zp, cc, a_s, w_s, b, R, table, ref = _case(
+        M, N, K, stages, True, residual, seed=M, sparsity=0.9
+    )
+    isa = variant.knobs["int8_isa"]
+    ldq = int8_gemm_lda(K, isa)
+    Aq_pad = np.zeros((M, ldq), np.uint8)
+    Aq_pad[:, :K] = Aq
+    blob = pack_s8_sparse(W, isa)
+    aligned = np.empty(blob.nbytes + 64, np.uint8)
+    start = (-aligned.ctypes.data) % 64
+    aligned[start : start + blob.nbytes] = blob.view(np.uint8).reshape(-1)
+    blob = aligned[start : start + blob.nbytes]
+    scratch = np.empty(spmm_scratch_bytes(M, K, N, "int8", isa) + 64, np.uint8)
+    s0 = (-scratch.ctypes.data) % 64
+    C = np.full((M, N), np.nan, np.float32)
+    lib.sqc_test_u8s8_spmm_post(
+        M, N, K, _ptr(ffi, Aq_pad, "uint8_t *"), ldq, _ptr(ffi, blob, "void *"),
+        _ptr(ffi, a_s, "float *"), _ptr(ffi, a_zp, "int32_t *"), _ptr(ffi, cc, "int32_t *"),
+        ffi.NULL, ffi.NULL, _ptr(ffi, w_s, "float *"), _ptr(ffi, b, "float *"),
+        _ptr(ffi, R, "float *"), _ptr(ffi, C, "float *"), N, _ptr(ffi, table, "float *"),
+        _ptr(ffi, scratch[s0:], "void *"), 2,
+    )  # fmt: skip
+    _check(C, ref, f"{variant.name} {shape} {stages}")
