@@ -337,7 +337,6 @@ static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
         float *ob = out + b * ov.bs + ov.off + h * ov.sh;
         float kt[(size_t)D * Sk8];  /* K^T: kt[d][j] */
         float vp[(size_t)Sk * D8];  /* V: vp[j][d] */
-        float qp[SQC_ATT_ROWS * D]; /* the query block, transposed: qp[d][r] */
         float p[(size_t)SQC_ATT_ROWS * Sk8];
         float norm[SQC_ATT_ROWS]; /* 1 / (sum of row r's exponentials), applied to its output */
         /* K^T: read K row by row (contiguous when the feature stride is 1; rows of a fused
@@ -355,11 +354,11 @@ static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
         }
         for (int s0 = 0; s0 < Sq; s0 += R) {
             const int rows = Sq - s0 < R ? Sq - s0 : R;
-            /* rows past the end repeat the last row: no branches in the blocks below */
-            for (int r = 0; r < R; ++r) {
-                const float *qs = qb + (s0 + (r < rows ? r : rows - 1)) * qv.ss;
-                for (int d = 0; d < D; ++d) qp[d * SQC_ATT_ROWS + r] = qs[d * qv.sd];
-            }
+            /* the block's query rows, broadcast from where they lie (q[r][d] at qr[r] + d * qsd);
+             * rows past the end repeat the last row: no branches in the blocks below */
+            const float *qr[SQC_ATT_ROWS];
+            for (int r = 0; r < R; ++r) qr[r] = qb + (s0 + (r < rows ? r : rows - 1)) * qv.ss;
+            const int64_t qsd = qv.sd;
             /* scores: p[r][j] = q[r] . k[j], blocks of R rows x SQC_ATT_COLS vectors of keys
              * (each broadcast q value serves SQC_ATT_COLS vectors), then single vectors */
             int j0 = 0;
@@ -376,7 +375,7 @@ static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
                         kd[c] = sqc_v8_load(kt + (size_t)d * Sk8 + j0 + c * W);
 #pragma GCC unroll 8
                     for (int r = 0; r < SQC_ATT_ROWS; ++r) {
-                        const float a = qp[d * SQC_ATT_ROWS + r];
+                        const float a = qr[r][d * qsd];
 #pragma GCC unroll 4
                         for (int c = 0; c < SQC_ATT_COLS; ++c) acc[r][c] += a * kd[c];
                     }
@@ -393,7 +392,7 @@ static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
                 for (int d = 0; d < D; ++d) {
                     const sqc_v8 kd = sqc_v8_load(kt + (size_t)d * Sk8 + j0);
 #pragma GCC unroll 8
-                    for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] += qp[d * SQC_ATT_ROWS + r] * kd;
+                    for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] += qr[r][d * qsd] * kd;
                 }
 #pragma GCC unroll 8
                 for (int r = 0; r < SQC_ATT_ROWS; ++r) sqc_v8_store(p + (size_t)r * Sk8 + j0, acc[r]);
@@ -404,7 +403,18 @@ static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
                 float *pr = p + (size_t)r * Sk8;
                 const float *mr = mb ? mb + (s0 + r) * mv.ss : NULL;
                 float mx = -INFINITY;
-                if (fq) {
+                if (fq && fq[0] != 0.0f && fq[4] != 0.0f && fq[8] != 0.0f && mr) {
+                    /* every stage present (the usual QDQ graph): one pass */
+                    const float s0_ = fq[0], z0 = fq[1], l0 = fq[2], h0 = fq[3];
+                    const float s1_ = fq[4], z1 = fq[5], l1 = fq[6], h1 = fq[7];
+                    const float s2_ = fq[8], z2 = fq[9], l2 = fq[10], h2 = fq[11];
+                    const int64_t msd = mv.sd;
+                    for (int j = 0; j < Sk; ++j) {
+                        float x = sqc_fake_quant_f32(pr[j] * pre, s0_, z0, l0, h0);
+                        x = sqc_fake_quant_f32(x * post, s1_, z1, l1, h1);
+                        pr[j] = sqc_fake_quant_f32(x + mr[j * msd], s2_, z2, l2, h2);
+                    }
+                } else if (fq) {
                     for (int j = 0; j < Sk; ++j) pr[j] *= pre;
                     sqc_att_fq(pr, Sk, fq);
                     for (int j = 0; j < Sk; ++j) pr[j] *= post;
