@@ -19,6 +19,7 @@ from sqc.compiler.passes.fuse_layernorm import fuse_layernorm
 from sqc.compiler.passes.fuse_linear import fuse_linear
 from sqc.compiler.passes.fuse_quant_epilogue import fuse_quant_epilogue
 from sqc.compiler.passes.fuse_skip_layernorm import fuse_skip_layernorm
+from sqc.compiler.passes.int8_attention import int8_attention
 from sqc.compiler.passes.lower_contrib_ops import lower_contrib_ops
 from sqc.compiler.passes.merge_parallel_linears import merge_parallel_linears
 from sqc.compiler.passes.plan_memory import plan_memory
@@ -60,6 +61,8 @@ PASSES: list[tuple[str, Pass]] = [
     # QDQ rounding after an int8 layer into its epilogue; functions of a quantized value
     # (the QDQ GELU) by table.
     ("fuse_quant_epilogue", fuse_quant_epilogue),
+    # QDQ attention whose Q, K, V and probabilities are on grids: integer products (VNNI).
+    ("int8_attention", int8_attention),
     # Each linear layer's zero pattern, and its kernel: sparse where a cost model says it pays.
     ("extract_sparsity", extract_sparsity),
     # Must stay last: offsets depend on the final node order.

@@ -589,6 +589,11 @@ class Emitter(QuantEmitter):
             grid = np.array([fake_quant_grid(st) for st in quant["stages"]], np.float32)
             rec["fq"] = self.weights.ref(grid.reshape(-1), "float")
             rec["pre"], rec["post"] = c_float(quant["pre_scale"]), c_float(quant["post_scale"])
+            if a.get("int8") and TARGETS[self.isa]["int8_isa"] in ("avx512_vnni", "avx_vnni"):
+                # (driver._attention_kernel names the same choice in the manifest)
+                grids = [fake_quant_grid(a["int8"][key]) for key in "qkv"]
+                rec["fn"] = "sqc_attention_q8"
+                rec["grids"] = self.weights.ref(np.array(grids, np.float32).reshape(-1), "float")
         rec["mask"] = (
             view(node.inputs[3], a["mask_view"], "stride_j")
             if node.input(3)

@@ -96,6 +96,7 @@ def _attention_infer(node, x, opset):
         "out_shape",
         "mask_view",
         "quant",
+        "int8",
     ),
     infer=_attention_infer,
 )

@@ -295,6 +295,13 @@ sqc_att_pack_kt(float *kt, const float *kb, sqc_view kv, int Sk, int Sk8, int D)
     }
 }
 
+/* the cache lines of one row of n floats (contiguous rows only) */
+static inline void sqc_att_prefetch_row(const float *x, int64_t sx, int n) {
+    if (sx != 1) return;
+    for (int i = 0; i < n; i += 16) _mm_prefetch((const char *)(x + i), _MM_HINT_T0);
+    _mm_prefetch((const char *)(x + n - 1), _MM_HINT_T0);
+}
+
 /* features d0 .. min(d0 + W, D) of one output row (feature stride sd) from a vector */
 static inline void sqc_att_store_row(float *os, int64_t sd, int d0, int D, sqc_v8 v) {
     float lanes[SQC_RW];
@@ -305,6 +312,90 @@ static inline void sqc_att_store_row(float *os, int64_t sd, int d0, int D, sqc_v
         return;
     }
     for (int i = 0; i < n; ++i) os[(d0 + i) * sd] = lanes[i];
+}
+
+/* Softmax of the block's score rows p[r][0..Sk) (rows Sk8 apart; r < rows, query s0 + r), in
+ * place: with fq, the QDQ stages (see sqc_attention_job); else scale * score + mask. Padded keys
+ * Sk..Sk8 get probability 0. norm[r]: the factor still to apply to row r's output (1 with fq,
+ * whose probabilities are normalized and rounded here). */
+static inline void sqc_att_softmax_rows(float *p, int Sk, int Sk8, int rows, int s0,
+                                        const float *mb, sqc_view mv, const float *fq,
+                                        float pre, float post, float scale, float *norm) {
+    const int W = SQC_RW;
+    /* softmax of scale * scores + mask over the Sk real keys of each row; the padded
+     * keys Sk..Sk8 get probability 0 */
+    for (int r = 0; r < rows; ++r) {
+        float *pr = p + (size_t)r * Sk8;
+        const float *mr = mb ? mb + (s0 + r) * mv.ss : NULL;
+        float mx = -INFINITY;
+        if (fq && fq[0] != 0.0f && fq[4] != 0.0f && fq[8] != 0.0f && mr) {
+            /* every stage present (the usual QDQ graph): one pass */
+            const float s0_ = fq[0], z0 = fq[1], l0 = fq[2], h0 = fq[3];
+            const float s1_ = fq[4], z1 = fq[5], l1 = fq[6], h1 = fq[7];
+            const float s2_ = fq[8], z2 = fq[9], l2 = fq[10], h2 = fq[11];
+            const int64_t msd = mv.sd;
+            for (int j = 0; j < Sk; ++j) {
+                float x = sqc_fake_quant_f32(pr[j] * pre, s0_, z0, l0, h0);
+                x = sqc_fake_quant_f32(x * post, s1_, z1, l1, h1);
+                pr[j] = sqc_fake_quant_f32(x + mr[j * msd], s2_, z2, l2, h2);
+            }
+        } else if (fq) {
+            for (int j = 0; j < Sk; ++j) pr[j] *= pre;
+            sqc_att_fq(pr, Sk, fq);
+            for (int j = 0; j < Sk; ++j) pr[j] *= post;
+            sqc_att_fq(pr, Sk, fq + 4);
+            if (mr)
+                for (int j = 0; j < Sk; ++j) pr[j] += mr[j * mv.sd];
+            sqc_att_fq(pr, Sk, fq + 8);
+        } else if (mr && mv.sd == 1) {
+            for (int j = 0; j < Sk; ++j) pr[j] = pr[j] * scale + mr[j];
+        } else if (mr) {
+            for (int j = 0; j < Sk; ++j) pr[j] = pr[j] * scale + mr[j * mv.sd];
+        } else {
+            for (int j = 0; j < Sk; ++j) pr[j] *= scale;
+        }
+        {   /* max over the real keys: 4 independent W-lane maxima, then lanes */
+            sqc_v8 m0 = (sqc_v8){ 0 } - INFINITY, m1 = m0, m2 = m0, m3 = m0;
+            int j = 0;
+            for (; j + 4 * W <= Sk; j += 4 * W) {
+                const sqc_v8 x0 = sqc_v8_load(pr + j), x1 = sqc_v8_load(pr + j + W);
+                const sqc_v8 x2 = sqc_v8_load(pr + j + 2 * W);
+                const sqc_v8 x3 = sqc_v8_load(pr + j + 3 * W);
+                m0 = sqc_v8_select(x0 > m0, x0, m0);
+                m1 = sqc_v8_select(x1 > m1, x1, m1);
+                m2 = sqc_v8_select(x2 > m2, x2, m2);
+                m3 = sqc_v8_select(x3 > m3, x3, m3);
+            }
+            m0 = sqc_v8_select(m1 > m0, m1, m0);
+            m2 = sqc_v8_select(m3 > m2, m3, m2);
+            m0 = sqc_v8_select(m2 > m0, m2, m0);
+            for (int i = 0; i < W; ++i) mx = m0[i] > mx ? m0[i] : mx;
+            for (; j < Sk; ++j) mx = pr[j] > mx ? pr[j] : mx;
+        }
+        sqc_v8 sum8 = (sqc_v8){ 0 };
+        for (int j0 = 0; j0 < Sk8; j0 += W) {
+            sqc_v8 e = sqc_v8_exp(sqc_v8_load(pr + j0) - mx);
+            if (j0 + W > Sk) {
+                float lanes[SQC_RW];
+                sqc_v8_store(lanes, e);
+                for (int i = Sk - j0; i < W; ++i) lanes[i] = 0.0f;
+                e = sqc_v8_load(lanes);
+            }
+            sqc_v8_store(pr + j0, e);
+            sum8 += e;
+        }
+        float sum = 0.0f;
+        for (int i = 0; i < W; ++i) sum += sum8[i];
+        const float inv = 1.0f / sum;
+        if (fq) { /* the probabilities themselves are rounded: normalize them now */
+            for (int j0 = 0; j0 < Sk8; j0 += W)
+                sqc_v8_store(pr + j0, sqc_v8_load(pr + j0) * inv);
+            sqc_att_fq(pr, Sk, fq + 12);
+            norm[r] = 1.0f;
+        } else { /* else the output rows are scaled instead: one pass less */
+            norm[r] = inv;
+        }
+    }
 }
 
 /* fq (optional, QDQ models): 4 stages x {scale, zero point, lo, hi} applied as in the graph:
@@ -346,6 +437,8 @@ static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
         sqc_att_pack_kt(kt, kb, kv, Sk, Sk8, D);
         for (int j = 0; j < Sk; ++j) {
             float *vpj = vp + (size_t)j * D8;
+            if (j + 8 < Sk) /* rows come from L3 or DRAM at large batches: fetch ahead */
+                sqc_att_prefetch_row(vb + (j + 8) * vv.ss, vv.sd, D);
             if (vv.sd == 1)
                 memcpy(vpj, vb + j * vv.ss, sizeof(float) * (size_t)D);
             else
@@ -358,6 +451,8 @@ static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
              * rows past the end repeat the last row: no branches in the blocks below */
             const float *qr[SQC_ATT_ROWS];
             for (int r = 0; r < R; ++r) qr[r] = qb + (s0 + (r < rows ? r : rows - 1)) * qv.ss;
+            for (int r = 0; r < R && s0 + R + r < Sq; ++r)
+                sqc_att_prefetch_row(qb + (s0 + R + r) * qv.ss, qv.sd, D);
             const int64_t qsd = qv.sd;
             /* scores: p[r][j] = q[r] . k[j], blocks of R rows x SQC_ATT_COLS vectors of keys
              * (each broadcast q value serves SQC_ATT_COLS vectors), then single vectors */
@@ -397,80 +492,7 @@ static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
 #pragma GCC unroll 8
                 for (int r = 0; r < SQC_ATT_ROWS; ++r) sqc_v8_store(p + (size_t)r * Sk8 + j0, acc[r]);
             }
-            /* softmax of scale * scores + mask over the Sk real keys of each row; the padded
-             * keys Sk..Sk8 get probability 0 */
-            for (int r = 0; r < rows; ++r) {
-                float *pr = p + (size_t)r * Sk8;
-                const float *mr = mb ? mb + (s0 + r) * mv.ss : NULL;
-                float mx = -INFINITY;
-                if (fq && fq[0] != 0.0f && fq[4] != 0.0f && fq[8] != 0.0f && mr) {
-                    /* every stage present (the usual QDQ graph): one pass */
-                    const float s0_ = fq[0], z0 = fq[1], l0 = fq[2], h0 = fq[3];
-                    const float s1_ = fq[4], z1 = fq[5], l1 = fq[6], h1 = fq[7];
-                    const float s2_ = fq[8], z2 = fq[9], l2 = fq[10], h2 = fq[11];
-                    const int64_t msd = mv.sd;
-                    for (int j = 0; j < Sk; ++j) {
-                        float x = sqc_fake_quant_f32(pr[j] * pre, s0_, z0, l0, h0);
-                        x = sqc_fake_quant_f32(x * post, s1_, z1, l1, h1);
-                        pr[j] = sqc_fake_quant_f32(x + mr[j * msd], s2_, z2, l2, h2);
-                    }
-                } else if (fq) {
-                    for (int j = 0; j < Sk; ++j) pr[j] *= pre;
-                    sqc_att_fq(pr, Sk, fq);
-                    for (int j = 0; j < Sk; ++j) pr[j] *= post;
-                    sqc_att_fq(pr, Sk, fq + 4);
-                    if (mr)
-                        for (int j = 0; j < Sk; ++j) pr[j] += mr[j * mv.sd];
-                    sqc_att_fq(pr, Sk, fq + 8);
-                } else if (mr && mv.sd == 1) {
-                    for (int j = 0; j < Sk; ++j) pr[j] = pr[j] * scale + mr[j];
-                } else if (mr) {
-                    for (int j = 0; j < Sk; ++j) pr[j] = pr[j] * scale + mr[j * mv.sd];
-                } else {
-                    for (int j = 0; j < Sk; ++j) pr[j] *= scale;
-                }
-                {   /* max over the real keys: 4 independent W-lane maxima, then lanes */
-                    sqc_v8 m0 = (sqc_v8){ 0 } - INFINITY, m1 = m0, m2 = m0, m3 = m0;
-                    int j = 0;
-                    for (; j + 4 * W <= Sk; j += 4 * W) {
-                        const sqc_v8 x0 = sqc_v8_load(pr + j), x1 = sqc_v8_load(pr + j + W);
-                        const sqc_v8 x2 = sqc_v8_load(pr + j + 2 * W);
-                        const sqc_v8 x3 = sqc_v8_load(pr + j + 3 * W);
-                        m0 = sqc_v8_select(x0 > m0, x0, m0);
-                        m1 = sqc_v8_select(x1 > m1, x1, m1);
-                        m2 = sqc_v8_select(x2 > m2, x2, m2);
-                        m3 = sqc_v8_select(x3 > m3, x3, m3);
-                    }
-                    m0 = sqc_v8_select(m1 > m0, m1, m0);
-                    m2 = sqc_v8_select(m3 > m2, m3, m2);
-                    m0 = sqc_v8_select(m2 > m0, m2, m0);
-                    for (int i = 0; i < W; ++i) mx = m0[i] > mx ? m0[i] : mx;
-                    for (; j < Sk; ++j) mx = pr[j] > mx ? pr[j] : mx;
-                }
-                sqc_v8 sum8 = (sqc_v8){ 0 };
-                for (int j0 = 0; j0 < Sk8; j0 += W) {
-                    sqc_v8 e = sqc_v8_exp(sqc_v8_load(pr + j0) - mx);
-                    if (j0 + W > Sk) {
-                        float lanes[SQC_RW];
-                        sqc_v8_store(lanes, e);
-                        for (int i = Sk - j0; i < W; ++i) lanes[i] = 0.0f;
-                        e = sqc_v8_load(lanes);
-                    }
-                    sqc_v8_store(pr + j0, e);
-                    sum8 += e;
-                }
-                float sum = 0.0f;
-                for (int i = 0; i < W; ++i) sum += sum8[i];
-                const float inv = 1.0f / sum;
-                if (fq) { /* the probabilities themselves are rounded: normalize them now */
-                    for (int j0 = 0; j0 < Sk8; j0 += W)
-                        sqc_v8_store(pr + j0, sqc_v8_load(pr + j0) * inv);
-                    sqc_att_fq(pr, Sk, fq + 12);
-                    norm[r] = 1.0f;
-                } else { /* else the output rows are scaled instead: one pass less */
-                    norm[r] = inv;
-                }
-            }
+            sqc_att_softmax_rows(p, Sk, Sk8, rows, s0, mb, mv, fq, pre, post, scale, norm);
             /* out[r] = sum_j p[r][j] v[j]: blocks of R rows x SQC_ATT_COLS vectors of
              * features, then single vectors */
             int d0 = 0;
@@ -526,6 +548,248 @@ static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float sca
                               qv, kv, vv, mv, ov, out };
     sqc_parallel_for(nthreads, (int64_t)batch * H, 1, sqc_attention_heads, &job);
 }
+
+#if defined(__AVX512VNNI__) || defined(__AVXVNNI__)
+/* ---- Attention of a QDQ graph in integers (VNNI) ---------------------------------------------
+ * When Q, K and V lie on quantization grids (they are the rounded outputs of int8 layers) and the
+ * probabilities are rounded too (fq stage 3), both products are integer products: q . k =
+ * sq sk sum_d (iq - zq)(ik - zk), exact in int32, and so p . v. vpdpbusd multiplies u8 by s8, so
+ * Q and P go to the u8 domain (s8 grids + 128) and K and V to the s8 domain (u8 grids - 128),
+ * zero points with them; the zero points come back as row and column sums:
+ *   sum (a - za)(b - zb) = sum a b - zb sum a - za sum b + n za zb.
+ * Scores and the softmax stages are then as in sqc_attention_f32. A value's level is
+ * nearbyint(x * (1 / s)) + zp: exact for x on the grid (see sqc_lut_map). */
+#if SQC_RW == 16
+static inline sqc_v8i sqc_att_dpbusd(sqc_v8i acc, int32_t a, const int32_t *b) {
+    __m512i w;
+    memcpy(&w, b, sizeof w);
+    return (sqc_v8i)_mm512_dpbusd_epi32((__m512i)acc, _mm512_set1_epi32(a), w);
+}
+#else
+static inline sqc_v8i sqc_att_dpbusd(sqc_v8i acc, int32_t a, const int32_t *b) {
+    __m256i w;
+    memcpy(&w, b, sizeof w);
+    return (sqc_v8i)_mm256_dpbusd_avx_epi32((__m256i)acc, _mm256_set1_epi32(a), w);
+}
+#endif
+
+/* level of x on grid g = {scale, zp, lo, hi} (inv = 1 / scale), moved by `shift` (+128: s8 grid
+ * to u8; -128: u8 grid to s8; 0) */
+static inline int32_t sqc_att_level(float x, float inv, const float *g, int32_t shift) {
+    float r = nearbyintf(x * inv) + g[1];
+    r = r < g[2] ? g[2] : r;
+    r = r > g[3] ? g[3] : r;
+    return (int32_t)r + shift;
+}
+
+typedef int8_t sqc_v8b __attribute__((vector_size(SQC_RW)));
+
+/* sqc_att_level on SQC_RW lanes: clamping before rounding is the same for integer bounds; the
+ * magic constant rounds to nearest even (|x| < 2^22) */
+static inline sqc_v8i sqc_att_levels(sqc_v8 x, float inv, const float *g, int32_t shift) {
+    const float magic = 12582912.0f;
+    const sqc_v8 lo = (sqc_v8){ 0 } + (g[2] - g[1]), hi = (sqc_v8){ 0 } + (g[3] - g[1]);
+    x = x * inv;
+    x = sqc_v8_select(x < lo, lo, x);
+    x = sqc_v8_select(x > hi, hi, x);
+    x = (x + magic) - magic;
+    return __builtin_convertvector(x, sqc_v8i) + ((int32_t)g[1] + shift);
+}
+
+static inline int32_t sqc_v8i_sum(sqc_v8i v) {
+    int32_t s = 0;
+    for (int i = 0; i < SQC_RW; ++i) s += v[i];
+    return s;
+}
+
+/* n values x[i * sx] as levels (bytes) at dst[0..n), zero bytes up to n4; returns their sum */
+static inline int32_t sqc_att_row_levels(const float *x, int64_t sx, int n, int n4, float inv,
+                                         const float *g, int32_t shift, uint8_t *dst) {
+    int32_t sum = 0;
+    int i = 0;
+    if (sx == 1) {
+        sqc_v8i acc = (sqc_v8i){ 0 };
+        for (; i + SQC_RW <= n; i += SQC_RW) {
+            const sqc_v8i l = sqc_att_levels(sqc_v8_load(x + i), inv, g, shift);
+            const sqc_v8b b = __builtin_convertvector(l, sqc_v8b);
+            memcpy(dst + i, &b, sizeof b);
+            acc += l;
+        }
+        sum = sqc_v8i_sum(acc);
+    }
+    for (; i < n; ++i) {
+        const int32_t l = sqc_att_level(x[i * sx], inv, g, shift);
+        dst[i] = (uint8_t)l;
+        sum += l;
+    }
+    for (; i < n4; ++i) dst[i] = 0;
+    return sum;
+}
+
+typedef struct {
+    sqc_attention_job a;
+    const float *grids; /* Q, K, V: {scale, zp, lo, hi} each; P is fq stage 3 */
+} sqc_attention_q8_job;
+
+static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
+    const sqc_attention_q8_job *JQ = (const sqc_attention_q8_job *)job;
+    const sqc_attention_job *J = &JQ->a;
+    const int H = J->H, Sq = J->Sq, Sk = J->Sk, D = J->D;
+    const float scale = J->scale, pre = J->pre, post = J->post;
+    const float *q = J->q, *k = J->k, *v = J->v, *mask = J->mask, *fq = J->fq;
+    const sqc_view qv = J->qv, kv = J->kv, vv = J->vv, mv = J->mv, ov = J->ov;
+    const float *gq = JQ->grids, *gk = JQ->grids + 4, *gv = JQ->grids + 8, *gp = fq + 12;
+    float *out = J->out;
+    const int W = SQC_RW, R = SQC_ATT_ROWS;
+    const int Sk8 = (Sk + W - 1) / W * W, D8 = (D + W - 1) / W * W;
+    const int D4 = (D + 3) / 4, Sk4 = (Sk + 3) / 4;
+    /* u8-domain shifts of Q and P, s8-domain shifts of K and V, and their zero points there */
+    const int32_t shq = gq[2] < 0 ? 128 : 0, shp = gp[2] < 0 ? 128 : 0;
+    const int32_t shk = gk[2] < 0 ? 0 : -128, shv = gv[2] < 0 ? 0 : -128;
+    const int32_t zq = (int32_t)gq[1] + shq, zp = (int32_t)gp[1] + shp;
+    const int32_t zk = (int32_t)gk[1] + shk, zv = (int32_t)gv[1] + shv;
+    const float iq = 1.0f / gq[0], ik = 1.0f / gk[0], iv = 1.0f / gv[0], ip = 1.0f / gp[0];
+    const float sqk = gq[0] * gk[0], spv = gp[0] * gv[0];
+    for (int64_t t = t0; t < t1; ++t) {
+        const int b = (int)(t / H);
+        const int h = (int)(t % H);
+        const float *qb = q + b * qv.bs + qv.off + h * qv.sh;
+        const float *kb = k + b * kv.bs + kv.off + h * kv.sh;
+        const float *vb = v + b * vv.bs + vv.off + h * vv.sh;
+        const float *mb = mask ? mask + b * mv.bs + mv.off + h * mv.sh : NULL;
+        float *ob = out + b * ov.bs + ov.off + h * ov.sh;
+        int32_t kq[(size_t)D4 * Sk8]; /* K^T in quads of features: kq[d4][j], 4 s8 */
+        int32_t vq[(size_t)Sk4 * D8]; /* V in quads of keys: vq[j4][d], 4 s8 */
+        int32_t ksum[Sk8], vsum[D8];  /* sum over d of K's levels per key; over j of V's per d */
+        int32_t qa[SQC_ATT_ROWS][D4], pa[SQC_ATT_ROWS][Sk4]; /* u8 quads of the block's rows */
+        int32_t qsum[SQC_ATT_ROWS], psum[SQC_ATT_ROWS];
+        float p[(size_t)SQC_ATT_ROWS * Sk8];
+        float norm[SQC_ATT_ROWS];
+        memset(kq, 0, sizeof kq);
+        memset(vq, 0, sizeof vq);
+        memset(ksum, 0, sizeof ksum);
+        memset(vsum, 0, sizeof vsum);
+        {
+            uint8_t row[D4 * 4];
+            /* rows of K, V (and Q below) are read one at a time, each from L3 or DRAM at large
+             * batches: fetch a few rows ahead */
+            for (int j = 0; j < Sk; ++j) { /* key j: its features' quads go to column j */
+                if (j + 8 < Sk)
+                    sqc_att_prefetch_row(kb + (j + 8) * kv.ss, kv.sd, D);
+                ksum[j] = sqc_att_row_levels(kb + j * kv.ss, kv.sd, D, D4 * 4, ik, gk, shk, row);
+                for (int d4 = 0; d4 < D4; ++d4) memcpy(kq + (size_t)d4 * Sk8 + j, row + 4 * d4, 4);
+            }
+            for (int j = 0; j < Sk; ++j) { /* key j: byte j % 4 of each feature's quad */
+                int8_t *vqb = (int8_t *)(vq + (size_t)(j / 4) * D8) + (j % 4);
+                if (j + 8 < Sk)
+                    sqc_att_prefetch_row(vb + (j + 8) * vv.ss, vv.sd, D);
+                sqc_att_row_levels(vb + j * vv.ss, vv.sd, D, D4 * 4, iv, gv, shv, row);
+                for (int d = 0; d < D; ++d) {
+                    vqb[(size_t)d * 4] = (int8_t)row[d];
+                    vsum[d] += (int8_t)row[d];
+                }
+            }
+        }
+        for (int s0 = 0; s0 < Sq; s0 += R) {
+            const int rows = Sq - s0 < R ? Sq - s0 : R;
+            /* the block's query rows as u8 quads; rows past the end repeat the last row */
+            for (int r = 0; r < R && s0 + R + r < Sq; ++r)
+                sqc_att_prefetch_row(qb + (s0 + R + r) * qv.ss, qv.sd, D);
+            for (int r = 0; r < R; ++r) {
+                const float *qs = qb + (s0 + (r < rows ? r : rows - 1)) * qv.ss;
+                qsum[r] = sqc_att_row_levels(qs, qv.sd, D, D4 * 4, iq, gq, shq, (uint8_t *)qa[r]);
+            }
+            /* scores: R rows x SQC_ATT_COLS vectors of keys per register block */
+            for (int j0 = 0; j0 < Sk8; j0 += SQC_ATT_COLS * W) {
+                const int cols = (Sk8 - j0) / W < SQC_ATT_COLS ? (Sk8 - j0) / W : SQC_ATT_COLS;
+                sqc_v8i acc[SQC_ATT_ROWS][SQC_ATT_COLS];
+#pragma GCC unroll 8
+                for (int r = 0; r < SQC_ATT_ROWS; ++r)
+#pragma GCC unroll 4
+                    for (int c = 0; c < SQC_ATT_COLS; ++c) acc[r][c] = (sqc_v8i){ 0 };
+                if (cols == SQC_ATT_COLS) {
+                    for (int d4 = 0; d4 < D4; ++d4) {
+                        const int32_t *kd = kq + (size_t)d4 * Sk8 + j0;
+#pragma GCC unroll 8
+                        for (int r = 0; r < SQC_ATT_ROWS; ++r)
+#pragma GCC unroll 4
+                            for (int c = 0; c < SQC_ATT_COLS; ++c)
+                                acc[r][c] = sqc_att_dpbusd(acc[r][c], qa[r][d4], kd + c * W);
+                    }
+                } else {
+                    for (int d4 = 0; d4 < D4; ++d4) {
+                        const int32_t *kd = kq + (size_t)d4 * Sk8 + j0;
+#pragma GCC unroll 8
+                        for (int r = 0; r < SQC_ATT_ROWS; ++r)
+                            acc[r][0] = sqc_att_dpbusd(acc[r][0], qa[r][d4], kd);
+                    }
+                }
+                for (int c = 0; c < cols; ++c) {
+                    sqc_v8i ks;
+                    memcpy(&ks, ksum + j0 + c * W, sizeof ks);
+                    for (int r = 0; r < SQC_ATT_ROWS; ++r) {
+                        const sqc_v8i x = acc[r][c] - zk * qsum[r] - zq * ks + D * zq * zk;
+                        sqc_v8_store(p + (size_t)r * Sk8 + j0 + c * W,
+                                     __builtin_convertvector(x, sqc_v8) * sqk);
+                    }
+                }
+            }
+            sqc_att_softmax_rows(p, Sk, Sk8, rows, s0, mb, mv, fq, pre, post, scale, norm);
+            /* the probabilities (on stage 3's grid) as u8 quads of keys */
+            for (int r = 0; r < R; ++r)
+                psum[r] = sqc_att_row_levels(p + (size_t)r * Sk8, 1, r < rows ? Sk : 0, Sk4 * 4,
+                                             ip, gp, shp, (uint8_t *)pa[r]);
+            /* out[r] = sum_j p[r][j] v[j], R rows x SQC_ATT_COLS vectors of features */
+            for (int d0 = 0; d0 < D8; d0 += SQC_ATT_COLS * W) {
+                const int cols = (D8 - d0) / W < SQC_ATT_COLS ? (D8 - d0) / W : SQC_ATT_COLS;
+                sqc_v8i acc[SQC_ATT_ROWS][SQC_ATT_COLS];
+#pragma GCC unroll 8
+                for (int r = 0; r < SQC_ATT_ROWS; ++r)
+#pragma GCC unroll 4
+                    for (int c = 0; c < SQC_ATT_COLS; ++c) acc[r][c] = (sqc_v8i){ 0 };
+                if (cols == SQC_ATT_COLS) {
+                    for (int j4 = 0; j4 < Sk4; ++j4) {
+                        const int32_t *vd = vq + (size_t)j4 * D8 + d0;
+#pragma GCC unroll 8
+                        for (int r = 0; r < SQC_ATT_ROWS; ++r)
+#pragma GCC unroll 4
+                            for (int c = 0; c < SQC_ATT_COLS; ++c)
+                                acc[r][c] = sqc_att_dpbusd(acc[r][c], pa[r][j4], vd + c * W);
+                    }
+                } else {
+                    for (int j4 = 0; j4 < Sk4; ++j4) {
+                        const int32_t *vd = vq + (size_t)j4 * D8 + d0;
+#pragma GCC unroll 8
+                        for (int r = 0; r < SQC_ATT_ROWS; ++r)
+                            acc[r][0] = sqc_att_dpbusd(acc[r][0], pa[r][j4], vd);
+                    }
+                }
+                for (int c = 0; c < cols; ++c) {
+                    sqc_v8i vs;
+                    memcpy(&vs, vsum + d0 + c * W, sizeof vs);
+                    for (int r = 0; r < rows; ++r) {
+                        const sqc_v8i x = acc[r][c] - zv * psum[r] - zp * vs + Sk * zp * zv;
+                        sqc_att_store_row(ob + (s0 + r) * ov.ss, ov.sd, d0 + c * W, D,
+                                          __builtin_convertvector(x, sqc_v8) * spv * norm[r]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* sqc_attention_f32's contract for a QDQ graph whose Q, K, V lie on the grids `grids` (12
+ * floats) and whose probabilities are rounded (fq stage 3 present): both products in integers. */
+static void sqc_attention_q8(int batch, int H, int Sq, int Sk, int D, float scale,
+                             const float *q, sqc_view qv, const float *k, sqc_view kv,
+                             const float *v, sqc_view vv, const float *mask, sqc_view mv,
+                             float *out, sqc_view ov, const float *fq, float pre, float post,
+                             const float *grids, int nthreads) {
+    sqc_attention_q8_job job = { { H, Sq, Sk, D, scale, pre, post, q, k, v, mask, fq,
+                                   qv, kv, vv, mv, ov, out }, grids };
+    sqc_parallel_for(nthreads, (int64_t)batch * H, 1, sqc_attention_q8_heads, &job);
+}
+#endif /* VNNI */
 
 /* Gather along one axis: data viewed as [outer, n, inner], indices [m] per example (int64 or
  * int32, idx_elem bytes each); out[o, i, :] = data[o, idx[i] (negative counts from the end), :].
