@@ -234,6 +234,27 @@ static void sqc_lut_task(void *job_, int64_t i0, int64_t i1) {
     int64_t i = i0;
     /* gcc does not use the gather instructions on its own here */
 #if defined(__AVX512F__)
+    if (top == 255.0f) {
+        /* 256 levels: the table in 16 registers, two-table permutes and three selects per
+         * vector (faster than vgatherdps, which loads lane by lane) */
+        const __m512 vinv = _mm512_set1_ps(inv_s);
+        const __m512i vshift = _mm512_set1_epi32((int)shift), vtop = _mm512_set1_epi32(255);
+        __m512 t[16];
+        for (int k = 0; k < 16; ++k) t[k] = _mm512_loadu_ps(lut + 16 * k);
+        for (; i + 16 <= i1; i += 16) {
+            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + i), vinv));
+            q = _mm512_add_epi32(q, vshift);
+            q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_setzero_si512()), vtop);
+            __m512 p[8];
+            for (int k = 0; k < 8; ++k) p[k] = _mm512_permutex2var_ps(t[2 * k], q, t[2 * k + 1]);
+            const __mmask16 b5 = _mm512_test_epi32_mask(q, _mm512_set1_epi32(32));
+            const __mmask16 b6 = _mm512_test_epi32_mask(q, _mm512_set1_epi32(64));
+            const __mmask16 b7 = _mm512_test_epi32_mask(q, _mm512_set1_epi32(128));
+            for (int k = 0; k < 4; ++k) p[k] = _mm512_mask_blend_ps(b5, p[2 * k], p[2 * k + 1]);
+            for (int k = 0; k < 2; ++k) p[k] = _mm512_mask_blend_ps(b6, p[2 * k], p[2 * k + 1]);
+            _mm512_storeu_ps(y + i, _mm512_mask_blend_ps(b7, p[0], p[1]));
+        }
+    }
     {
         const __m512 vinv = _mm512_set1_ps(inv_s);
         const __m512i vshift = _mm512_set1_epi32((int)shift), vtop = _mm512_set1_epi32((int)top);
