@@ -246,6 +246,13 @@ class QuantEmitter:
         v = self.g.values[node.outputs[0]]
         x = node.inputs[lut["input"]]
         levels = hi - lo + 1
+        value = exprs[-1].format(**subs)
+        out = self.pointer(node.outputs[0])
+        outs = f"{out}, NULL"
+        if lut.get("quantize"):  # the next layer's uint8 input (passes/fuse_quant_epilogue.py)
+            qs, qz = c_float(lut["quantize"]["scale"]), int(lut["quantize"]["zero_point"])
+            value = f"sqc_quantize_f32({value}, {qs}, {qz}, 0, 255)"
+            outs = f"NULL, {out}"
         return {
             "kind": "call",
             "code": (
@@ -253,11 +260,10 @@ class QuantEmitter:
                 f"    float lut[{levels}];\n"
                 f"    for (int q = 0; q < {levels}; ++q) {{\n"
                 f"        const float x = ((float)(q + {lo}) - {zp}.0f) * {c_float(scale)};\n"
-                f"        lut[q] = (float)({exprs[-1].format(**subs)});\n"
+                f"        lut[q] = (float)({value});\n"
                 "    }\n"
-                f"    sqc_lut_map((int64_t)B * {v.numel}, {self.pointer(x)}, "
-                f"{self.pointer(node.outputs[0])}, lut, {c_float(np.float32(1.0) / scale)}, "
-                f"{zp - lo}, {levels}, nt);\n"
+                f"    sqc_lut_map((int64_t)B * {v.numel}, {self.pointer(x)}, {outs}, lut, "
+                f"{c_float(np.float32(1.0) / scale)}, {zp - lo}, {levels}, nt);\n"
                 "}"
             ),
         }

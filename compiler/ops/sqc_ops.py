@@ -147,7 +147,12 @@ def Attention(node, x, opset):
     "Elementwise",
     "sqc",
     attrs=("steps", "lut"),
-    infer=lambda n, x, o: [(np.dtype(np.float32), _bcast_all(x))],
+    infer=lambda n, x, o: [
+        (
+            np.dtype(np.uint8 if (n.attrs.get("lut") or {}).get("quantize") else np.float32),
+            _bcast_all(x),
+        )
+    ],
 )
 def Elementwise(node, x, opset):
     """A fused chain of elementwise ops (passes/fuse_elementwise.py): run its steps in order."""
@@ -159,6 +164,11 @@ def Elementwise(node, x, opset):
         step = Node(op, [], ["y"], attrs, name=node.name, domain=domain)
         ins = [x[i] if kind == "in" else values[i] for kind, i in args]
         values.append(lookup(step).evaluate(step, ins, opset)[0])
+    quantize = (node.attrs.get("lut") or {}).get("quantize")
+    if quantize:  # uint8 for the next int8 layer (passes/fuse_quant_epilogue.py)
+        from sqc.compiler.ops.quant_ops import quantize_np
+
+        return [quantize_np(values[-1], quantize["scale"], quantize["zero_point"], np.uint8)]
     return [values[-1]]
 
 

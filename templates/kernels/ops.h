@@ -224,6 +224,7 @@ typedef struct {
     float *y;
     const float *lut;
     float inv_s, shift, top;
+    uint8_t *y8; /* non-NULL: y8[i] = (uint8_t)lut[q] instead (the table holds bytes' values) */
 } sqc_lut_job;
 
 static void sqc_lut_task(void *job_, int64_t i0, int64_t i1) {
@@ -231,6 +232,7 @@ static void sqc_lut_task(void *job_, int64_t i0, int64_t i1) {
     const float *restrict x = j->x, *restrict lut = j->lut;
     float *restrict y = j->y;
     const float inv_s = j->inv_s, shift = j->shift, top = j->top;
+    uint8_t *restrict y8 = j->y8;
     int64_t i = i0;
     /* gcc does not use the gather instructions on its own here */
 #if defined(__AVX512F__)
@@ -252,10 +254,14 @@ static void sqc_lut_task(void *job_, int64_t i0, int64_t i1) {
             const __mmask16 b7 = _mm512_test_epi32_mask(q, _mm512_set1_epi32(128));
             for (int k = 0; k < 4; ++k) p[k] = _mm512_mask_blend_ps(b5, p[2 * k], p[2 * k + 1]);
             for (int k = 0; k < 2; ++k) p[k] = _mm512_mask_blend_ps(b6, p[2 * k], p[2 * k + 1]);
-            _mm512_storeu_ps(y + i, _mm512_mask_blend_ps(b7, p[0], p[1]));
+            const __m512 v = _mm512_mask_blend_ps(b7, p[0], p[1]);
+            if (y8)
+                _mm_storeu_si128((__m128i *)(y8 + i), _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(v)));
+            else
+                _mm512_storeu_ps(y + i, v);
         }
     }
-    {
+    if (!y8) {
         const __m512 vinv = _mm512_set1_ps(inv_s);
         const __m512i vshift = _mm512_set1_epi32((int)shift), vtop = _mm512_set1_epi32((int)top);
         for (; i + 16 <= i1; i += 16) {
@@ -266,7 +272,7 @@ static void sqc_lut_task(void *job_, int64_t i0, int64_t i1) {
         }
     }
 #elif defined(__AVX2__)
-    {
+    if (!y8) {
         const __m256 vinv = _mm256_set1_ps(inv_s);
         const __m256i vshift = _mm256_set1_epi32((int)shift), vtop = _mm256_set1_epi32((int)top);
         for (; i + 8 <= i1; i += 8) {
@@ -282,13 +288,17 @@ static void sqc_lut_task(void *job_, int64_t i0, int64_t i1) {
         r = r == r ? r : 0.0f;
         r = r < 0.0f ? 0.0f : r;
         r = r > top ? top : r;
-        y[i] = lut[(int32_t)r];
+        if (y8)
+            y8[i] = (uint8_t)lut[(int32_t)r];
+        else
+            y[i] = lut[(int32_t)r];
     }
 }
 
-static void sqc_lut_map(int64_t n, const float *x, float *y, const float *lut, float inv_s,
-                        int shift, int levels, int nt) {
-    sqc_lut_job job = { x, y, lut, inv_s, (float)shift, (float)(levels - 1) };
+/* y8 non-NULL: write bytes (the table's values are 0..255) to y8 instead of floats to y */
+static void sqc_lut_map(int64_t n, const float *x, float *y, uint8_t *y8, const float *lut,
+                        float inv_s, int shift, int levels, int nt) {
+    sqc_lut_job job = { x, y, lut, inv_s, (float)shift, (float)(levels - 1), y8 };
     sqc_parallel_for(nt, n, sqc_chunk(n, nt, 4096), sqc_lut_task, &job);
 }
 

@@ -85,10 +85,20 @@ static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, 
             a_zp[b * rows + r] = z;
         }
     }
-    if (mode <= 1)
+    if (mode <= 1) {
         sqc_quantize_rows_u8(M, K, (const float *)x, K, a_scale, a_zp, aq, ldq, rowsum, nt);
-    else
+    } else if (mode == 2 && ldq == K) {
+        /* uint8 rows already in the GEMM's layout: read in place (only their sums are made) */
+        aq = (uint8_t *)x;
+        if (rowsum)
+            for (int m = 0; m < M; ++m) {
+                int32_t sum = 0;
+                for (int k = 0; k < K; ++k) sum += aq[(size_t)m * K + k];
+                rowsum[m] = sum;
+            }
+    } else {
         sqc_copy_rows_u8(M, K, x, mode == 3, aq, ldq, rowsum);
+    }
 {% if sparse %}
     if (Wsp) {
         sqc_u8s8_spmm(M, N, K, aq, ldq, Wsp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale,

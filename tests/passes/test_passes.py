@@ -499,9 +499,10 @@ def test_fuse_elementwise_makes_one_loop_of_a_chain():
     check_same(before, after, x_feeds())
 
 
-def _qdq_layer_with_tail(gelu: bool):
+def _qdq_layer_with_tail(gelu: bool, second_layer: bool = False):
     """QDQ linear layer x @ W, then FQ(bias + FQ(h)), then either a QDQ GELU or
-    FQ(that + FQ(x)) (the residual form)."""
+    FQ(that + FQ(x)) (the residual form); with ``second_layer``, the GELU feeds another QDQ
+    linear layer."""
     wq = rng.integers(-127, 128, (H, H)).astype(np.int8)
     n1, i1 = _qdq("xd", "x")
     n2, i2 = _qdq("hd", "h", scale=0.03, zp=1)
@@ -528,9 +529,16 @@ def _qdq_layer_with_tail(gelu: bool):
             helper.make_node("Add", ["ed", "one"], ["p"]),
             *n5,
             helper.make_node("Mul", ["bd", "pd"], ["m"]),
-            helper.make_node("Mul", ["m", "half"], ["y"]),
+            helper.make_node("Mul", ["m", "half"], ["g" if second_layer else "y"]),
         ]
         inits += i4 + i5
+        if second_layer:
+            n6, i6 = _qdq("gd", "g", scale=0.02, zp=-5)
+            nodes += n6 + [
+                helper.make_node("DequantizeLinear", ["wq2", "ws", "wz"], ["wd2"], axis=1),
+                helper.make_node("MatMul", ["gd", "wd2"], ["y"]),
+            ]
+            inits += i6 + [c("wq2", rng.integers(-127, 128, (H, H)).astype(np.int8))]
         inits += [c("sqrt2", np.float32(1.4142135)), c("one", np.float32(1.0))]
         inits += [c("half", np.float32(0.5))]
     else:
@@ -563,6 +571,23 @@ def test_fuse_quant_epilogue_folds_qdq_tails_and_tabulates_gelu(gelu):
     assert sum(n.op == "Elementwise" for n in plain.nodes) > sum(
         n.op == "Elementwise" for n in after.nodes
     )
+    feeds = x_feeds()
+    for a, b in zip(interpret(before, feeds), interpret(after, feeds)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fuse_quant_epilogue_hands_the_table_output_to_the_next_layer_as_uint8():
+    from sqc.compiler.pipeline import run_passes
+
+    m = _qdq_layer_with_tail(gelu=True, second_layer=True)
+    # (the float graph's second MatMul sums dequantized floats; QLinear sums integers)
+    before = run_passes(import_model(m), S, disable=("fuse_quant_epilogue",))
+    after = run_passes(import_model(m), S)
+    table = next(n for n in after.nodes if n.op == "Elementwise")
+    assert table.attrs["lut"]["quantize"]["zero_point"] == -5 + 128  # the u8 domain
+    assert np.dtype(after.values[table.outputs[0]].dtype) == np.uint8
+    second = next(n for n in after.nodes if n.op == "QLinear" and n.inputs[0] == table.outputs[0])
+    assert second.attrs["x_quant"] == "u8"
     feeds = x_feeds()
     for a, b in zip(interpret(before, feeds), interpret(after, feeds)):
         np.testing.assert_array_equal(a, b)
