@@ -45,6 +45,35 @@ static inline float sqc_rv_sum(sqc_rv v) {
     return s;
 }
 
+/* the lanes of v halved pairwise down to 4 (a tree: log2(SQC_RW) dependent steps, where a
+ * running scalar sum waits on SQC_RW) */
+static inline __m128 sqc_rv_fold4(sqc_rv v, int max) {
+#if SQC_RW == 16
+    __m512 x;
+    memcpy(&x, &v, sizeof x);
+    const __m256 lo = _mm512_castps512_ps256(x);
+    const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
+    const __m256 h = max ? _mm256_max_ps(lo, hi) : _mm256_add_ps(lo, hi);
+#else
+    __m256 h;
+    memcpy(&h, &v, sizeof h);
+#endif
+    const __m128 a = _mm256_castps256_ps128(h), b = _mm256_extractf128_ps(h, 1);
+    return max ? _mm_max_ps(a, b) : _mm_add_ps(a, b);
+}
+
+static inline float sqc_rv_tree_sum(sqc_rv v) {
+    __m128 q = sqc_rv_fold4(v, 0);
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+}
+
+static inline float sqc_rv_tree_max(sqc_rv v) {
+    __m128 q = sqc_rv_fold4(v, 1);
+    q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+    return _mm_cvtss_f32(_mm_max_ss(q, _mm_movehdup_ps(q)));
+}
+
 /* y[r, :] = (x[r, :] (+ skip[r, :]) (+ bias) - mean) / sqrt(var + eps) * gamma + beta, over n
  * features, for rows r in [0, rows). sum_out (optional) receives x + skip + bias. Two passes
  * over the row (mean, then the squared deviations from it), each summed in SQC_RW float lanes
@@ -400,7 +429,7 @@ static inline void sqc_att_softmax_rows(float *p, int Sk, int Sk8, int rows, int
             m0 = sqc_v8_select(m1 > m0, m1, m0);
             m2 = sqc_v8_select(m3 > m2, m3, m2);
             m0 = sqc_v8_select(m2 > m0, m2, m0);
-            for (int i = 0; i < W; ++i) mx = m0[i] > mx ? m0[i] : mx;
+            mx = sqc_rv_tree_max(m0);
             for (; j < Sk; ++j) mx = pr[j] > mx ? pr[j] : mx;
         }
         sqc_v8 sum8 = (sqc_v8){ 0 };
@@ -416,7 +445,7 @@ static inline void sqc_att_softmax_rows(float *p, int Sk, int Sk8, int rows, int
             sum8 += e;
         }
         float sum = 0.0f;
-        for (int i = 0; i < W; ++i) sum += sum8[i];
+        sum = sqc_rv_tree_sum(sum8);
         const float inv = 1.0f / sum;
         if (fq) { /* the probabilities themselves are rounded: normalize them now */
             for (int j0 = 0; j0 < Sk8; j0 += W)
