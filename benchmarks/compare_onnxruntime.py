@@ -14,7 +14,13 @@ onnxruntime runs with all graph optimizations on and intra-op threads = threads.
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# numpy's OpenBLAS helper threads spin for a while after each call and would take a core from
+# the engines being timed (seen in perf as blas_thread_server); neither engine uses them.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
 import datetime
 import platform
 import statistics

@@ -13,7 +13,13 @@ the sparse gain is visible apart from the int8 gain (both builds are int8 when t
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# numpy's OpenBLAS helper threads spin for a while after each call and would take a core from
+# the engines being timed (seen in perf as blas_thread_server); neither engine uses them.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
 import datetime
 import re
 import statistics

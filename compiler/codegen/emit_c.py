@@ -586,7 +586,8 @@ class Emitter(QuantEmitter):
         if quant:
             from sqc.compiler.codegen.emit_quant import c_float, fake_quant_grid
 
-            grid = np.array([fake_quant_grid(st) for st in quant["stages"]], np.float32)
+            stages = list(quant["stages"]) + [quant.get("out")]  # 5: see sqc_attention_job
+            grid = np.array([fake_quant_grid(st) for st in stages], np.float32)
             rec["fq"] = self.weights.ref(grid.reshape(-1), "float")
             rec["pre"], rec["post"] = c_float(quant["pre_scale"]), c_float(quant["post_scale"])
             if a.get("int8") and TARGETS[self.isa]["int8_isa"] in ("avx512_vnni", "avx_vnni"):

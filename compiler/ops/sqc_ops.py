@@ -140,6 +140,10 @@ def Attention(node, x, opset):
     s = np.arange(Sq)[None, :, None] * ov["stride_s"]
     d = np.arange(D)[None, None, :] * ov["stride_d"]
     out[ov["offset"] + h + s + d] = ctx
+    if quant and quant.get("out"):  # the output's rounding (passes/fuse_quant_epilogue.py)
+        from sqc.compiler.ops.quant_ops import fake_quant_np
+
+        out = fake_quant_np(out, quant["out"])
     return [out.reshape(a["out_shape"])]
 
 

@@ -28,13 +28,22 @@ pattern 3: such a table whose output is read only by an sqc.QLinear that quantiz
 after: the table holds the quantized bytes (``lut["quantize"]``; the output is uint8) and the
     layer reads them as they are (``x_quant`` "u8"): the same bytes it would have made, a
     quarter of the memory traffic, and no division per element.
+
+pattern 4: sqc.FakeQuant of an sqc.Attention's output (read by nothing else), the attention
+    with QDQ stages and writing every element of its buffer.
+after: the attention's ``quant["out"]``: its kernel rounds each output vector as it stores it.
+
+pattern 5: two or more sqc.QLinear quantizing the same float input with the same static
+    scale and zero point (a QDQ file's Q, K and V projections).
+after: one QuantizeLinear (uint8, the layers' zero point) makes the bytes once; the layers read
+    them (``x_quant`` "u8").
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from sqc.compiler.ir import Node
+from sqc.compiler.ir import Node, Value
 from sqc.compiler.ops.quant_ops import QRANGE
 from sqc.compiler.passes.rewrite import Matcher, rewrite
 
@@ -47,7 +56,9 @@ def fuse_quant_epilogue(graph):
     g = rewrite(graph, _rule_epilogue)
     g = rewrite(g, _rule_lut)
     g = rewrite(g, _rule_lut_to_uint8)
-    return rewrite(g, _rule_layer_reads_uint8)
+    g = rewrite(g, _rule_layer_reads_uint8)
+    g = rewrite(g, _rule_attention_output)
+    return _quantize_shared_inputs(g)
 
 
 def _is_fq(step) -> bool:
@@ -246,4 +257,53 @@ def _rule_layer_reads_uint8(m: Matcher, node: Node):
     attrs = {**node.attrs, "x_quant": "u8"}
     return [
         Node("QLinear", list(node.inputs), list(node.outputs), attrs, name=node.name, domain="sqc")
+    ]
+
+
+def _quantize_shared_inputs(graph):
+    g = graph.copy()
+    m = Matcher(g)
+    groups: dict[tuple, list[Node]] = {}
+    for node in g.nodes:
+        if node.domain == "sqc" and node.op == "QLinear" and node.attrs["x_quant"] == "static":
+            key = (node.inputs[0], node.attrs["x_scale"], node.attrs["x_zero_point"])
+            groups.setdefault(key, []).append(node)
+    for (x, scale, zp), layers in groups.items():
+        if len(layers) < 2 or m.g.const(x) is not None:
+            continue
+        x8 = g.fresh_name(x + "/uint8")
+        s_name = g.add_const(x8 + "/scale", np.array(scale, np.float32))
+        z_name = g.add_const(x8 + "/zero_point", np.array(zp, np.uint8))
+        v = g.values[x]
+        g.values[x8] = Value(x8, np.dtype(np.uint8), v.shape, batched=v.batched)
+        quantize = Node("QuantizeLinear", [x, s_name, z_name], [x8], {}, name=x8)
+        first = min(g.nodes.index(layer) for layer in layers)
+        g.nodes.insert(first, quantize)
+        for layer in layers:  # (copies of the caller's nodes: new lists, not edits)
+            layer.inputs = [x8] + list(layer.inputs[1:])
+            layer.attrs = {**layer.attrs, "x_quant": "u8"}
+    return g
+
+
+def _rule_attention_output(m: Matcher, node: Node):
+    if node.domain != "sqc" or node.op != "FakeQuant":
+        return None
+    attention = m.node_of(node.inputs[0], "Attention", "sqc")
+    if attention is None or not m.private(node.inputs[0]):
+        return None
+    a = attention.attrs
+    if not a.get("quant") or a["quant"].get("out"):
+        return None
+    if m.value(node.inputs[0]).numel != a["num_heads"] * a["seq_q"] * a["head_dim"]:
+        return None  # some of the buffer is not the attention's: the loop rounds all of it
+    attrs = {**a, "quant": {**a["quant"], "out": dict(node.attrs)}}
+    return [
+        Node(
+            "Attention",
+            list(attention.inputs),
+            list(node.outputs),
+            attrs,
+            name=attention.name,
+            domain="sqc",
+        )
     ]

@@ -362,8 +362,25 @@ static inline void sqc_att_prefetch_row(const float *x, int64_t sx, int n) {
     _mm_prefetch((const char *)(x + n - 1), _MM_HINT_T0);
 }
 
-/* features d0 .. min(d0 + W, D) of one output row (feature stride sd) from a vector */
-static inline void sqc_att_store_row(float *os, int64_t sd, int d0, int D, sqc_v8 v) {
+/* sqc_fake_quant_f32 on SQC_RW lanes, the same value: the quotient is clamped to the integer
+ * bounds before rounding (the same as after), which keeps the magic-constant rounding (nearest
+ * even) exact; NaN goes to level zp as there. g = {scale, zp, lo, hi}. */
+static inline sqc_v8 sqc_v8_fake_quant(sqc_v8 x, const float *g) {
+    const float magic = 12582912.0f;
+    const sqc_v8 lo = (sqc_v8){ 0 } + (g[2] - g[1]), hi = (sqc_v8){ 0 } + (g[3] - g[1]);
+    sqc_v8 q = x / g[0];
+    q = sqc_v8_select(q == q, q, (sqc_v8){ 0 });
+    q = sqc_v8_select(q < lo, lo, q);
+    q = sqc_v8_select(q > hi, hi, q);
+    q = (q + magic) - magic;
+    return ((q + g[1]) - g[1]) * g[0];
+}
+
+/* features d0 .. min(d0 + W, D) of one output row (feature stride sd) from a vector; rounded
+ * by the output stage g first when there is one (QDQ graphs: g[0] != 0) */
+static inline void sqc_att_store_row(float *os, int64_t sd, int d0, int D, sqc_v8 v, const float *g) {
+    if (g && g[0] != 0.0f)
+        v = sqc_v8_fake_quant(v, g);
     float lanes[SQC_RW];
     sqc_v8_store(lanes, v);
     const int n = D - d0 < SQC_RW ? D - d0 : SQC_RW;
@@ -458,8 +475,9 @@ static inline void sqc_att_softmax_rows(float *p, int Sk, int Sk8, int rows, int
     }
 }
 
-/* fq (optional, QDQ models): 4 stages x {scale, zero point, lo, hi} applied as in the graph:
- * x = dot * pre -> stage 0 -> * post -> stage 1 -> + mask -> stage 2 -> softmax -> stage 3.
+/* fq (optional, QDQ models): 5 stages x {scale, zero point, lo, hi} applied as in the graph:
+ * x = dot * pre -> stage 0 -> * post -> stage 1 -> + mask -> stage 2 -> softmax -> stage 3,
+ * and the output -> stage 4 (scale 0: a stage the graph does not have).
  * Without fq, x = dot * scale + mask (scale = pre * post). */
 typedef struct {
     int H, Sq, Sk, D;
@@ -579,7 +597,7 @@ static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
                 for (int r = 0; r < rows; ++r)
                     for (int c = 0; c < SQC_ATT_COLS; ++c)
                         sqc_att_store_row(ob + (s0 + r) * ov.ss, ov.sd, d0 + c * W, D,
-                                          acc[r][c] * norm[r]);
+                                          acc[r][c] * norm[r], fq ? fq + 16 : NULL);
             }
             for (; d0 < D8; d0 += W) {
                 sqc_v8 acc[SQC_ATT_ROWS];
@@ -591,13 +609,14 @@ static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
                     for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] += p[(size_t)r * Sk8 + j] * vv8;
                 }
                 for (int r = 0; r < rows; ++r)
-                    sqc_att_store_row(ob + (s0 + r) * ov.ss, ov.sd, d0, D, acc[r] * norm[r]);
+                    sqc_att_store_row(ob + (s0 + r) * ov.ss, ov.sd, d0, D, acc[r] * norm[r],
+                                      fq ? fq + 16 : NULL);
             }
         }
     }
 }
 
-/* fq (optional, QDQ models): 4 stages x {scale, zero point, lo, hi}, see above. One task is one
+/* fq (optional, QDQ models): 5 stages x {scale, zero point, lo, hi}, see above. One task is one
  * (example, head). */
 static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float scale,
                               const float *q, sqc_view qv, const float *k, sqc_view kv,
@@ -830,7 +849,8 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                     for (int r = 0; r < rows; ++r) {
                         const sqc_v8i x = acc[r][c] - zv * psum[r] - zp * vs + Sk * zp * zv;
                         sqc_att_store_row(ob + (s0 + r) * ov.ss, ov.sd, d0 + c * W, D,
-                                          __builtin_convertvector(x, sqc_v8) * spv * norm[r]);
+                                          __builtin_convertvector(x, sqc_v8) * spv * norm[r],
+                                          fq + 16);
                     }
                 }
             }

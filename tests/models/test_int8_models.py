@@ -129,7 +129,11 @@ def test_every_linear_layer_runs_int8(compile_onnx, quantized, form):
     }
     source = (engine.path / "model.c").read_text()
     body = source[source.index("int sqc_run_s16") : source.index("size_t sqc_workspace_s24")]
-    assert "(MatMulInteger)" not in body and "(QuantizeLinear)" not in body
+    assert "(MatMulInteger)" not in body
+    # QDQ: each encoder layer's Q, K and V projections share one quantization of their input
+    quantize = [line for line in body.splitlines() if "(QuantizeLinear)" in line]
+    assert len(quantize) == (2 if form.startswith("qdq") else 0), quantize
+    assert all("/uint8" in line for line in quantize), quantize
     # Attention is one kernel in every form; in QDQ files with its four rounding stages, and
     # (Q, K, V and the probabilities on grids) integer products on this VNNI machine.
     assert body.count("(sqc.Attention)") == 2
