@@ -43,9 +43,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from sqc.compiler.ir import Node, Value
+from sqc.compiler.ir import Node
 from sqc.compiler.ops.quant_ops import QRANGE
-from sqc.compiler.passes.rewrite import Matcher, rewrite
+from sqc.compiler.passes.rewrite import Matcher, new_value, replaced, rewrite
 
 LUT_MAX_LEVELS = 256
 # steps whose cost a table lookup (one multiply, one round, one load) replaces with profit
@@ -88,7 +88,7 @@ def _rule_epilogue(m: Matcher, node: Node):
     inputs[2] = bias or ""
     inputs[3] = residual or ""
     attrs = {**a, "post": post}
-    return [Node("QLinear", inputs, list(node.outputs), attrs, name=layer.name, domain="sqc")]
+    return replaced(layer, attrs, inputs, node.outputs)
 
 
 def _parse_tail(m: Matcher, node: Node, y_index: int, out_shape):
@@ -207,16 +207,7 @@ def _rule_lut(m: Matcher, node: Node):
     if hi - lo + 1 > LUT_MAX_LEVELS:
         return None
     attrs = {**node.attrs, "lut": {"input": wide[0], "grid": grid}}
-    return [
-        Node(
-            "Elementwise",
-            list(node.inputs),
-            list(node.outputs),
-            attrs,
-            name=node.name,
-            domain="sqc",
-        )
-    ]
+    return replaced(node, attrs)
 
 
 def _rule_lut_to_uint8(m: Matcher, node: Node):
@@ -237,16 +228,8 @@ def _rule_lut_to_uint8(m: Matcher, node: Node):
         **node.attrs["lut"],
         "quantize": {"scale": a["x_scale"], "zero_point": a["x_zero_point"]},
     }
-    table = Node(
-        "Elementwise",
-        list(node.inputs),
-        [y],
-        {**node.attrs, "lut": lut},
-        name=node.name,
-        domain="sqc",
-    )
     m.g.values[y].dtype = np.dtype(np.uint8)
-    return [table]
+    return replaced(node, {**node.attrs, "lut": lut})
 
 
 def _rule_layer_reads_uint8(m: Matcher, node: Node):
@@ -255,9 +238,7 @@ def _rule_layer_reads_uint8(m: Matcher, node: Node):
     if np.dtype(m.value(node.inputs[0]).dtype) != np.uint8:
         return None
     attrs = {**node.attrs, "x_quant": "u8"}
-    return [
-        Node("QLinear", list(node.inputs), list(node.outputs), attrs, name=node.name, domain="sqc")
-    ]
+    return replaced(node, attrs)
 
 
 def _quantize_shared_inputs(graph):
@@ -271,11 +252,9 @@ def _quantize_shared_inputs(graph):
     for (x, scale, zp), layers in groups.items():
         if len(layers) < 2 or m.g.const(x) is not None:
             continue
-        x8 = g.fresh_name(x + "/uint8")
+        x8 = new_value(g, x + "/uint8", np.uint8, g.values[x].shape, g.values[x].batched)
         s_name = g.add_const(x8 + "/scale", np.array(scale, np.float32))
         z_name = g.add_const(x8 + "/zero_point", np.array(zp, np.uint8))
-        v = g.values[x]
-        g.values[x8] = Value(x8, np.dtype(np.uint8), v.shape, batched=v.batched)
         quantize = Node("QuantizeLinear", [x, s_name, z_name], [x8], {}, name=x8)
         first = min(g.nodes.index(layer) for layer in layers)
         g.nodes.insert(first, quantize)
@@ -297,13 +276,4 @@ def _rule_attention_output(m: Matcher, node: Node):
     if m.value(node.inputs[0]).numel != a["num_heads"] * a["seq_q"] * a["head_dim"]:
         return None  # some of the buffer is not the attention's: the loop rounds all of it
     attrs = {**a, "quant": {**a["quant"], "out": dict(node.attrs)}}
-    return [
-        Node(
-            "Attention",
-            list(attention.inputs),
-            list(node.outputs),
-            attrs,
-            name=attention.name,
-            domain="sqc",
-        )
-    ]
+    return replaced(attention, attrs, outputs=node.outputs)

@@ -18,7 +18,7 @@ import numpy as np
 from sqc.compiler.ir import Node
 from sqc.compiler.ops.quant_ops import QRANGE
 from sqc.compiler.passes.fuse_quant_epilogue import LUT_MAX_LEVELS, output_grid
-from sqc.compiler.passes.rewrite import Matcher, rewrite
+from sqc.compiler.passes.rewrite import Matcher, replaced, rewrite
 
 
 def int8_attention(graph):
@@ -44,8 +44,4 @@ def _rule(m: Matcher, node: Node):
     if hi - lo + 1 > LUT_MAX_LEVELS:
         return None
     attrs = {**node.attrs, "int8": grids}
-    return [
-        Node(
-            "Attention", list(node.inputs), list(node.outputs), attrs, name=node.name, domain="sqc"
-        )
-    ]
+    return replaced(node, attrs)

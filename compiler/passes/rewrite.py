@@ -86,6 +86,13 @@ def _index_after(g: Graph, node: Node) -> int:
     return 0
 
 
+def replaced(node: Node, attrs: dict, inputs=None, outputs=None) -> list[Node]:
+    """A rule's replacement: ``node`` with new ``attrs`` (and inputs or outputs, if given)."""
+    inputs = node.inputs if inputs is None else inputs
+    outputs = node.outputs if outputs is None else outputs
+    return [Node(node.op, list(inputs), list(outputs), attrs, name=node.name, domain=node.domain)]
+
+
 def new_value(g: Graph, hint: str, dtype, shape, batched: bool = True) -> str:
     """Declare a fresh intermediate value for a replacement node; return its name."""
     name = g.fresh_name(hint)

@@ -705,6 +705,35 @@ static inline int32_t sqc_att_row_levels(const float *x, int64_t sx, int n, int 
     return sum;
 }
 
+/* One register block of an integer product: acc[r][c] (r < SQC_ATT_ROWS, c < cols) = the sum
+ * over quads g < n of the u8 quad a[r * lda + g] times the s8 quads of b + g * ldb + c * W. */
+static inline __attribute__((always_inline)) void
+sqc_att_q8_block(sqc_v8i acc[SQC_ATT_ROWS][SQC_ATT_COLS], int cols, const int32_t *a, int lda,
+                 const int32_t *b, size_t ldb, int n) {
+    const int W = SQC_RW;
+#pragma GCC unroll 8
+    for (int r = 0; r < SQC_ATT_ROWS; ++r)
+#pragma GCC unroll 4
+        for (int c = 0; c < SQC_ATT_COLS; ++c) acc[r][c] = (sqc_v8i){ 0 };
+    if (cols == SQC_ATT_COLS) {
+        for (int g = 0; g < n; ++g) {
+            const int32_t *bg = b + (size_t)g * ldb;
+#pragma GCC unroll 8
+            for (int r = 0; r < SQC_ATT_ROWS; ++r)
+#pragma GCC unroll 4
+                for (int c = 0; c < SQC_ATT_COLS; ++c)
+                    acc[r][c] = sqc_att_dpbusd(acc[r][c], a[r * lda + g], bg + c * W);
+        }
+    } else { /* the last vector of a row whose width is an odd number of vectors */
+        for (int g = 0; g < n; ++g) {
+            const int32_t *bg = b + (size_t)g * ldb;
+#pragma GCC unroll 8
+            for (int r = 0; r < SQC_ATT_ROWS; ++r)
+                acc[r][0] = sqc_att_dpbusd(acc[r][0], a[r * lda + g], bg);
+        }
+    }
+}
+
 typedef struct {
     sqc_attention_job a;
     const float *grids; /* Q, K, V: {scale, zp, lo, hi} each; P is fq stage 3 */
@@ -782,27 +811,7 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
             for (int j0 = 0; j0 < Sk8; j0 += SQC_ATT_COLS * W) {
                 const int cols = (Sk8 - j0) / W < SQC_ATT_COLS ? (Sk8 - j0) / W : SQC_ATT_COLS;
                 sqc_v8i acc[SQC_ATT_ROWS][SQC_ATT_COLS];
-#pragma GCC unroll 8
-                for (int r = 0; r < SQC_ATT_ROWS; ++r)
-#pragma GCC unroll 4
-                    for (int c = 0; c < SQC_ATT_COLS; ++c) acc[r][c] = (sqc_v8i){ 0 };
-                if (cols == SQC_ATT_COLS) {
-                    for (int d4 = 0; d4 < D4; ++d4) {
-                        const int32_t *kd = kq + (size_t)d4 * Sk8 + j0;
-#pragma GCC unroll 8
-                        for (int r = 0; r < SQC_ATT_ROWS; ++r)
-#pragma GCC unroll 4
-                            for (int c = 0; c < SQC_ATT_COLS; ++c)
-                                acc[r][c] = sqc_att_dpbusd(acc[r][c], qa[r][d4], kd + c * W);
-                    }
-                } else {
-                    for (int d4 = 0; d4 < D4; ++d4) {
-                        const int32_t *kd = kq + (size_t)d4 * Sk8 + j0;
-#pragma GCC unroll 8
-                        for (int r = 0; r < SQC_ATT_ROWS; ++r)
-                            acc[r][0] = sqc_att_dpbusd(acc[r][0], qa[r][d4], kd);
-                    }
-                }
+                sqc_att_q8_block(acc, cols, &qa[0][0], D4, kq + j0, Sk8, D4);
                 for (int c = 0; c < cols; ++c) {
                     sqc_v8i ks;
                     memcpy(&ks, ksum + j0 + c * W, sizeof ks);
@@ -822,27 +831,7 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
             for (int d0 = 0; d0 < D8; d0 += SQC_ATT_COLS * W) {
                 const int cols = (D8 - d0) / W < SQC_ATT_COLS ? (D8 - d0) / W : SQC_ATT_COLS;
                 sqc_v8i acc[SQC_ATT_ROWS][SQC_ATT_COLS];
-#pragma GCC unroll 8
-                for (int r = 0; r < SQC_ATT_ROWS; ++r)
-#pragma GCC unroll 4
-                    for (int c = 0; c < SQC_ATT_COLS; ++c) acc[r][c] = (sqc_v8i){ 0 };
-                if (cols == SQC_ATT_COLS) {
-                    for (int j4 = 0; j4 < Sk4; ++j4) {
-                        const int32_t *vd = vq + (size_t)j4 * D8 + d0;
-#pragma GCC unroll 8
-                        for (int r = 0; r < SQC_ATT_ROWS; ++r)
-#pragma GCC unroll 4
-                            for (int c = 0; c < SQC_ATT_COLS; ++c)
-                                acc[r][c] = sqc_att_dpbusd(acc[r][c], pa[r][j4], vd + c * W);
-                    }
-                } else {
-                    for (int j4 = 0; j4 < Sk4; ++j4) {
-                        const int32_t *vd = vq + (size_t)j4 * D8 + d0;
-#pragma GCC unroll 8
-                        for (int r = 0; r < SQC_ATT_ROWS; ++r)
-                            acc[r][0] = sqc_att_dpbusd(acc[r][0], pa[r][j4], vd);
-                    }
-                }
+                sqc_att_q8_block(acc, cols, &pa[0][0], Sk4, vq + d0, D8, Sk4);
                 for (int c = 0; c < cols; ++c) {
                     sqc_v8i vs;
                     memcpy(&vs, vsum + d0 + c * W, sizeof vs);
