@@ -277,7 +277,8 @@ def fake_quant_expr(attrs: dict) -> str:
 
 
 def fake_quant_grid(attrs: dict | None) -> list[float]:
-    """{scale, zero point, lo, hi} of a FakeQuant stage for the attention kernel (0s: none)."""
+    """{scale, zero point, lo, hi} of a FakeQuant stage as the C kernels read it (attention's
+    stages, an int8 layer's sqc_qpost, the integer attention's grids); 0s: no stage."""
     if not attrs:
         return [0.0, 0.0, 0.0, 0.0]
     lo, hi = QRANGE[np.dtype(attrs["dtype"])]
