@@ -18,7 +18,7 @@ import numpy as np
 
 import sqc
 from sqc.compiler.codegen.build import TARGETS, build_library, gcc_version
-from sqc.compiler.codegen.emit_c import WeightsTable, emit_model_source
+from sqc.compiler.codegen.emit_c import WeightsTable, attention_kernel, emit_model_source
 from sqc.compiler.codegen.kernels import (
     f32_gemm_variant,
     int8_gemm_variant,
@@ -360,13 +360,6 @@ def _sparse_kernel(kind: str, isa: str) -> str:
     return f"sqc_u8s8_spmm_{knobs['i8_tt']}t__{t['int8_isa']}"
 
 
-def _attention_kernel(node, isa: str) -> str:
-    """The kernel emit_c picks for an sqc.Attention (int8 products need a VNNI target)."""
-    if node.attrs.get("int8") and TARGETS[isa]["int8_isa"] in ("avx512_vnni", "avx_vnni"):
-        return "sqc_attention_q8"
-    return "sqc_attention_f32"
-
-
 def _layers(planned: dict[int, Graph], isa: str) -> list[dict]:
     """Per-layer records for the manifest: what each linear layer is and which kernel runs it.
 
@@ -431,7 +424,7 @@ def _layers(planned: dict[int, Graph], isa: str) -> list[dict]:
                 {
                     "name": node.name,
                     "op": node.op,
-                    "kernel": _attention_kernel(node, isa)
+                    "kernel": attention_kernel(node, isa)
                     if node.op == "Attention"
                     else "sqc_layernorm_f32",
                 }

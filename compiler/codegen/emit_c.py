@@ -590,8 +590,7 @@ class Emitter(QuantEmitter):
             grid = np.array([fake_quant_grid(st) for st in stages], np.float32)
             rec["fq"] = self.weights.ref(grid.reshape(-1), "float")
             rec["pre"], rec["post"] = c_float(quant["pre_scale"]), c_float(quant["post_scale"])
-            if a.get("int8") and TARGETS[self.isa]["int8_isa"] in ("avx512_vnni", "avx_vnni"):
-                # (driver._attention_kernel names the same choice in the manifest)
+            if attention_kernel(node, self.isa) == "sqc_attention_q8":
                 grids = [fake_quant_grid(a["int8"][key]) for key in "qkv"]
                 rec["fn"] = "sqc_attention_q8"
                 rec["grids"] = self.weights.ref(np.array(grids, np.float32).reshape(-1), "float")
@@ -796,6 +795,14 @@ QUANT_OPS = {
 def uses_int8_kernels(g: Graph) -> bool:
     """True if the graph has an op whose C needs the int8 kernels and quant.h."""
     return any((n.domain or "", n.op) in QUANT_OPS for n in g.nodes)
+
+
+def attention_kernel(node: Node, isa: str) -> str:
+    """The kernel that runs an sqc.Attention on target ``isa`` (the emitter's choice and the
+    manifest's record): integer products need the pass's grids and a VNNI target."""
+    if node.attrs.get("int8") and TARGETS[isa]["int8_isa"] in ("avx512_vnni", "avx_vnni"):
+        return "sqc_attention_q8"
+    return "sqc_attention_f32"
 
 
 def op_flops(g: Graph, node: Node) -> int:

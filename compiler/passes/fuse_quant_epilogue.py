@@ -48,6 +48,15 @@ from sqc.compiler.ops.quant_ops import QRANGE
 from sqc.compiler.passes.rewrite import Matcher, new_value, replaced, rewrite
 
 LUT_MAX_LEVELS = 256
+
+
+def small_grid(attrs: dict) -> bool:
+    """True if a FakeQuant's grid has at most LUT_MAX_LEVELS levels (int8 / uint8): a table
+    of it, or an integer kernel over it, fits."""
+    lo, hi = QRANGE[np.dtype(attrs["dtype"])]
+    return hi - lo + 1 <= LUT_MAX_LEVELS
+
+
 # steps whose cost a table lookup (one multiply, one round, one load) replaces with profit
 COSTLY = {"Div", "Erf", "Tanh", "Sqrt", "Sigmoid", "FakeQuant"}
 
@@ -201,10 +210,7 @@ def _rule_lut(m: Matcher, node: Node):
     if len(wide) != 1:
         return None
     grid = output_grid(m, node.inputs[wide[0]])
-    if grid is None:
-        return None
-    lo, hi = QRANGE[np.dtype(grid["dtype"])]
-    if hi - lo + 1 > LUT_MAX_LEVELS:
+    if grid is None or not small_grid(grid):
         return None
     attrs = {**node.attrs, "lut": {"input": wide[0], "grid": grid}}
     return replaced(node, attrs)

@@ -13,11 +13,8 @@ after: the node gains ``int8`` = {"q", "k", "v": grid attrs}. On VNNI targets bo
 
 from __future__ import annotations
 
-import numpy as np
-
 from sqc.compiler.ir import Node
-from sqc.compiler.ops.quant_ops import QRANGE
-from sqc.compiler.passes.fuse_quant_epilogue import LUT_MAX_LEVELS, output_grid
+from sqc.compiler.passes.fuse_quant_epilogue import output_grid, small_grid
 from sqc.compiler.passes.rewrite import Matcher, replaced, rewrite
 
 
@@ -29,19 +26,10 @@ def _rule(m: Matcher, node: Node):
     if node.domain != "sqc" or node.op != "Attention" or node.attrs.get("int8"):
         return None
     quant = node.attrs.get("quant")
-    if not quant or not quant["stages"][3]:
+    if not quant or not quant["stages"][3] or not small_grid(quant["stages"][3]):
         return None
-    grids = {}
-    for key, name in zip("qkv", node.inputs[:3]):
-        grid = output_grid(m, name)
-        if grid is None:
-            return None
-        lo, hi = QRANGE[np.dtype(grid["dtype"])]
-        if hi - lo + 1 > LUT_MAX_LEVELS:
-            return None
-        grids[key] = grid
-    lo, hi = QRANGE[np.dtype(quant["stages"][3]["dtype"])]
-    if hi - lo + 1 > LUT_MAX_LEVELS:
+    grids = {key: output_grid(m, name) for key, name in zip("qkv", node.inputs[:3])}
+    if not all(grid and small_grid(grid) for grid in grids.values()):
         return None
     attrs = {**node.attrs, "int8": grids}
     return replaced(node, attrs)
