@@ -127,19 +127,22 @@ def pack_f32_panels(W: np.ndarray, nr: int) -> np.ndarray:
 # peak probe likewise read 440 instead of 1080). After that, 8x32, 12x32, 4x64, 6x64 and 8x48 all
 # gave 90-95% on 1 thread (within the machine's noise); 14x32 was slower (82-98%, spills). 8x32
 # is kept: 8 divides the 16-token buckets (no M tail) and it read best on 2 threads. mc 96 / nc 256
-# against 128 / 512 or 64 / 128: no gain (M=2048 rows lost 5-20%, partly noise). No K block: the
-# int32 sums stay in registers over all of K, a weight panel (K x 32 bytes: 24 KiB at K = 768,
-# 96 KiB at 3072) comes from L1 / L2 and the measured rate is flat in K. avx_vnni: 6x16 (16 ymm
-# registers, VEX only) against 5x16 and 3x32: 6x16 best.
+# against 128 / 512 or 64 / 128: no gain with the weights in cache (M=2048 rows lost 5-20%, partly
+# noise). In a model the weights come from DRAM (85 MB for bert-base): mc 128 keeps a 128-token
+# call to one M block, so each weight is read once, and with the next-panel prefetch a cold
+# 128 x 768 x 768 call went 209 -> 174 us (hot: 171 us); M = 2048 is the same with 96 or 128.
+# No K block: the int32 sums stay in registers over all of K, a weight panel (K x 32 bytes:
+# 24 KiB at K = 768, 96 KiB at 3072) comes from L1 / L2 and the measured rate is flat in K.
+# avx_vnni: 6x16 (16 ymm registers, VEX only) against 5x16 and 3x32: 6x16 best.
 _INT8_GEMM_KNOBS: dict[str, dict[str, int]] = {
     # 32 zmm: 8 x 32 = 16 int32 accumulators + 2 weight vectors + 1 broadcast A quad. 12x32,
     # 4x64, 6x64 and 8x48 ran as fast on 1 thread (see the notes above); 8 divides the 16-token
     # buckets, so no M tail there.
-    "avx512_vnni": {"mr": 8, "nr": 32, "mc": 96, "nc": 256},
+    "avx512_vnni": {"mr": 8, "nr": 32, "mc": 128, "nc": 256},
     # 16 ymm: 6 x 16 = 12 accumulators + 2 weight vectors + 1 broadcast A quad.
-    "avx_vnni": {"mr": 6, "nr": 16, "mc": 96, "nc": 256},
+    "avx_vnni": {"mr": 6, "nr": 16, "mc": 128, "nc": 256},
     # 16 ymm: 6 x 16 = 12 accumulators + 2 sign-extended weight vectors + 1 zero-extended A pair.
-    "avx2": {"mr": 6, "nr": 16, "mc": 96, "nc": 256},
+    "avx2": {"mr": 6, "nr": 16, "mc": 128, "nc": 256},
 }
 
 # int32 lanes per vector, and the k values one packed group of a column holds (4: one vpdpbusd

@@ -160,4 +160,31 @@ static inline int64_t sqc_chunk(int64_t n, int nthreads, int64_t min) {
     const int64_t c = n / (4 * (int64_t)(nthreads > 0 ? nthreads : 1));
     return c > min ? c : min;
 }
+
+/* The thread tiles of a dense GEMM: M in blocks of m_rows (a multiple of mr, as even as
+ * possible, at most about mc), N in blocks of n_pan weight panels (as even as possible, at most
+ * max_pan), more N blocks where that makes the tile count a multiple of nthreads (M = 128,
+ * N = 768 in 32-column panels on 2 threads: 4 tiles of 6 panels, not 3 of 8). Tile boundaries
+ * fall on micro-tile boundaries, so no result depends on the split. Returns the tile count;
+ * tile t is M block t / *n_blocks, N block t % *n_blocks. */
+static inline int sqc_gemm_tiles(int M, int n_panels, int mr, int mc, int max_pan, int nthreads,
+                                 int *m_rows, int *n_pan, int *n_blocks) {
+    const int m_blocks_max = (M + mc - 1) / mc;
+    int rows = (M + m_blocks_max - 1) / m_blocks_max;
+    rows = (rows + mr - 1) / mr * mr;
+    const int m_blocks = (M + rows - 1) / rows;
+    const int nb_max = (n_panels + max_pan - 1) / max_pan;
+    int pan = (n_panels + nb_max - 1) / nb_max;
+    for (int nb = nb_max; nthreads > 1 && nb <= n_panels; nb++) {
+        const int p = (n_panels + nb - 1) / nb;
+        if (m_blocks * ((n_panels + p - 1) / p) % nthreads == 0) {
+            pan = p;
+            break;
+        }
+    }
+    *m_rows = rows;
+    *n_pan = pan;
+    *n_blocks = (n_panels + pan - 1) / pan;
+    return m_blocks * *n_blocks;
+}
 #endif /* SQC_POOL_H */
