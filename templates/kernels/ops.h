@@ -338,14 +338,67 @@ static inline void sqc_att_fq(float *x, int n, const float *g) {
     for (int j = 0; j < n; ++j) x[j] = sqc_fake_quant_f32(x[j], s, z, lo, hi);
 }
 
-/* K^T: kt[d][j] = k[j][d] for j < Sk, 0 up to Sk8; in blocks of W keys, whose rows stay in
- * L1 while each feature d of them is collected into one vector. Not auto-vectorized: gcc turns
- * the collection into a scatter per row (vscatterdps), several times slower. */
+/* K^T: kt[d][j] = k[j][d] for j < Sk, 0 up to Sk8; in blocks of W keys. Whole W x W blocks
+ * (contiguous features) are transposed in registers; the rest feature by feature, the W rows
+ * staying in L1 while each feature of them is collected into one vector. The scalar part is not
+ * auto-vectorized: gcc turns the collection into a scatter per row (vscatterdps), several times
+ * slower. */
+/* dst[c * ds + i] = src[i * ss + c] for a W x W block (W = SQC_RW): W row loads, the usual
+ * in-register transpose (4 shuffle stages of W each with AVX-512, 3 with AVX2), W row stores */
+static inline void sqc_att_transpose_block(const float *src, int64_t ss, float *dst, int64_t ds) {
+#if SQC_RW == 16
+    __m512 a[16], t[16], u[16];
+    for (int i = 0; i < 16; ++i) a[i] = _mm512_loadu_ps(src + i * ss);
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(a[i], a[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(a[i], a[i + 1]);
+    }
+    /* u[4g + c], 128-bit lane L: column 4L + c of rows 4g .. 4g + 3 */
+    for (int g = 0; g < 16; g += 4) {
+        u[g] = _mm512_shuffle_ps(t[g], t[g + 2], 0x44);
+        u[g + 1] = _mm512_shuffle_ps(t[g], t[g + 2], 0xEE);
+        u[g + 2] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0x44);
+        u[g + 3] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; ++c) {
+        const __m512 v02 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);
+        const __m512 w02 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+        const __m512 v13 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
+        const __m512 w13 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+        _mm512_storeu_ps(dst + c * ds, _mm512_shuffle_f32x4(v02, w02, 0x88));
+        _mm512_storeu_ps(dst + (8 + c) * ds, _mm512_shuffle_f32x4(v02, w02, 0xDD));
+        _mm512_storeu_ps(dst + (4 + c) * ds, _mm512_shuffle_f32x4(v13, w13, 0x88));
+        _mm512_storeu_ps(dst + (12 + c) * ds, _mm512_shuffle_f32x4(v13, w13, 0xDD));
+    }
+#else
+    __m256 a[8], t[8], u[8];
+    for (int i = 0; i < 8; ++i) a[i] = _mm256_loadu_ps(src + i * ss);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(a[i], a[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(a[i], a[i + 1]);
+    }
+    for (int g = 0; g < 8; g += 4) {
+        u[g] = _mm256_shuffle_ps(t[g], t[g + 2], 0x44);
+        u[g + 1] = _mm256_shuffle_ps(t[g], t[g + 2], 0xEE);
+        u[g + 2] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0x44);
+        u[g + 3] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; ++c) {
+        _mm256_storeu_ps(dst + c * ds, _mm256_permute2f128_ps(u[c], u[4 + c], 0x20));
+        _mm256_storeu_ps(dst + (4 + c) * ds, _mm256_permute2f128_ps(u[c], u[4 + c], 0x31));
+    }
+#endif
+}
+
 __attribute__((optimize("no-tree-vectorize"))) static void
 sqc_att_pack_kt(float *kt, const float *kb, sqc_view kv, int Sk, int Sk8, int D) {
     for (int j0 = 0; j0 < Sk8; j0 += SQC_RW) {
         const int n = Sk - j0 < SQC_RW ? Sk - j0 : SQC_RW;
-        for (int d = 0; d < D; ++d) {
+        int d = 0;
+        if (kv.sd == 1 && n == SQC_RW) /* whole W x W blocks by register transposes */
+            for (; d + SQC_RW <= D; d += SQC_RW)
+                sqc_att_transpose_block(kb + j0 * kv.ss + d, kv.ss, kt + (size_t)d * Sk8 + j0, Sk8);
+        for (; d < D; ++d) {
             float lanes[SQC_RW];
             const float *kd = kb + j0 * kv.ss + d * kv.sd;
             for (int i = 0; i < n; ++i) lanes[i] = kd[i * kv.ss];
