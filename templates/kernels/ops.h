@@ -452,7 +452,8 @@ static inline void sqc_att_store_row(float *os, int64_t sd, int d0, int D, sqc_v
  * whose probabilities are normalized and rounded here). */
 static inline void sqc_att_softmax_rows(float *p, int Sk, int Sk8, int rows, int s0,
                                         const float *mb, sqc_view mv, const float *fq,
-                                        float pre, float post, float scale, float *norm) {
+                                        float pre, float post, float scale, float *norm,
+                                        const float *rmax) {
     const int W = SQC_RW;
     /* softmax of scale * scores + mask over the Sk real keys of each row; the padded
      * keys Sk..Sk8 get probability 0 */
@@ -460,7 +461,11 @@ static inline void sqc_att_softmax_rows(float *p, int Sk, int Sk8, int rows, int
         float *pr = p + (size_t)r * Sk8;
         const float *mr = mb ? mb + (s0 + r) * mv.ss : NULL;
         float mx = -INFINITY;
-        if (fq && fq[0] != 0.0f && fq[4] != 0.0f && fq[8] != 0.0f && mr) {
+        if (rmax) {
+            /* scaled and masked where the scores were stored (sqc_att_scores_store), which
+             * also kept each row's maximum */
+            mx = rmax[r];
+        } else if (fq && fq[0] != 0.0f && fq[4] != 0.0f && fq[8] != 0.0f && mr) {
             /* every stage present (the usual QDQ graph): one pass */
             const float s0_ = fq[0], z0 = fq[1], l0 = fq[2], h0 = fq[3];
             const float s1_ = fq[4], z1 = fq[5], l1 = fq[6], h1 = fq[7];
@@ -486,7 +491,7 @@ static inline void sqc_att_softmax_rows(float *p, int Sk, int Sk8, int rows, int
         } else {
             for (int j = 0; j < Sk; ++j) pr[j] *= scale;
         }
-        {   /* max over the real keys: 4 independent W-lane maxima, then lanes */
+        if (!rmax) { /* max over the real keys: 4 independent W-lane maxima, then lanes */
             sqc_v8 m0 = (sqc_v8){ 0 } - INFINITY, m1 = m0, m2 = m0, m3 = m0;
             int j = 0;
             for (; j + 4 * W <= Sk; j += 4 * W) {
@@ -542,6 +547,26 @@ typedef struct {
     float *out;
 } sqc_attention_job;
 
+/* Store one vector of scores (keys j .. j + W of one row) as the softmax reads them, scale *
+ * score + mask (mrow: the row's mask, contiguous, or NULL), and fold the real keys (j < Sk)
+ * into the row's running maximum: the same operations as the separate pass they replace. */
+static inline void sqc_att_scores_store(float *dst, sqc_v8 v, int j, int Sk, float scale,
+                                        const float *mrow, sqc_v8 *vmax, float *smax) {
+    if (j + SQC_RW <= Sk) {
+        v = mrow ? v * scale + sqc_v8_load(mrow + j) : v * scale;
+        *vmax = sqc_v8_select(v > *vmax, v, *vmax);
+        sqc_v8_store(dst, v);
+        return;
+    }
+    float lanes[SQC_RW];
+    sqc_v8_store(lanes, v);
+    for (int i = 0; i < SQC_RW && j + i < Sk; ++i) {
+        lanes[i] = mrow ? lanes[i] * scale + mrow[j + i] : lanes[i] * scale;
+        *smax = lanes[i] > *smax ? lanes[i] : *smax;
+    }
+    sqc_v8_store(dst, sqc_v8_load(lanes));
+}
+
 static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
     const sqc_attention_job *J = (const sqc_attention_job *)job;
     const int H = J->H, Sq = J->Sq, Sk = J->Sk, D = J->D;
@@ -587,6 +612,17 @@ static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
             for (int r = 0; r < R && s0 + R + r < Sq; ++r)
                 sqc_att_prefetch_row(qb + (s0 + R + r) * qv.ss, qv.sd, D);
             const int64_t qsd = qv.sd;
+            /* without QDQ stages and with a contiguous (or no) mask, the stores below apply
+             * scale and mask and keep each row's maximum: two passes of the softmax fewer */
+            const int fused = !fq && (!mb || mv.sd == 1);
+            const float *mrow[SQC_ATT_ROWS];
+            sqc_v8 vmax[SQC_ATT_ROWS];
+            float smax[SQC_ATT_ROWS];
+            for (int r = 0; r < R; ++r) {
+                mrow[r] = mb ? mb + (s0 + (r < rows ? r : rows - 1)) * mv.ss : NULL;
+                vmax[r] = (sqc_v8){ 0 } - INFINITY;
+                smax[r] = -INFINITY;
+            }
             /* scores: p[r][j] = q[r] . k[j], blocks of R rows x SQC_ATT_COLS vectors of keys
              * (each broadcast q value serves SQC_ATT_COLS vectors), then single vectors */
             int j0 = 0;
@@ -612,7 +648,11 @@ static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
                 for (int r = 0; r < SQC_ATT_ROWS; ++r)
 #pragma GCC unroll 4
                     for (int c = 0; c < SQC_ATT_COLS; ++c)
-                        sqc_v8_store(p + (size_t)r * Sk8 + j0 + c * W, acc[r][c]);
+                        if (fused)
+                            sqc_att_scores_store(p + (size_t)r * Sk8 + j0 + c * W, acc[r][c],
+                                                 j0 + c * W, Sk, scale, mrow[r], &vmax[r], &smax[r]);
+                        else
+                            sqc_v8_store(p + (size_t)r * Sk8 + j0 + c * W, acc[r][c]);
             }
             for (; j0 < Sk8; j0 += W) {
                 sqc_v8 acc[SQC_ATT_ROWS];
@@ -623,9 +663,20 @@ static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
                     for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] += qr[r][d * qsd] * kd;
                 }
 #pragma GCC unroll 8
-                for (int r = 0; r < SQC_ATT_ROWS; ++r) sqc_v8_store(p + (size_t)r * Sk8 + j0, acc[r]);
+                for (int r = 0; r < SQC_ATT_ROWS; ++r)
+                    if (fused)
+                        sqc_att_scores_store(p + (size_t)r * Sk8 + j0, acc[r], j0, Sk, scale,
+                                             mrow[r], &vmax[r], &smax[r]);
+                    else
+                        sqc_v8_store(p + (size_t)r * Sk8 + j0, acc[r]);
             }
-            sqc_att_softmax_rows(p, Sk, Sk8, rows, s0, mb, mv, fq, pre, post, scale, norm);
+            float rmax[SQC_ATT_ROWS];
+            for (int r = 0; fused && r < R; ++r) {
+                const float m = sqc_rv_tree_max(vmax[r]);
+                rmax[r] = m > smax[r] ? m : smax[r];
+            }
+            sqc_att_softmax_rows(p, Sk, Sk8, rows, s0, mb, mv, fq, pre, post, scale, norm,
+                                 fused ? rmax : NULL);
             /* out[r] = sum_j p[r][j] v[j]: blocks of R rows x SQC_ATT_COLS vectors of
              * features, then single vectors */
             int d0 = 0;
@@ -877,7 +928,7 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                     }
                 }
             }
-            sqc_att_softmax_rows(p, Sk, Sk8, rows, s0, mb, mv, fq, pre, post, scale, norm);
+            sqc_att_softmax_rows(p, Sk, Sk8, rows, s0, mb, mv, fq, pre, post, scale, norm, NULL);
             /* the probabilities (on stage 3's grid) as u8 quads of keys */
             for (int r = 0; r < R; ++r)
                 psum[r] = sqc_att_row_levels(p + (size_t)r * Sk8, 1, r < rows ? Sk : 0, Sk4 * 4,
