@@ -108,7 +108,9 @@ class QuantEmitter:
             0,
             _contiguous(v.shape),
             ins,
-            "(float)((int32_t){a} - (int32_t){c}) * {b}",
+            # "+ 0.0f": a rounded product even where gcc contracts it into a following add
+            # (see sqc_fake_quant_f32 in templates/kernels/ops.h)
+            "((float)((int32_t){a} - (int32_t){c}) * {b} + 0.0f)",
         )
 
     def _sqc_FakeQuant(self, node: Node) -> dict:

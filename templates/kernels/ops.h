@@ -236,13 +236,19 @@ static inline sqc_v8 sqc_v8_exp(sqc_v8 x) {
  * saturated to [lo, hi] in quantized units, NaN to zp: (clamp(nearbyint(x / s) + zp, lo, hi) -
  * zp) * s. Computed with the zero point taken out of the clamp (bounds lo - zp, hi - zp, NaN to
  * 0): float arithmetic on small integers is exact, so the value is the same, two operations
- * fewer; the branch-free form vectorizes. */
+ * fewer; the branch-free form vectorizes.
+ *
+ * The "+ 0.0f" keeps the result a rounded product, as DequantizeLinear's output is: gcc
+ * contracts a multiply followed by an add into one fma (-ffp-contract=fast), so without it
+ * fq(a) + b became fma(level, s, b), rounded once where onnxruntime rounds twice. With it the
+ * contraction is fma(level, s, 0) (the same rounded product, zero as +0 like onnxruntime's)
+ * and the add of b stays an add. */
 static inline float sqc_fake_quant_f32(float x, float scale, float zp, float lo, float hi) {
     float r = nearbyintf(x / scale);
     r = r == r ? r : 0.0f;
     r = r < lo - zp ? lo - zp : r;
     r = r > hi - zp ? hi - zp : r;
-    return r * scale;
+    return r * scale + 0.0f;
 }
 
 /* y[i] = lut[q(x[i])] for n values x on one quantization grid (scale s, zero point zp, lowest
@@ -428,7 +434,7 @@ static inline sqc_v8 sqc_v8_fake_quant(sqc_v8 x, const float *g) {
     q = sqc_v8_select(q < lo, lo, q);
     q = sqc_v8_select(q > hi, hi, q);
     q = (q + magic) - magic;
-    return ((q + g[1]) - g[1]) * g[0];
+    return q * g[0] + 0.0f; /* "+ 0.0f": see sqc_fake_quant_f32 */
 }
 
 /* features d0 .. min(d0 + W, D) of one output row (feature stride sd) from a vector; rounded

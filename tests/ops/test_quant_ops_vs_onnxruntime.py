@@ -209,6 +209,29 @@ def cases(opset: int) -> list[Case]:
             inits=[c("s", np.float32(STEP)), c("z", np.int8(-7))],
         )
     )
+    # A residual-style sum of two dequantized values, quantized again on a grid of twice their
+    # step: with "ties" data half the sums fall on a rounding tie of the outer grid, decided by
+    # the last bit of the two rounded products and their rounded sum. onnxruntime rounds each
+    # product, then the sum; an fma of one product into the add (gcc's contraction of the
+    # elementwise map) decides some of them the other way. The sum is an output too: otherwise
+    # onnxruntime fuses DQ-Add-Q into its QLinearAdd, which rounds differently from the graph.
+    out.append(
+        Case(
+            "QDQ_sum_of_dequantized",
+            [
+                n("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+                n("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+                n("QuantizeLinear", ["y", "s", "z"], ["yq"]),
+                n("DequantizeLinear", ["yq", "s", "z"], ["yd"]),
+                n("Add", ["xd", "yd"], ["sum"]),
+                n("QuantizeLinear", ["sum", "s2", "z"], ["sq"]),
+                n("DequantizeLinear", ["sq", "s2", "z"], ["out"]),
+            ],
+            XF + [("y", T.FLOAT, ["sequence", K])],
+            [("sum", T.FLOAT), ("out", T.FLOAT)],
+            inits=[c("s", np.float32(STEP)), c("s2", np.float32(2 * STEP)), c("z", np.int8(0))],
+        )
+    )
     out.append(
         Case(
             "Dynamic_MatMul_bias",
