@@ -452,6 +452,41 @@ static inline void sqc_att_store_row(float *os, int64_t sd, int d0, int D, sqc_v
     for (int i = 0; i < n; ++i) os[(d0 + i) * sd] = lanes[i];
 }
 
+/* every lane of m compares equal to 0 (-0 included; NaN does not) */
+static inline int sqc_v8_all_zero(sqc_v8 m) {
+#if SQC_RW == 16
+    __m512 x;
+    memcpy(&x, &m, sizeof x);
+    return _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NEQ_UQ) == 0;
+#else
+    __m256 x;
+    memcpy(&x, &m, sizeof x);
+    return _mm256_movemask_ps(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_NEQ_UQ)) == 0;
+#endif
+}
+
+/* 1 when QDQ stages 1 and 2 (fq + 4, fq + 8) give back stage 0's value times post for every
+ * level of stage 0 and a zero mask: fq2(fq1(x0 * post) + 0) == x0 * post bit for bit. The usual
+ * export (stage 1 = stage 0's grid scaled by post = 1/sqrt(d), stage 2 the same grid) does; then
+ * the softmax skips two roundings (two divisions) on every unmasked key. Checked over all of
+ * stage 0's levels (at most 256) by the same functions the kernel runs. */
+static int sqc_att_fold12(const float *fq, float post) {
+    if (!fq || fq[0] == 0.0f || fq[4] == 0.0f || fq[8] == 0.0f)
+        return 0;
+    for (float n = fq[2] - fq[1]; n <= fq[3] - fq[1]; n += 1.0f) {
+        float x0[SQC_RW];
+        for (int i = 0; i < SQC_RW; ++i) x0[i] = n;
+        /* stage 0's value of level n, as sqc_v8_fake_quant returns it */
+        const float v = sqc_v8_fake_quant(sqc_v8_load(x0) * fq[0], fq)[0];
+        const float want = v * post;
+        float x = sqc_fake_quant_f32(want, fq[4], fq[5], fq[6], fq[7]);
+        x = sqc_fake_quant_f32(x + 0.0f, fq[8], fq[9], fq[10], fq[11]);
+        if (memcmp(&x, &want, sizeof x) != 0)
+            return 0;
+    }
+    return 1;
+}
+
 /* Softmax of the block's score rows p[r][0..Sk) (rows Sk8 apart; r < rows, query s0 + r), in
  * place: with fq, the QDQ stages (see sqc_attention_job); else scale * score + mask. Padded keys
  * Sk..Sk8 get probability 0. norm[r]: the factor still to apply to row r's output (1 with fq,
@@ -459,7 +494,7 @@ static inline void sqc_att_store_row(float *os, int64_t sd, int d0, int D, sqc_v
 static inline void sqc_att_softmax_rows(float *p, int Sk, int Sk8, int rows, int s0,
                                         const float *mb, sqc_view mv, const float *fq,
                                         float pre, float post, float scale, float *norm,
-                                        const float *rmax) {
+                                        const float *rmax, int fold12, int round_p) {
     const int W = SQC_RW;
     /* softmax of scale * scores + mask over the Sk real keys of each row; the padded
      * keys Sk..Sk8 get probability 0 */
@@ -477,7 +512,18 @@ static inline void sqc_att_softmax_rows(float *p, int Sk, int Sk8, int rows, int
             const float s1_ = fq[4], z1 = fq[5], l1 = fq[6], h1 = fq[7];
             const float s2_ = fq[8], z2 = fq[9], l2 = fq[10], h2 = fq[11];
             const int64_t msd = mv.sd;
-            for (int j = 0; j < Sk; ++j) {
+            int j = 0;
+            if (msd == 1) /* vectors of W keys; where fold12 and the mask is zero, stage 0 only */
+                for (; j + W <= Sk; j += W) {
+                    const sqc_v8 m = sqc_v8_load(mr + j);
+                    sqc_v8 x = sqc_v8_fake_quant(sqc_v8_load(pr + j) * pre, fq) * post;
+                    if (!fold12 || !sqc_v8_all_zero(m)) {
+                        x = sqc_v8_fake_quant(x, fq + 4);
+                        x = sqc_v8_fake_quant(x + m, fq + 8);
+                    }
+                    sqc_v8_store(pr + j, x);
+                }
+            for (; j < Sk; ++j) {
                 float x = sqc_fake_quant_f32(pr[j] * pre, s0_, z0, l0, h0);
                 x = sqc_fake_quant_f32(x * post, s1_, z1, l1, h1);
                 pr[j] = sqc_fake_quant_f32(x + mr[j * msd], s2_, z2, l2, h2);
@@ -530,10 +576,12 @@ static inline void sqc_att_softmax_rows(float *p, int Sk, int Sk8, int rows, int
         float sum = 0.0f;
         sum = sqc_rv_tree_sum(sum8);
         const float inv = 1.0f / sum;
-        if (fq) { /* the probabilities themselves are rounded: normalize them now */
+        if (fq) { /* the probabilities themselves are rounded: normalize them now, and round
+                   * them here unless the caller does (round_p 0) */
             for (int j0 = 0; j0 < Sk8; j0 += W)
                 sqc_v8_store(pr + j0, sqc_v8_load(pr + j0) * inv);
-            sqc_att_fq(pr, Sk, fq + 12);
+            if (round_p)
+                sqc_att_fq(pr, Sk, fq + 12);
             norm[r] = 1.0f;
         } else { /* else the output rows are scaled instead: one pass less */
             norm[r] = inv;
@@ -551,6 +599,7 @@ typedef struct {
     const float *q, *k, *v, *mask, *fq;
     sqc_view qv, kv, vv, mv, ov;
     float *out;
+    int fold12; /* sqc_att_fold12(fq, post) */
 } sqc_attention_job;
 
 /* Store one vector of scores (keys j .. j + W of one row) as the softmax reads them, scale *
@@ -682,7 +731,7 @@ static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
                 rmax[r] = m > smax[r] ? m : smax[r];
             }
             sqc_att_softmax_rows(p, Sk, Sk8, rows, s0, mb, mv, fq, pre, post, scale, norm,
-                                 fused ? rmax : NULL);
+                                 fused ? rmax : NULL, J->fold12, 1);
             /* out[r] = sum_j p[r][j] v[j]: blocks of R rows x SQC_ATT_COLS vectors of
              * features, then single vectors */
             int d0 = 0;
@@ -736,7 +785,7 @@ static void sqc_attention_f32(int batch, int H, int Sq, int Sk, int D, float sca
                               float *out, sqc_view ov, const float *fq, float pre, float post,
                               int nthreads) {
     sqc_attention_job job = { H, Sq, Sk, D, scale, pre, post, q, k, v, mask, fq,
-                              qv, kv, vv, mv, ov, out };
+                              qv, kv, vv, mv, ov, out, sqc_att_fold12(fq, post) };
     sqc_parallel_for(nthreads, (int64_t)batch * H, 1, sqc_attention_heads, &job);
 }
 
@@ -764,10 +813,12 @@ static inline sqc_v8i sqc_att_dpbusd(sqc_v8i acc, int32_t a, const int32_t *b) {
 }
 #endif
 
-/* level of x on grid g = {scale, zp, lo, hi} (inv = 1 / scale), moved by `shift` (+128: s8 grid
- * to u8; -128: u8 grid to s8; 0) */
+/* level of x on grid g = {scale, zp, lo, hi}, moved by `shift` (+128: s8 grid to u8; -128: u8
+ * grid to s8; 0). inv = 1 / scale for x on the grid (a multiply finds its level); inv = 0 for
+ * any x: QuantizeLinear's division, NaN to level zp. */
 static inline int32_t sqc_att_level(float x, float inv, const float *g, int32_t shift) {
-    float r = nearbyintf(x * inv) + g[1];
+    float r = inv != 0.0f ? nearbyintf(x * inv) : nearbyintf(x / g[0]);
+    r = r == r ? r + g[1] : g[1];
     r = r < g[2] ? g[2] : r;
     r = r > g[3] ? g[3] : r;
     return (int32_t)r + shift;
@@ -780,7 +831,12 @@ typedef int8_t sqc_v8b __attribute__((vector_size(SQC_RW)));
 static inline sqc_v8i sqc_att_levels(sqc_v8 x, float inv, const float *g, int32_t shift) {
     const float magic = 12582912.0f;
     const sqc_v8 lo = (sqc_v8){ 0 } + (g[2] - g[1]), hi = (sqc_v8){ 0 } + (g[3] - g[1]);
-    x = x * inv;
+    if (inv != 0.0f) {
+        x = x * inv;
+    } else { /* any value: divided, as QuantizeLinear does, NaN to level zp */
+        x = x / g[0];
+        x = sqc_v8_select(x == x, x, (sqc_v8){ 0 });
+    }
     x = sqc_v8_select(x < lo, lo, x);
     x = sqc_v8_select(x > hi, hi, x);
     x = (x + magic) - magic;
@@ -934,11 +990,13 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                     }
                 }
             }
-            sqc_att_softmax_rows(p, Sk, Sk8, rows, s0, mb, mv, fq, pre, post, scale, norm, NULL);
-            /* the probabilities (on stage 3's grid) as u8 quads of keys */
+            sqc_att_softmax_rows(p, Sk, Sk8, rows, s0, mb, mv, fq, pre, post, scale, norm, NULL,
+                                 J->fold12, 0);
+            /* the probabilities rounded to stage 3's grid (by division, as the stage would) and
+             * written as its u8 levels, in quads of keys */
             for (int r = 0; r < R; ++r)
                 psum[r] = sqc_att_row_levels(p + (size_t)r * Sk8, 1, r < rows ? Sk : 0, Sk4 * 4,
-                                             ip, gp, shp, (uint8_t *)pa[r]);
+                                             0.0f, gp, shp, (uint8_t *)pa[r]);
             /* out[r] = sum_j p[r][j] v[j], R rows x SQC_ATT_COLS vectors of features */
             for (int d0 = 0; d0 < D8; d0 += SQC_ATT_COLS * W) {
                 const int cols = (D8 - d0) / W < SQC_ATT_COLS ? (D8 - d0) / W : SQC_ATT_COLS;
@@ -967,7 +1025,7 @@ static void sqc_attention_q8(int batch, int H, int Sq, int Sk, int D, float scal
                              float *out, sqc_view ov, const float *fq, float pre, float post,
                              const float *grids, int nthreads) {
     sqc_attention_q8_job job = { { H, Sq, Sk, D, scale, pre, post, q, k, v, mask, fq,
-                                   qv, kv, vv, mv, ov, out }, grids };
+                                   qv, kv, vv, mv, ov, out, sqc_att_fold12(fq, post) }, grids };
     sqc_parallel_for(nthreads, (int64_t)batch * H, 1, sqc_attention_q8_heads, &job);
 }
 #endif /* VNNI */
