@@ -346,11 +346,6 @@ static inline void sqc_att_fq(float *x, int n, const float *g) {
     for (int j = 0; j < n; ++j) x[j] = sqc_fake_quant_f32(x[j], s, z, lo, hi);
 }
 
-/* K^T: kt[d][j] = k[j][d] for j < Sk, 0 up to Sk8; in blocks of W keys. Whole W x W blocks
- * (contiguous features) are transposed in registers; the rest feature by feature, the W rows
- * staying in L1 while each feature of them is collected into one vector. The scalar part is not
- * auto-vectorized: gcc turns the collection into a scatter per row (vscatterdps), several times
- * slower. */
 /* dst[c * ds + i] = src[i * ss + c] for a W x W block (W = SQC_RW): W row loads, the usual
  * in-register transpose (4 shuffle stages of W each with AVX-512, 3 with AVX2), W row stores */
 static inline void sqc_att_transpose_block(const float *src, int64_t ss, float *dst, int64_t ds) {
@@ -398,6 +393,11 @@ static inline void sqc_att_transpose_block(const float *src, int64_t ss, float *
 #endif
 }
 
+/* K^T: kt[d][j] = k[j][d] for j < Sk, 0 up to Sk8; in blocks of W keys. Whole W x W blocks
+ * (contiguous features) are transposed in registers; the rest feature by feature, the W rows
+ * staying in L1 while each feature of them is collected into one vector. The scalar part is not
+ * auto-vectorized: gcc turns the collection into a scatter per row (vscatterdps), several times
+ * slower. */
 __attribute__((optimize("no-tree-vectorize"))) static void
 sqc_att_pack_kt(float *kt, const float *kb, sqc_view kv, int Sk, int Sk8, int D) {
     for (int j0 = 0; j0 < Sk8; j0 += SQC_RW) {
@@ -924,7 +924,7 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
     const int32_t shk = gk[2] < 0 ? 0 : -128, shv = gv[2] < 0 ? 0 : -128;
     const int32_t zq = (int32_t)gq[1] + shq, zp = (int32_t)gp[1] + shp;
     const int32_t zk = (int32_t)gk[1] + shk, zv = (int32_t)gv[1] + shv;
-    const float iq = 1.0f / gq[0], ik = 1.0f / gk[0], iv = 1.0f / gv[0], ip = 1.0f / gp[0];
+    const float iq = 1.0f / gq[0], ik = 1.0f / gk[0], iv = 1.0f / gv[0];
     const float sqk = gq[0] * gk[0], spv = gp[0] * gv[0];
     for (int64_t t = t0; t < t1; ++t) {
         const int b = (int)(t / H);

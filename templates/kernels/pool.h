@@ -20,6 +20,7 @@
  * or the caller sees it active and waits; so a helper only reads a job that stays put. */
 #ifndef SQC_POOL_H
 #define SQC_POOL_H
+#include <immintrin.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -197,6 +198,26 @@ static void sqc_parallel_for(int nthreads, int64_t n, int64_t chunk, sqc_task_fn
 static inline int64_t sqc_chunk(int64_t n, int nthreads, int64_t min) {
     const int64_t c = n / (4 * (int64_t)(nthreads > 0 ? nthreads : 1));
     return c > min ? c : min;
+}
+
+/* Spreading a prefetch over a k loop (the dense GEMMs' micro-kernels): at small M a weight panel
+ * is used by few micro-tiles and its first pass would otherwise wait on DRAM (a 128 x 768 x 768
+ * int8 GEMM: 209 us with cold weights, 171 us hot; fp32 660 against 583 us). Each micro-tile
+ * of a panel fetches its share of the next panel into L2 while it runs: sqc_gemm_pf_share gives
+ * the cache lines of that share, sqc_gemm_pf_step, called once per k step, issues one of them
+ * every steps / lines steps (acc starts at 0). */
+static inline int sqc_gemm_pf_share(size_t panel_bytes, int calls) {
+    return (int)(((panel_bytes + 63) / 64 + (size_t)calls - 1) / (size_t)calls);
+}
+
+static inline __attribute__((always_inline)) void sqc_gemm_pf_step(const char **pf, int *acc,
+                                                                   int lines, int steps) {
+    *acc += lines;
+    if (*acc >= steps) {
+        *acc -= steps;
+        _mm_prefetch(*pf, _MM_HINT_T1);
+        *pf += 64;
+    }
 }
 
 /* The thread tiles of a dense GEMM: M in blocks of m_rows (a multiple of mr, as even as
