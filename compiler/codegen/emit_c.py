@@ -732,6 +732,7 @@ def emit_bucket(g: Graph, seq: int, weights: WeightsTable, isa: str) -> dict:
         "ops": ops,
         "maps": maps,
         "outputs": outputs,
+        "input_bytes": [g.values[i].nbytes for i in g.inputs],
         "workspace": g.meta["workspace_per_example"],
     }
 

@@ -128,7 +128,7 @@ def test_every_linear_layer_runs_int8(compile_onnx, quantized, form):
         expected
     }
     source = (engine.path / "model.c").read_text()
-    body = source[source.index("int sqc_run_s16") : source.index("size_t sqc_workspace_s24")]
+    body = source[source.index("int sqc_run_chunk_s16(") : source.index("int sqc_run_s16(")]
     assert "(MatMulInteger)" not in body
     # QDQ: each encoder layer's Q, K and V projections share one quantization of their input
     quantize = [line for line in body.splitlines() if "(QuantizeLinear)" in line]

@@ -44,6 +44,20 @@ def test_every_batch_up_to_max_equals_rows_run_alone(engine, batch):
         np.testing.assert_allclose(together[row], alone[0], rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batch_of_several_chunks_equals_rows_run_alone(compile_onnx, threads):
+    # The generated run splits a batch into chunks of about 256 tokens per thread
+    # (model.c.j2, sqc_batch_chunk): at bucket 16, 16 examples a chunk on 1 thread, 32 on 2.
+    # 37 examples: three chunks (16, 16, 5) or two (32, 5), the last one partial.
+    engine = compile_onnx(MODEL, buckets=(16,), max_batch_size=40)
+    x = generate_random_inputs(engine, 37, 16, seed=11)
+    together = engine.run(x, threads=threads)
+    for row in (0, 15, 16, 31, 32, 36):
+        alone = engine.run([a[row : row + 1] for a in x], threads=threads)
+        for t, a in zip(together, alone):
+            np.testing.assert_allclose(t[row], a[0], rtol=0, atol=1e-5)
+
+
 def test_random_inputs_are_realistic(engine):
     ids, mask, types = generate_random_inputs(engine, 3, 32, seed=0)
     assert ids.dtype == np.int64 and ids.min() >= 0 and ids.max() < 1024
