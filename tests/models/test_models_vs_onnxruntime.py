@@ -54,7 +54,7 @@ def test_fixture_model_is_fully_fused(compile_onnx, name):
     """Every linear layer, attention and LayerNorm of a BERT-family model gets its fused kernel."""
     engine = compile_onnx(FIXTURES / name, buckets=BUCKETS, max_batch_size=4)
     source = (engine.path / "model.c").read_text()
-    body = source[source.index("int sqc_run_s16") : source.index("size_t sqc_workspace_s24")]
+    body = source[source.index("int sqc_run_chunk_s16(") : source.index("int sqc_run_s16(")]
     assert body.count("(sqc.Attention)") == 2
     assert body.count("(sqc.Linear)") in (13, 9)  # 2 layers x 6 (or 4 with packed QKV) + head
     assert "(MatMul)" not in body and "(Softmax)" not in body and "(Erf)" not in body

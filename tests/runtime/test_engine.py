@@ -56,6 +56,10 @@ def test_batch_of_several_chunks_equals_rows_run_alone(compile_onnx, threads):
         alone = engine.run([a[row : row + 1] for a in x], threads=threads)
         for t, a in zip(together, alone):
             np.testing.assert_allclose(t[row], a[0], rtol=0, atol=1e-5)
+    # The workspace holds the largest chunk (16 threads: 4096 rows, 256 examples of 16), not
+    # the whole batch.
+    ws = engine._ws_size[16]
+    assert ws(37) > ws(36) and ws(255) < ws(256) == ws(257) == ws(10_000)
 
 
 def test_random_inputs_are_realistic(engine):

@@ -19,20 +19,28 @@ static inline double sqc_now(void)
 
 
 /* Examples per chunk of a call: a batch runs as consecutive chunks of whole examples, about
-   256 rows (tokens) per thread each. Every value is per example (see specialize_shapes), so
-   the results are the same bit for bit; what changes is where the intermediates live. Run
-   whole, a 16 x 128 batch's activations (6 MB a tensor at bert-base) go to L3 and DRAM
-   between ops; in chunks they stay near the core, and the weights, read once per chunk, are
-   streamed by the GEMMs' prefetch. bert-base int8, 1 thread: 16 x 128 499 -> 459 ms; 2
-   threads 64 x 384: 3.99 -> 3.46 s. Enough rows per chunk remain for every thread. */
+   256 rows (tokens) per thread each, for up to 16 threads. Every value is per example (see
+   specialize_shapes), so the results are the same bit for bit; what changes is where the
+   intermediates live. Run whole, a 16 x 128 batch's activations (6 MB a tensor at bert-base)
+   go to L3 and DRAM between ops; in chunks they stay near the core, and the weights, read once
+   per chunk, are streamed by the GEMMs' prefetch. bert-base int8, 1 thread: 16 x 128 499 ->
+   459 ms; 2 threads, 64 x 384: 3.99 -> 3.46 s. The workspace holds one chunk, not the batch. */
+#define SQC_CHUNK_ROWS_PER_THREAD 256
+#define SQC_CHUNK_THREADS_MAX 16
 static inline int sqc_batch_chunk(int seq, int nt)
 {
-    const int rows = 256 * (nt > 1 ? nt : 1);
+    nt = nt < 1 ? 1 : (nt > SQC_CHUNK_THREADS_MAX ? SQC_CHUNK_THREADS_MAX : nt);
+    const int rows = SQC_CHUNK_ROWS_PER_THREAD * nt;
     return rows / seq > 1 ? rows / seq : 1;
 }
 
 /* ---- bucket: sequence length 6; workspace 896 bytes per example */
-size_t sqc_workspace_s6(int B) { return (size_t)B * 896 + 64; }
+/* bytes of workspace a call of B examples needs, at any thread count: its largest chunk */
+size_t sqc_workspace_s6(int B)
+{
+    const int most = sqc_batch_chunk(6, SQC_CHUNK_THREADS_MAX);
+    return (size_t)(B < most ? B : most) * 896 + 64;
+}
 
 /* One chunk of B examples: in / out at its first example's rows */
 static int sqc_run_chunk_s6(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, void **out, double *prof) {
@@ -83,8 +91,7 @@ static int sqc_run_chunk_s6(const uint8_t *W, uint8_t *ws, int B, int nt, const 
     return err;
 }
 
-/* B examples in chunks of sqc_batch_chunk (the workspace holds B examples; a chunk uses its
-   start). Returns nonzero when an index input is out of range (the chunks after it do not run). */
+/* B examples in chunks of sqc_batch_chunk, each in the same workspace. Returns nonzero when an index input is out of range (the chunks after it do not run). */
 int sqc_run_s6(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, void **out, double *prof) {
     const int chunk = sqc_batch_chunk(6, nt);
     for (int b0 = 0; b0 < B; b0 += chunk) {
@@ -99,7 +106,12 @@ int sqc_run_s6(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, vo
 }
 
 /* ---- bucket: sequence length 12; workspace 1664 bytes per example */
-size_t sqc_workspace_s12(int B) { return (size_t)B * 1664 + 64; }
+/* bytes of workspace a call of B examples needs, at any thread count: its largest chunk */
+size_t sqc_workspace_s12(int B)
+{
+    const int most = sqc_batch_chunk(12, SQC_CHUNK_THREADS_MAX);
+    return (size_t)(B < most ? B : most) * 1664 + 64;
+}
 
 /* One chunk of B examples: in / out at its first example's rows */
 static int sqc_run_chunk_s12(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, void **out, double *prof) {
@@ -150,8 +162,7 @@ static int sqc_run_chunk_s12(const uint8_t *W, uint8_t *ws, int B, int nt, const
     return err;
 }
 
-/* B examples in chunks of sqc_batch_chunk (the workspace holds B examples; a chunk uses its
-   start). Returns nonzero when an index input is out of range (the chunks after it do not run). */
+/* B examples in chunks of sqc_batch_chunk, each in the same workspace. Returns nonzero when an index input is out of range (the chunks after it do not run). */
 int sqc_run_s12(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, void **out, double *prof) {
     const int chunk = sqc_batch_chunk(12, nt);
     for (int b0 = 0; b0 < B; b0 += chunk) {
