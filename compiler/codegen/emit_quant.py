@@ -224,8 +224,7 @@ class QuantEmitter:
         """The QDQ stages of an sqc.QLinear as a C sqc_qpost (16 floats in the weights)."""
         if not post:
             return "NULL"
-        grids = [fake_quant_grid(post[k]) for k in ("a", "b", "r", "c")]
-        table = np.asarray(grids, np.float32).reshape(-1)
+        table = qpost_table(post)
         return f"(const sqc_qpost *)({self.weights.ref(table, 'float')})"
 
     def _lut_map(self, node: Node, exprs: list[str]) -> dict:
@@ -285,6 +284,13 @@ def fake_quant_grid(attrs: dict | None) -> list[float]:
         return [0.0, 0.0, 0.0, 0.0]
     lo, hi = QRANGE[np.dtype(attrs["dtype"])]
     return [float(np.float32(attrs["scale"])), float(attrs["zero_point"]), float(lo), float(hi)]
+
+
+def qpost_table(post: dict) -> np.ndarray:
+    """The C sqc_qpost of QDQ stages {"a", "b", "r", "c"} (each FakeQuant attrs or None): 16
+    float32, the 4 grids {scale, zero point, lo, hi}."""
+    grids = [fake_quant_grid(post.get(k)) for k in ("a", "b", "r", "c")]
+    return np.asarray(grids, np.float32).reshape(-1)
 
 
 def _contiguous(shape) -> list[int]:

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pytest
 
-from sqc.compiler.codegen.emit_quant import fake_quant_grid
+from sqc.compiler.codegen.emit_quant import qpost_table
 from sqc.compiler.codegen.kernels import (
     INT8_GEMM_TEMPLATE,
     KERNEL_VARIANTS,
@@ -62,7 +62,19 @@ def _grid(rng, dtype: str, step: float) -> dict:
     return {"scale": np.float32(step * rng.uniform(0.8, 1.25)), "zero_point": zp, "dtype": dtype}
 
 
-def _case(M, N, K, stages, bias, residual, seed, sparsity=0.0):
+def _near_ties(rng, shape, grid: dict) -> np.ndarray:
+    """Values at, or a few ulps from, the midpoints between grid levels (and a few far off
+    the range)."""
+    s = np.float32(grid["scale"])
+    levels = rng.integers(-140, 140, shape).astype(np.float32)
+    x = ((levels + np.float32(0.5)) * s).astype(np.float32)
+    ulps = rng.integers(-3, 4, shape).astype(np.int32)
+    x = (x.view(np.int32) + ulps).view(np.float32)
+    x[rng.random(shape) < 0.05] *= np.float32(300.0)
+    return x
+
+
+def _case(M, N, K, stages, bias, residual, seed, sparsity=0.0, ties=False):
     rng = np.random.default_rng(seed)
     Aq = rng.integers(0, 256, (M, K), dtype=np.uint8)
     W = rng.integers(-128, 128, (K, N), dtype=np.int8)
@@ -80,13 +92,15 @@ def _case(M, N, K, stages, bias, residual, seed, sparsity=0.0):
         post[k] = _grid(rng, "int8" if k != "r" else "uint8", spread / (60 if k == "c" else 100))
     b = (rng.standard_normal(N) * spread / 4).astype(np.float32) if bias else None
     R = (rng.standard_normal((M, N)) * spread).astype(np.float32) if residual else None
+    if ties and R is not None:
+        R = _near_ties(rng, (M, N), post["r"])
     ref = fake_quant_np(plain, post["a"])
     if b is not None:
         ref = (ref + b).astype(np.float32)
     ref = fake_quant_np(ref, post["b"])
     if R is not None:
         ref = fake_quant_np((ref + fake_quant_np(R, post["r"])).astype(np.float32), post["c"])
-    table = np.asarray([fake_quant_grid(post[k]) for k in "abrc"], np.float32).reshape(-1)
+    table = qpost_table(post)
     return Aq, W, a_zp, col_comp, a_scale, w_scale, b, R, table, ref
 
 
@@ -102,16 +116,14 @@ def _check(out, ref, where):
     )
 
 
-@pytest.mark.parametrize("stages", STAGES, ids="".join)
-@pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
-@pytest.mark.parametrize("shape", [(1, 1, 4), (37, 45, 67), (130, 96, 768)])
-@pytest.mark.parametrize("nthreads", [1, 2])
-def test_dense_qdq_epilogue_equals_reference(dense, stages, bias, shape, nthreads):
+def _run_dense(dense, stages, bias, shape, nthreads, ties=False):
     variant, module = dense
     ffi, lib = module.ffi, module.lib
     M, N, K = shape
     residual = "r" in stages or "c" in stages
-    Aq, W, a_zp, cc, a_s, w_s, b, R, table, ref = _case(M, N, K, stages, bias, residual, seed=M + N)
+    Aq, W, a_zp, cc, a_s, w_s, b, R, table, ref = _case(
+        M, N, K, stages, bias, residual, seed=M + N, ties=ties
+    )
     isa = variant.isa
     ldq = int8_gemm_lda(K, isa)
     Aq_pad = np.zeros((M, ldq), np.uint8)
@@ -125,6 +137,21 @@ def test_dense_qdq_epilogue_equals_reference(dense, stages, bias, shape, nthread
         _ptr(ffi, R, "float *"), _ptr(ffi, C, "float *"), N, _ptr(ffi, table, "float *"), nthreads,
     )  # fmt: skip
     _check(C, ref, f"{variant.name} {shape} {stages}")
+
+
+@pytest.mark.parametrize("stages", STAGES, ids="".join)
+@pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("shape", [(1, 1, 4), (37, 45, 67), (130, 96, 768)])
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_dense_qdq_epilogue_equals_reference(dense, stages, bias, shape, nthreads):
+    _run_dense(dense, stages, bias, shape, nthreads)
+
+
+@pytest.mark.parametrize("stages", [("r", "c"), ("a", "b", "r", "c")], ids="".join)
+def test_dense_qdq_epilogue_exact_near_ties(dense, stages):
+    """Residuals at and a few ulps from the midpoints of their grid (ties to even, and where
+    any shortcut for the division would round differently): still the reference's bits."""
+    _run_dense(dense, stages, True, (130, 96, 768), 2, ties=True)
 
 
 @pytest.mark.parametrize("stages", [("a", "b"), ("a", "b", "r", "c")], ids="".join)
