@@ -25,8 +25,12 @@ static inline double sqc_now(void)
    go to L3 and DRAM between ops; in chunks they stay near the core, and the weights, read once
    per chunk, are streamed by the GEMMs' prefetch. bert-base int8, 1 thread: 16 x 128 499 ->
    459 ms; 2 threads, 64 x 384: 3.99 -> 3.46 s. The workspace holds one chunk, not the batch. */
+#ifndef SQC_CHUNK_ROWS_PER_THREAD /* (the sanitizer test sets both smaller) */
 #define SQC_CHUNK_ROWS_PER_THREAD 256
+#endif
+#ifndef SQC_CHUNK_THREADS_MAX
 #define SQC_CHUNK_THREADS_MAX 16
+#endif
 static inline int sqc_batch_chunk(int seq, int nt)
 {
     nt = nt < 1 ? 1 : (nt > SQC_CHUNK_THREADS_MAX ? SQC_CHUNK_THREADS_MAX : nt);
