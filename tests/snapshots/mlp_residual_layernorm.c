@@ -74,7 +74,8 @@ static int sqc_run_chunk_s6(const uint8_t *W, uint8_t *ws, int B, int nt, const 
     return err;
 }
 
-/* B examples in chunks of sqc_batch_chunk, each in the same workspace. Returns nonzero when an index input is out of range (the chunks after it do not run). */
+/* B examples in chunks of sqc_batch_chunk, each in the same workspace. Returns nonzero when an
+   index input is out of range (the chunks after it do not run). */
 int sqc_run_s6(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, void **out, double *prof) {
     const int chunk = sqc_batch_chunk(6, nt);
     for (int b0 = 0; b0 < B; b0 += chunk) {
@@ -124,7 +125,8 @@ static int sqc_run_chunk_s12(const uint8_t *W, uint8_t *ws, int B, int nt, const
     return err;
 }
 
-/* B examples in chunks of sqc_batch_chunk, each in the same workspace. Returns nonzero when an index input is out of range (the chunks after it do not run). */
+/* B examples in chunks of sqc_batch_chunk, each in the same workspace. Returns nonzero when an
+   index input is out of range (the chunks after it do not run). */
 int sqc_run_s12(const uint8_t *W, uint8_t *ws, int B, int nt, const void **in, void **out, double *prof) {
     const int chunk = sqc_batch_chunk(12, nt);
     for (int b0 = 0; b0 < B; b0 += chunk) {
