@@ -14,10 +14,12 @@ One row of MODELS per kernel family (dense, fused, int8, sparse; AVX-512 and AVX
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -135,19 +137,28 @@ def _sanitizer_runtime() -> str:
     return path
 
 
+def _build_sanitized(path: Path, out: Path, options: dict) -> Path:
+    """One sanitized build (in a worker process: SQC_EXTRA_CFLAGS comes with its environment)."""
+    return sqc.compile_model(path, [16, 32], out, max_batch_size=3, force=True, **options)
+
+
 @pytest.fixture(scope="module")
 def sanitized(tmp_path_factory, request):
-    """id -> artifact built with the sanitizers (those this CPU can run)."""
+    """id -> artifact built with the sanitizers (those this CPU can run). The builds are gcc
+    bound and one-threaded (about 9 s each), so they run two at a time in worker processes (not
+    threads: cffi's build changes the working directory)."""
     libasan = _sanitizer_runtime()
     out = tmp_path_factory.mktemp("sanitized")
-    artifacts = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SQC_EXTRA_CFLAGS", SANITIZE)
-        for name, (model, options) in MODELS.items():
-            path = model(out) if callable(model) else FIXTURES / model
-            artifacts[name] = sqc.compile_model(
-                path, [16, 32], out / name, max_batch_size=3, force=True, **options
-            )
+        jobs = {
+            name: (model(out) if callable(model) else FIXTURES / model, out / name, options)
+            for name, (model, options) in MODELS.items()
+        }
+        spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked threads
+        with ProcessPoolExecutor(max_workers=2, mp_context=spawn) as pool:
+            futures = {name: pool.submit(_build_sanitized, *job) for name, job in jobs.items()}
+            artifacts = {name: future.result() for name, future in futures.items()}
     for path in artifacts.values():
         manifest = json.loads((path / "manifest.json").read_text())
         missing = set(manifest["target"]["cpu_features"]) - cpu_features()
