@@ -5,7 +5,7 @@ and are its outputs the same bits?
         [--threads 1] [--repeats 9] [--pause 0.0]
 
 For a kernel or codegen change: build the model once with the old code (e.g. from a `git stash`
-checkout) and once with the new, then compare here. Calls alternate A, B, A, B, ...; the figure
+checkout) and once with the new, then compare here. Calls alternate (B, A, B, A, ...); the figure
 to read is the median of the per-pair ratios A / B (above 1: B is faster). On this 2-vCPU host,
 timings of one engine taken minutes apart drift by several percent, more than most single
 changes are worth, so sequential runs mislead where this does not. --pause sleeps before every
@@ -20,10 +20,13 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see compare_onnxruntime.py
 
 import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_onnxruntime import interleave  # noqa: E402
 
 from sqc.runtime.engine import Engine, generate_random_inputs  # noqa: E402
 
@@ -49,15 +52,13 @@ def main() -> None:
     same = all(np.array_equal(x, y) for x, y in zip(out_a, out_b))
     print("outputs: " + ("identical" if same else f"differ, max |A - B| = {max(diffs):.3g}"))
 
-    times: list[list[float]] = [[], []]
-    for _ in range(args.repeats):
-        for engine, series in zip((a, b), times):
-            time.sleep(args.pause)
-            t0 = time.perf_counter()
-            engine.run(inputs, threads=args.threads)
-            series.append(time.perf_counter() - t0)
-    ratio = statistics.median(x / y for x, y in zip(*times))
-    ms_a, ms_b = (statistics.median(t) * 1e3 for t in times)
+    # the ratio is A's time over B's: above 1, B is faster
+    (ms_b, ms_a), (ratio,) = interleave(
+        [lambda: b.run(inputs, threads=args.threads), lambda: a.run(inputs, threads=args.threads)],
+        args.repeats,
+        args.pause,
+    )
+    ms_a, ms_b = ms_a * 1e3, ms_b * 1e3
     verdict = f"{'B faster' if ratio > 1 else 'B slower'} by {abs(ratio - 1) * 100:.1f}%"
     print(
         f"{args.batch} x {seq}, {args.threads} thread(s), {args.repeats} pairs: "

@@ -68,13 +68,10 @@ SIZES = {
 }
 
 
-def measure(engine: Engine, session, inputs, threads: int, repeats: int, dense=None):
-    """Median times of sqc, onnxruntime (and sqc's dense build), and the medians of the ratios
-    of each interleaved pair: onnxruntime / sqc (and sqc dense / sqc)."""
-    feeds = dict(zip(engine.input_names, inputs))
-    calls = [lambda: engine.run(inputs, threads=threads), lambda: session.run(None, feeds)]
-    if dense is not None:
-        calls.append(lambda: dense.run(inputs, threads=threads))
+def interleave(calls, repeats: int, pause: float = PAUSE):
+    """Each of ``calls`` once to warm up, then ``repeats`` rounds of all of them in turn, each
+    after ``pause`` seconds. Returns the median seconds of each call, and the medians of the
+    per-round ratios of every other call's time to the first's (above 1: the first is faster)."""
     times: list[list[float]] = [[] for _ in calls]
     for call in calls:  # warm-up
         call()
@@ -83,13 +80,23 @@ def measure(engine: Engine, session, inputs, threads: int, repeats: int, dense=N
             # Both runtimes leave their worker threads spinning for a while after a call
             # (sqc's thread pool's and onnxruntime's spin-wait); a pause lets them go idle,
             # so no engine starts with the other's threads still burning the cores.
-            time.sleep(PAUSE)
+            time.sleep(pause)
             t0 = time.perf_counter()
             call()
             series.append(time.perf_counter() - t0)
     medians = [statistics.median(t) for t in times]
     ratios = [statistics.median(o / s for s, o in zip(times[0], t)) for t in times[1:]]
     return medians, ratios
+
+
+def measure(engine: Engine, session, inputs, threads: int, repeats: int, dense=None):
+    """Median times of sqc, onnxruntime (and sqc's dense build), and the medians of the ratios
+    of each interleaved pair: onnxruntime / sqc (and sqc dense / sqc)."""
+    feeds = dict(zip(engine.input_names, inputs))
+    calls = [lambda: engine.run(inputs, threads=threads), lambda: session.run(None, feeds)]
+    if dense is not None:
+        calls.append(lambda: dense.run(inputs, threads=threads))
+    return interleave(calls, repeats)
 
 
 def main() -> None:
