@@ -209,13 +209,32 @@ static inline sqc_v8 sqc_v8_select(sqc_v8i m, sqc_v8 a, sqc_v8 b) {
     return (sqc_v8)(((sqc_v8i)a & m) | ((sqc_v8i)b & ~m));
 }
 
+/* a > b ? a : b and a < b ? a : b, lane by lane, exactly: vmaxps / vminps return their second
+ * operand unless the first compares greater (less), NaN and signed zeros included. One
+ * instruction, where sqc_v8_select of the same comparison is three. */
+static inline sqc_v8 sqc_v8_max(sqc_v8 a, sqc_v8 b) {
+#if SQC_RW == 16
+    return (sqc_v8)_mm512_max_ps((__m512)a, (__m512)b);
+#else
+    return (sqc_v8)_mm256_max_ps((__m256)a, (__m256)b);
+#endif
+}
+
+static inline sqc_v8 sqc_v8_min(sqc_v8 a, sqc_v8 b) {
+#if SQC_RW == 16
+    return (sqc_v8)_mm512_min_ps((__m512)a, (__m512)b);
+#else
+    return (sqc_v8)_mm256_min_ps((__m256)a, (__m256)b);
+#endif
+}
+
 /* exp(x) for SQC_RW lanes: x = n ln2 + r with |r| <= ln2/2, exp(r) by Cephes' expf polynomial,
  * 2^n built in the exponent bits. Inputs are clamped to [-87.3, 88.3], where expf neither
  * underflows to a denormal nor overflows; within 2 ulp of libm's expf there. */
 static inline sqc_v8 sqc_v8_exp(sqc_v8 x) {
     const sqc_v8 hi = (sqc_v8){ 0 } + 88.3f, lo = (sqc_v8){ 0 } - 87.3f;
-    x = sqc_v8_select(x > hi, hi, x);
-    x = sqc_v8_select(x < lo, lo, x);
+    x = sqc_v8_min(hi, x);
+    x = sqc_v8_max(lo, x);
     const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
     const sqc_v8 n = (x * 1.44269504088896341f + magic) - magic;
     const sqc_v8 r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
@@ -226,10 +245,16 @@ static inline sqc_v8 sqc_v8_exp(sqc_v8 x) {
     y = y * r + 1.6666665459e-1f;
     y = y * r + 5.0000001201e-1f;
     y = y * (r * r) + r + 1.0f;
+#if SQC_RW == 16
+    /* y 2^n in one instruction: the same exact scaling (rounded only where the result is
+     * subnormal, as the multiply by 2^n below) */
+    return (sqc_v8)_mm512_scalef_ps((__m512)y, (__m512)n);
+#else
     const sqc_v8i bits = (__builtin_convertvector(n, sqc_v8i) + 127) << 23;
     sqc_v8 scale;
     memcpy(&scale, &bits, sizeof scale);
     return y * scale;
+#endif
 }
 
 /* DequantizeLinear(QuantizeLinear(x)) (QDQ graphs): x rounded to the grid of (scale, zp),
@@ -426,15 +451,29 @@ static inline void sqc_att_prefetch_row(const float *x, int64_t sx, int n) {
 /* sqc_fake_quant_f32 on SQC_RW lanes, the same value: the quotient is clamped to the integer
  * bounds before rounding (the same as after), which keeps the magic-constant rounding (nearest
  * even) exact; NaN goes to level zp as there. g = {scale, zp, lo, hi}. */
-static inline sqc_v8 sqc_v8_fake_quant(sqc_v8 x, const float *g) {
+typedef struct {
+    sqc_v8 s, lo, hi; /* scale; the level bounds less the zero point */
+} sqc_v8_grid;
+
+static inline sqc_v8_grid sqc_v8_grid_of(const float *g) {
+    return (sqc_v8_grid){ (sqc_v8){ 0 } + g[0], (sqc_v8){ 0 } + (g[2] - g[1]),
+                          (sqc_v8){ 0 } + (g[3] - g[1]) };
+}
+
+/* sqc_v8_fake_quant with the grid made into vectors once (loops that store floats cannot keep
+ * g's values in registers: the stores may alias it) */
+static inline sqc_v8 sqc_v8_fake_quant_grid(sqc_v8 x, sqc_v8_grid g) {
     const float magic = 12582912.0f;
-    const sqc_v8 lo = (sqc_v8){ 0 } + (g[2] - g[1]), hi = (sqc_v8){ 0 } + (g[3] - g[1]);
-    sqc_v8 q = x / g[0];
+    sqc_v8 q = x / g.s;
     q = sqc_v8_select(q == q, q, (sqc_v8){ 0 });
-    q = sqc_v8_select(q < lo, lo, q);
-    q = sqc_v8_select(q > hi, hi, q);
+    q = sqc_v8_max(g.lo, q);
+    q = sqc_v8_min(g.hi, q);
     q = (q + magic) - magic;
-    return q * g[0] + 0.0f; /* "+ 0.0f": see sqc_fake_quant_f32 */
+    return q * g.s + 0.0f; /* "+ 0.0f": see sqc_fake_quant_f32 */
+}
+
+static inline sqc_v8 sqc_v8_fake_quant(sqc_v8 x, const float *g) {
+    return sqc_v8_fake_quant_grid(x, sqc_v8_grid_of(g));
 }
 
 /* features d0 .. min(d0 + W, D) of one output row (feature stride sd) from a vector; rounded
@@ -550,14 +589,14 @@ static inline void sqc_att_softmax_rows(float *p, int Sk, int Sk8, int rows, int
                 const sqc_v8 x0 = sqc_v8_load(pr + j), x1 = sqc_v8_load(pr + j + W);
                 const sqc_v8 x2 = sqc_v8_load(pr + j + 2 * W);
                 const sqc_v8 x3 = sqc_v8_load(pr + j + 3 * W);
-                m0 = sqc_v8_select(x0 > m0, x0, m0);
-                m1 = sqc_v8_select(x1 > m1, x1, m1);
-                m2 = sqc_v8_select(x2 > m2, x2, m2);
-                m3 = sqc_v8_select(x3 > m3, x3, m3);
+                m0 = sqc_v8_max(x0, m0);
+                m1 = sqc_v8_max(x1, m1);
+                m2 = sqc_v8_max(x2, m2);
+                m3 = sqc_v8_max(x3, m3);
             }
-            m0 = sqc_v8_select(m1 > m0, m1, m0);
-            m2 = sqc_v8_select(m3 > m2, m3, m2);
-            m0 = sqc_v8_select(m2 > m0, m2, m0);
+            m0 = sqc_v8_max(m1, m0);
+            m2 = sqc_v8_max(m3, m2);
+            m0 = sqc_v8_max(m2, m0);
             mx = sqc_rv_tree_max(m0);
             for (; j < Sk; ++j) mx = pr[j] > mx ? pr[j] : mx;
         }
@@ -609,7 +648,7 @@ static inline void sqc_att_scores_store(float *dst, sqc_v8 v, int j, int Sk, flo
                                         const float *mrow, sqc_v8 *vmax, float *smax) {
     if (j + SQC_RW <= Sk) {
         v = mrow ? v * scale + sqc_v8_load(mrow + j) : v * scale;
-        *vmax = sqc_v8_select(v > *vmax, v, *vmax);
+        *vmax = sqc_v8_max(v, *vmax);
         sqc_v8_store(dst, v);
         return;
     }
@@ -837,27 +876,36 @@ static inline sqc_v8i sqc_att_levels(sqc_v8 x, float inv, const float *g, int32_
         x = x / g[0];
         x = sqc_v8_select(x == x, x, (sqc_v8){ 0 });
     }
-    x = sqc_v8_select(x < lo, lo, x);
-    x = sqc_v8_select(x > hi, hi, x);
+    x = sqc_v8_max(lo, x);
+    x = sqc_v8_min(hi, x);
     x = (x + magic) - magic;
     return __builtin_convertvector(x, sqc_v8i) + ((int32_t)g[1] + shift);
 }
 
+/* the sum of the lanes (int32 sums wrap, so any order is the same), as a tree: gcc makes the
+ * loop over the lanes one extract and one add per lane */
 static inline int32_t sqc_v8i_sum(sqc_v8i v) {
-    int32_t s = 0;
-    for (int i = 0; i < SQC_RW; ++i) s += v[i];
-    return s;
+#if SQC_RW == 16
+    return _mm512_reduce_add_epi32((__m512i)v);
+#else
+    __m128i x = _mm_add_epi32(_mm256_castsi256_si128((__m256i)v),
+                              _mm256_extracti128_si256((__m256i)v, 1));
+    x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0x4E));
+    x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0xB1));
+    return _mm_cvtsi128_si32(x);
+#endif
 }
 
-/* n values x[i * sx] as levels (bytes) at dst[0..n), zero bytes up to n4; returns their sum */
-static inline int32_t sqc_att_row_levels(const float *x, int64_t sx, int n, int n4, float inv,
-                                         const float *g, int32_t shift, uint8_t *dst) {
+/* n values x[i * sx] * mul as levels (bytes) at dst[0..n), zero bytes up to n4; returns their
+ * sum */
+static inline int32_t sqc_att_row_levels(const float *x, int64_t sx, float mul, int n, int n4,
+                                         float inv, const float *g, int32_t shift, uint8_t *dst) {
     int32_t sum = 0;
     int i = 0;
     if (sx == 1) {
         sqc_v8i acc = (sqc_v8i){ 0 };
         for (; i + SQC_RW <= n; i += SQC_RW) {
-            const sqc_v8i l = sqc_att_levels(sqc_v8_load(x + i), inv, g, shift);
+            const sqc_v8i l = sqc_att_levels(sqc_v8_load(x + i) * mul, inv, g, shift);
             const sqc_v8b b = __builtin_convertvector(l, sqc_v8b);
             memcpy(dst + i, &b, sizeof b);
             acc += l;
@@ -865,7 +913,7 @@ static inline int32_t sqc_att_row_levels(const float *x, int64_t sx, int n, int 
         sum = sqc_v8i_sum(acc);
     }
     for (; i < n; ++i) {
-        const int32_t l = sqc_att_level(x[i * sx], inv, g, shift);
+        const int32_t l = sqc_att_level(x[i * sx] * mul, inv, g, shift);
         dst[i] = (uint8_t)l;
         sum += l;
     }
@@ -902,6 +950,84 @@ sqc_att_q8_block(sqc_v8i acc[SQC_ATT_ROWS][SQC_ATT_COLS], int cols, const int32_
     }
 }
 
+/* K as levels in quads of features, transposed for the score product: kq[d4][j] (4 s8 levels
+ * of key j, features 4 d4 .. 4 d4 + 3) for j < Sk8, zero for the padded keys; ksum[j] the sum of
+ * key j's levels (0 for the padded keys). Each block of W keys is made as W rows of D4 quads,
+ * then moved by the in-register W x W transpose (a permutation of 32-bit lanes: int32 quads go
+ * through the float shuffles unchanged). */
+static inline void sqc_att_q8_pack_k(int32_t *kq, int32_t *ksum, const float *kb, sqc_view kv,
+                                     int Sk, int Sk8, int D, int D4, float ik, const float *gk,
+                                     int32_t shk) {
+    const int W = SQC_RW;
+    int32_t rows[SQC_RW][D4];
+    for (int j0 = 0; j0 < Sk8; j0 += W) {
+        for (int i = 0; i < W; ++i) {
+            const int j = j0 + i;
+            if (j >= Sk) {
+                memset(rows[i], 0, sizeof rows[i]);
+                ksum[j] = 0;
+                continue;
+            }
+            /* rows of K (and V, Q) are read one at a time, each from L3 or DRAM at large
+             * batches: fetch a few rows ahead */
+            if (j + 8 < Sk)
+                sqc_att_prefetch_row(kb + (j + 8) * kv.ss, kv.sd, D);
+            ksum[j] = sqc_att_row_levels(kb + j * kv.ss, kv.sd, 1.0f, D, D4 * 4, ik, gk, shk,
+                                         (uint8_t *)rows[i]);
+        }
+        int d4 = 0;
+        for (; d4 + W <= D4; d4 += W)
+            sqc_att_transpose_block((const float *)&rows[0][d4], D4,
+                                    (float *)(kq + (size_t)d4 * Sk8 + j0), Sk8);
+        for (; d4 < D4; ++d4)
+            for (int i = 0; i < W; ++i) kq[(size_t)d4 * Sk8 + j0 + i] = rows[i][d4];
+    }
+}
+
+/* V as levels in quads of keys: vq[j4][d] (4 s8 levels, keys 4 j4 .. 4 j4 + 3 of feature d) for
+ * d < D8, zero past D and past Sk; vsum[d] the sum of feature d's levels over the keys. Four
+ * keys' rows of bytes are interleaved 16 features at a time (two unpack stages); the sums are
+ * vpdpbusd of the quads with ones. */
+static inline void sqc_att_q8_pack_v(int32_t *vq, int32_t *vsum, const float *vb, sqc_view vv,
+                                     int Sk, int Sk4, int D, int D8, float iv, const float *gv,
+                                     int32_t shv) {
+    const int D16 = (D8 + 15) / 16 * 16;
+    uint8_t rows[4][D16];
+    for (int j4 = 0; j4 < Sk4; ++j4) {
+        for (int i = 0; i < 4; ++i) {
+            const int j = 4 * j4 + i;
+            if (j >= Sk) {
+                memset(rows[i], 0, sizeof rows[i]);
+                continue;
+            }
+            if (j + 8 < Sk)
+                sqc_att_prefetch_row(vb + (j + 8) * vv.ss, vv.sd, D);
+            sqc_att_row_levels(vb + j * vv.ss, vv.sd, 1.0f, D, D16, iv, gv, shv, rows[i]);
+        }
+        int32_t *dst = vq + (size_t)j4 * D8;
+        for (int d = 0; d < D8; d += 16) {
+            const __m128i a0 = _mm_loadu_si128((const __m128i *)(rows[0] + d));
+            const __m128i a1 = _mm_loadu_si128((const __m128i *)(rows[1] + d));
+            const __m128i a2 = _mm_loadu_si128((const __m128i *)(rows[2] + d));
+            const __m128i a3 = _mm_loadu_si128((const __m128i *)(rows[3] + d));
+            const __m128i t0 = _mm_unpacklo_epi8(a0, a1), t1 = _mm_unpackhi_epi8(a0, a1);
+            const __m128i u0 = _mm_unpacklo_epi8(a2, a3), u1 = _mm_unpackhi_epi8(a2, a3);
+            _mm_storeu_si128((__m128i *)(dst + d), _mm_unpacklo_epi16(t0, u0));
+            _mm_storeu_si128((__m128i *)(dst + d + 4), _mm_unpackhi_epi16(t0, u0));
+            if (d + 8 < D8) { /* D8 is a multiple of 8 only on 8-lane targets */
+                _mm_storeu_si128((__m128i *)(dst + d + 8), _mm_unpacklo_epi16(t1, u1));
+                _mm_storeu_si128((__m128i *)(dst + d + 12), _mm_unpackhi_epi16(t1, u1));
+            }
+        }
+    }
+    for (int d0 = 0; d0 < D8; d0 += SQC_RW) {
+        sqc_v8i acc = (sqc_v8i){ 0 };
+        for (int j4 = 0; j4 < Sk4; ++j4)
+            acc = sqc_att_dpbusd(acc, 0x01010101, vq + (size_t)j4 * D8 + d0);
+        memcpy(vsum + d0, &acc, sizeof acc);
+    }
+}
+
 typedef struct {
     sqc_attention_job a;
     const float *grids; /* Q, K, V: {scale, zp, lo, hi} each; P is fq stage 3 */
@@ -926,6 +1052,13 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
     const int32_t zk = (int32_t)gk[1] + shk, zv = (int32_t)gv[1] + shv;
     const float iq = 1.0f / gq[0], ik = 1.0f / gk[0], iv = 1.0f / gv[0];
     const float sqk = gq[0] * gk[0], spv = gp[0] * gv[0];
+    /* the usual QDQ graph (every score stage present, a contiguous mask): stages 0-2 run as the
+     * scores leave the product (see below), on the grids made into vectors here */
+    const int staged = fq[0] != 0.0f && fq[4] != 0.0f && fq[8] != 0.0f && mask && mv.sd == 1;
+    const sqc_v8_grid g0 = sqc_v8_grid_of(fq), g1 = sqc_v8_grid_of(fq + 4);
+    const sqc_v8_grid g2 = sqc_v8_grid_of(fq + 8);
+    const int fold12 = J->fold12, out_stage = fq[16] != 0.0f;
+    const sqc_v8_grid g4 = sqc_v8_grid_of(fq + 16);
     for (int64_t t = t0; t < t1; ++t) {
         const int b = (int)(t / H);
         const int h = (int)(t % H);
@@ -941,31 +1074,8 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
         int32_t qsum[SQC_ATT_ROWS], psum[SQC_ATT_ROWS];
         float p[(size_t)SQC_ATT_ROWS * Sk8];
         float norm[SQC_ATT_ROWS];
-        memset(kq, 0, sizeof kq);
-        memset(vq, 0, sizeof vq);
-        memset(ksum, 0, sizeof ksum);
-        memset(vsum, 0, sizeof vsum);
-        {
-            uint8_t row[D4 * 4];
-            /* rows of K, V (and Q below) are read one at a time, each from L3 or DRAM at large
-             * batches: fetch a few rows ahead */
-            for (int j = 0; j < Sk; ++j) { /* key j: its features' quads go to column j */
-                if (j + 8 < Sk)
-                    sqc_att_prefetch_row(kb + (j + 8) * kv.ss, kv.sd, D);
-                ksum[j] = sqc_att_row_levels(kb + j * kv.ss, kv.sd, D, D4 * 4, ik, gk, shk, row);
-                for (int d4 = 0; d4 < D4; ++d4) memcpy(kq + (size_t)d4 * Sk8 + j, row + 4 * d4, 4);
-            }
-            for (int j = 0; j < Sk; ++j) { /* key j: byte j % 4 of each feature's quad */
-                int8_t *vqb = (int8_t *)(vq + (size_t)(j / 4) * D8) + (j % 4);
-                if (j + 8 < Sk)
-                    sqc_att_prefetch_row(vb + (j + 8) * vv.ss, vv.sd, D);
-                sqc_att_row_levels(vb + j * vv.ss, vv.sd, D, D4 * 4, iv, gv, shv, row);
-                for (int d = 0; d < D; ++d) {
-                    vqb[(size_t)d * 4] = (int8_t)row[d];
-                    vsum[d] += (int8_t)row[d];
-                }
-            }
-        }
+        sqc_att_q8_pack_k(kq, ksum, kb, kv, Sk, Sk8, D, D4, ik, gk, shk);
+        sqc_att_q8_pack_v(vq, vsum, vb, vv, Sk, Sk4, D, D8, iv, gv, shv);
         for (int s0 = 0; s0 < Sq; s0 += R) {
             const int rows = Sq - s0 < R ? Sq - s0 : R;
             /* the block's query rows as u8 quads; rows past the end repeat the last row */
@@ -973,30 +1083,81 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                 sqc_att_prefetch_row(qb + (s0 + R + r) * qv.ss, qv.sd, D);
             for (int r = 0; r < R; ++r) {
                 const float *qs = qb + (s0 + (r < rows ? r : rows - 1)) * qv.ss;
-                qsum[r] = sqc_att_row_levels(qs, qv.sd, D, D4 * 4, iq, gq, shq, (uint8_t *)qa[r]);
+                qsum[r] = sqc_att_row_levels(qs, qv.sd, 1.0f, D, D4 * 4, iq, gq, shq,
+                                             (uint8_t *)qa[r]);
             }
-            /* scores: R rows x SQC_ATT_COLS vectors of keys per register block */
+            /* scores: R rows x SQC_ATT_COLS vectors of keys per register block. When staged,
+             * each whole vector of real keys leaves the block through QDQ stages 0-2 and into
+             * its row's maximum (the first pass of sqc_att_softmax_rows, the same operations);
+             * the row's last partial vector is stored as scores, for the scalar tail below. */
+            sqc_v8 vmax[SQC_ATT_ROWS];
+            for (int r = 0; r < R; ++r) vmax[r] = (sqc_v8){ 0 } - INFINITY;
             for (int j0 = 0; j0 < Sk8; j0 += SQC_ATT_COLS * W) {
                 const int cols = (Sk8 - j0) / W < SQC_ATT_COLS ? (Sk8 - j0) / W : SQC_ATT_COLS;
                 sqc_v8i acc[SQC_ATT_ROWS][SQC_ATT_COLS];
                 sqc_att_q8_block(acc, cols, &qa[0][0], D4, kq + j0, Sk8, D4);
                 for (int c = 0; c < cols; ++c) {
+                    const int j = j0 + c * W;
                     sqc_v8i ks;
-                    memcpy(&ks, ksum + j0 + c * W, sizeof ks);
+                    memcpy(&ks, ksum + j, sizeof ks);
                     for (int r = 0; r < SQC_ATT_ROWS; ++r) {
-                        const sqc_v8i x = acc[r][c] - zk * qsum[r] - zq * ks + D * zq * zk;
-                        sqc_v8_store(p + (size_t)r * Sk8 + j0 + c * W,
-                                     __builtin_convertvector(x, sqc_v8) * sqk);
+                        const sqc_v8i xi = acc[r][c] - zk * qsum[r] - zq * ks + D * zq * zk;
+                        sqc_v8 x = __builtin_convertvector(xi, sqc_v8) * sqk;
+                        if (staged && j + W <= Sk) {
+                            const int sr = s0 + (r < rows ? r : rows - 1);
+                            const sqc_v8 m = sqc_v8_load(mb + sr * mv.ss + j);
+                            x = sqc_v8_fake_quant_grid(x * pre, g0) * post;
+                            if (!fold12 || !sqc_v8_all_zero(m)) {
+                                x = sqc_v8_fake_quant_grid(x, g1);
+                                x = sqc_v8_fake_quant_grid(x + m, g2);
+                            }
+                            vmax[r] = sqc_v8_max(x, vmax[r]);
+                        }
+                        sqc_v8_store(p + (size_t)r * Sk8 + j, x);
                     }
                 }
             }
-            sqc_att_softmax_rows(p, Sk, Sk8, rows, s0, mb, mv, fq, pre, post, scale, norm, NULL,
-                                 J->fold12, 0);
-            /* the probabilities rounded to stage 3's grid (by division, as the stage would) and
-             * written as its u8 levels, in quads of keys */
-            for (int r = 0; r < R; ++r)
-                psum[r] = sqc_att_row_levels(p + (size_t)r * Sk8, 1, r < rows ? Sk : 0, Sk4 * 4,
-                                             0.0f, gp, shp, (uint8_t *)pa[r]);
+            if (staged) {
+                /* the rest of the softmax per row: the scalar tail of stages 0-2, then the
+                 * exponentials, and the probabilities (normalized) rounded to stage 3's grid by
+                 * division, as the stage would, written as its u8 levels in quads of keys */
+                for (int r = 0; r < rows; ++r) {
+                    float *pr = p + (size_t)r * Sk8;
+                    const float *mr = mb + (s0 + r) * mv.ss;
+                    float mx = sqc_rv_tree_max(vmax[r]);
+                    for (int j = Sk / W * W; j < Sk; ++j) {
+                        float x = sqc_fake_quant_f32(pr[j] * pre, fq[0], fq[1], fq[2], fq[3]);
+                        x = sqc_fake_quant_f32(x * post, fq[4], fq[5], fq[6], fq[7]);
+                        x = sqc_fake_quant_f32(x + mr[j], fq[8], fq[9], fq[10], fq[11]);
+                        pr[j] = x;
+                        mx = x > mx ? x : mx;
+                    }
+                    sqc_v8 sum8 = (sqc_v8){ 0 };
+                    for (int j0 = 0; j0 < Sk8; j0 += W) {
+                        sqc_v8 e = sqc_v8_exp(sqc_v8_load(pr + j0) - mx);
+                        if (j0 + W > Sk) {
+                            float lanes[SQC_RW];
+                            sqc_v8_store(lanes, e);
+                            for (int i = Sk - j0; i < W; ++i) lanes[i] = 0.0f;
+                            e = sqc_v8_load(lanes);
+                        }
+                        sqc_v8_store(pr + j0, e);
+                        sum8 += e;
+                    }
+                    psum[r] = sqc_att_row_levels(pr, 1, 1.0f / sqc_rv_tree_sum(sum8), Sk, Sk4 * 4,
+                                                 0.0f, gp, shp, (uint8_t *)pa[r]);
+                    norm[r] = 1.0f;
+                }
+                for (int r = rows; r < R; ++r)
+                    psum[r] = sqc_att_row_levels(p, 1, 1.0f, 0, Sk4 * 4, 0.0f, gp, shp,
+                                                 (uint8_t *)pa[r]);
+            } else {
+                sqc_att_softmax_rows(p, Sk, Sk8, rows, s0, mb, mv, fq, pre, post, scale, norm,
+                                     NULL, J->fold12, 0);
+                for (int r = 0; r < R; ++r)
+                    psum[r] = sqc_att_row_levels(p + (size_t)r * Sk8, 1, 1.0f, r < rows ? Sk : 0,
+                                                 Sk4 * 4, 0.0f, gp, shp, (uint8_t *)pa[r]);
+            }
             /* out[r] = sum_j p[r][j] v[j], R rows x SQC_ATT_COLS vectors of features */
             for (int d0 = 0; d0 < D8; d0 += SQC_ATT_COLS * W) {
                 const int cols = (D8 - d0) / W < SQC_ATT_COLS ? (D8 - d0) / W : SQC_ATT_COLS;
@@ -1007,9 +1168,10 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                     memcpy(&vs, vsum + d0 + c * W, sizeof vs);
                     for (int r = 0; r < rows; ++r) {
                         const sqc_v8i x = acc[r][c] - zv * psum[r] - zp * vs + Sk * zp * zv;
-                        sqc_att_store_row(ob + (s0 + r) * ov.ss, ov.sd, d0 + c * W, D,
-                                          __builtin_convertvector(x, sqc_v8) * spv * norm[r],
-                                          fq + 16);
+                        sqc_v8 o = __builtin_convertvector(x, sqc_v8) * spv * norm[r];
+                        if (out_stage)
+                            o = sqc_v8_fake_quant_grid(o, g4);
+                        sqc_att_store_row(ob + (s0 + r) * ov.ss, ov.sd, d0 + c * W, D, o, NULL);
                     }
                 }
             }
