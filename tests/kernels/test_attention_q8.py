@@ -1,0 +1,225 @@
+"""Kernel test of the integer attention of QDQ graphs (sqc_attention_q8, templates/kernels/ops.h)
+against a numpy reference of the same computation, over head sizes and sequence lengths that
+reach every packing path (whole register transposes of K, their scalar tails, V rows of odd
+widths), masks shared by the query rows and per row, no mask, and s8 and u8 grids.
+
+The reference: exact integer products of the levels, then the graph's QDQ stages in float32
+(stage 0 -> * post -> stage 1 -> + mask -> stage 2 -> softmax -> stage 3 -> the product with V
+-> stage 4). Its exponential is numpy's, within 2 ulp of the kernel's, so a probability next to
+a rounding boundary of stage 3 could land one level apart: the test asks for 99% of the outputs
+to be the same bits (all of them were, when written) and every output within two steps of the
+output grid. A packing or indexing mistake moves outputs by many steps (mutation-checked: a
+wrong V interleave, K transpose offset, K tail or mask row each fail several cases).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+from cffi import FFI
+
+from sqc.compiler.codegen.kernels import render_kernel
+from tests.kernels import harness
+
+CDEF = """
+void sqc_test_attention_q8(int batch, int H, int Sq, int Sk, int D, const float *q,
+                           const int64_t *qv, const float *k, const int64_t *kv, const float *v,
+                           const int64_t *vv, const float *mask, const int64_t *mv, float *out,
+                           const int64_t *ov, const float *fq, float pre, float post,
+                           const float *grids, int nthreads);
+"""
+
+WRAPPER = """
+static sqc_view sqc_test_view(const int64_t *a)
+{
+    return (sqc_view){ a[0], a[1], a[2], a[3], a[4] };
+}
+void sqc_test_attention_q8(int batch, int H, int Sq, int Sk, int D, const float *q,
+                           const int64_t *qv, const float *k, const int64_t *kv, const float *v,
+                           const int64_t *vv, const float *mask, const int64_t *mv, float *out,
+                           const int64_t *ov, const float *fq, float pre, float post,
+                           const float *grids, int nthreads)
+{
+    sqc_attention_q8(batch, H, Sq, Sk, D, pre * post, q, sqc_test_view(qv), k, sqc_test_view(kv),
+                     v, sqc_test_view(vv), mask, sqc_test_view(mv), out, sqc_test_view(ov), fq,
+                     pre, post, grids, nthreads);
+}
+"""
+
+
+@pytest.fixture(scope="module", params=["avx512_vnni", "avx_vnni"])
+def kernel(request, tmp_path_factory):
+    isa = request.param
+    if not harness.cpu_supports(isa):
+        pytest.skip(f"{isa}: this CPU cannot run it")
+    ffi = FFI()
+    ffi.cdef(CDEF)
+    name = f"_sqc_test_attention_{isa}"
+    ffi.set_source(
+        name,
+        render_kernel("kernels/ops.h") + WRAPPER,
+        extra_compile_args=harness.BASE_CFLAGS + harness.ISA_CFLAGS[isa],
+        extra_link_args=["-fopenmp"],
+    )
+    folder = tmp_path_factory.mktemp(isa)
+    path = ffi.compile(tmpdir=str(folder), verbose=False)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _grid(signed: bool, scale: float, zp: int) -> list[float]:
+    return [scale, zp, -128.0, 127.0] if signed else [scale, zp, 0.0, 255.0]
+
+
+def _fq(x, g):
+    """sqc_fake_quant_f32 in numpy float32: levels relative to the zero point, NaN to zp."""
+    s, zp, lo, hi = (np.float32(t) for t in g)
+    q = np.rint(x / s)
+    q = np.where(np.isnan(q), np.float32(0), q)
+    q = np.clip(q, lo - zp, hi - zp)
+    return (q * s + np.float32(0)).astype(np.float32)
+
+
+def _levels(rng, shape, g, spread):
+    """random levels of grid g, mostly within `spread` of the zero point, some at the ends"""
+    lv = np.rint(rng.normal(g[1], spread, shape))
+    return np.clip(lv, g[2], g[3]).astype(np.int64)
+
+
+def _reference(lq, lk, lv, gq, gk, gv, fq, pre, post, mask):
+    """[Sq, D] output of one head (levels [S, D]; mask [Sq, Sk] or None)"""
+    f32 = np.float32
+    stage = [fq[4 * i : 4 * i + 4] for i in range(5)]
+    scores = (lq - int(gq[1])) @ (lk - int(gk[1])).T  # exact
+    x = scores.astype(f32) * (f32(gq[0]) * f32(gk[0]))
+    x = _fq(x * f32(pre), stage[0]) * f32(post)
+    x = _fq(x, stage[1])
+    if mask is not None:
+        x = x + mask
+    x = _fq(x, stage[2])
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    p = e * (f32(1) / e.sum(axis=1, keepdims=True, dtype=f32))
+    s3, z3, lo3, hi3 = stage[3]
+    lp = np.clip(np.rint(p / f32(s3)) + z3, lo3, hi3).astype(np.int64)
+    prod = (lp - int(z3)) @ (lv - int(gv[1]))  # exact
+    out = prod.astype(f32) * (f32(s3) * f32(gv[0])) * f32(1)
+    return _fq(out, stage[4])
+
+
+CASES = [
+    # (D, Sq, Sk, mask kind, signed grids, fold): D 64 and 72 reach the whole K transposes (and
+    # 72 their scalar tail), 8 and 24 only the tail; Sk 37 a partial last vector of keys
+    (64, 37, 37, "shared", True, True),
+    (64, 128, 128, "shared", True, True),
+    (72, 19, 40, "rows", True, False),
+    (8, 16, 16, "shared", False, True),
+    (24, 21, 33, "rows", False, False),
+    (32, 9, 48, None, True, True),
+    (40, 40, 17, "shared", True, False),
+]
+
+
+@pytest.mark.parametrize("D, Sq, Sk, mask_kind, signed, fold", CASES)
+def test_attention_q8_matches_numpy_reference(kernel, D, Sq, Sk, mask_kind, signed, fold):
+    rng = np.random.default_rng(D * 1000 + Sq * 10 + Sk)
+    B, H = 2, 2
+    gq = _grid(signed, 0.05, -3 if signed else 120)
+    gk = _grid(signed, 0.04, 2 if signed else 131)
+    gv = _grid(signed, 0.03, -1 if signed else 128)
+    lq = _levels(rng, (B, Sq, H, D), gq, 25)
+    lk = _levels(rng, (B, Sk, H, D), gk, 25)
+    lv = _levels(rng, (B, Sk, H, D), gv, 40)
+    post = 1.0 / np.sqrt(D)
+    # stage 0 spreads the scores over about +-60 of its levels; stage 1 is stage 0's grid
+    # scaled by post (the usual export, where the kernel skips stages 1 and 2 on unmasked
+    # keys) or an unrelated one
+    spread = float(np.std((lq[0, :, 0] - gq[1]) @ (lk[0, :, 0] - gk[1]).T)) * gq[0] * gk[0]
+    s0 = spread / 30
+    s1 = s0 * post if fold else s0 * post * 1.37
+    p_grid = [1 / 255, -128.0, -128.0, 127.0] if signed else [1 / 255, 0.0, 0.0, 255.0]
+    fq = np.array(
+        [s0, -2, -128, 127, s1, 1, -128, 127, s1, 1, -128, 127, *p_grid, 0.004, 3, -128, 127],
+        np.float32,
+    )
+    grids = np.array([*gq, *gk, *gv], np.float32)
+    valid = rng.integers(Sk // 2, Sk + 1, B)
+    valid[0] = Sk  # one example without padding
+    if mask_kind == "shared":
+        mask = np.where(np.arange(Sk)[None, :] < valid[:, None], 0, -10000).astype(np.float32)
+        mask_rows = [np.broadcast_to(mask[b], (Sq, Sk)) for b in range(B)]
+        mv = [0, 0, 0, 1, Sk]
+    elif mask_kind == "rows":
+        mask = rng.choice([0.0, 0.0, 0.0, -10000.0], (B, Sq, Sk)).astype(np.float32)
+        mask_rows = list(mask)
+        mv = [0, 0, Sk, 1, Sq * Sk]
+    else:
+        mask, mask_rows, mv = None, [None] * B, [0, 0, 0, 1, 0]
+
+    def values(levels, g):
+        return ((levels - g[1]) * np.float32(g[0])).astype(np.float32)
+
+    q, k, v = values(lq, gq), values(lk, gk), values(lv, gv)
+    ffi = kernel.ffi
+
+    def view(S):
+        return ffi.new("int64_t[5]", [0, D, H * D, 1, S * H * D])
+
+    def ptr(a, t="float *"):
+        return ffi.NULL if a is None else ffi.cast(t, a.ctypes.data)
+
+    want = np.stack(
+        [
+            np.stack(
+                [
+                    _reference(
+                        lq[b, :, h],
+                        lk[b, :, h],
+                        lv[b, :, h],
+                        gq,
+                        gk,
+                        gv,
+                        fq,
+                        1.0,
+                        post,
+                        mask_rows[b],
+                    )
+                    for h in range(H)
+                ],
+                axis=1,
+            )
+            for b in range(B)
+        ]
+    )
+    for threads in (1, 2):
+        out = np.full((B, Sq, H, D), np.nan, np.float32)
+        kernel.lib.sqc_test_attention_q8(
+            B,
+            H,
+            Sq,
+            Sk,
+            D,
+            ptr(q),
+            view(Sq),
+            ptr(k),
+            view(Sk),
+            ptr(v),
+            view(Sk),
+            ptr(mask),
+            ffi.new("int64_t[5]", mv),
+            ptr(out),
+            view(Sq),
+            ptr(fq),
+            1.0,
+            post,
+            ptr(grids),
+            threads,
+        )
+        step = fq[16]
+        diff = np.abs(out - want)
+        assert np.all(np.isfinite(out)), "outputs left unwritten"
+        assert diff.max() <= 2 * step * (1 + 1e-6), (threads, float(diff.max() / step))
+        assert np.mean(diff == 0) >= 0.99, (threads, float(np.mean(diff == 0)))
