@@ -526,6 +526,25 @@ static int sqc_att_fold12(const float *fq, float post) {
     return 1;
 }
 
+/* exp(p[j] - mx) in place for the Sk real keys of a row, 0 for the padded keys up to Sk8;
+ * returns their sum (summed in W lanes, then the lanes as a tree) */
+static inline float sqc_att_exp_row(float *p, int Sk, int Sk8, float mx) {
+    const int W = SQC_RW;
+    sqc_v8 sum8 = (sqc_v8){ 0 };
+    for (int j0 = 0; j0 < Sk8; j0 += W) {
+        sqc_v8 e = sqc_v8_exp(sqc_v8_load(p + j0) - mx);
+        if (j0 + W > Sk) {
+            float lanes[SQC_RW];
+            sqc_v8_store(lanes, e);
+            for (int i = Sk - j0; i < W; ++i) lanes[i] = 0.0f;
+            e = sqc_v8_load(lanes);
+        }
+        sqc_v8_store(p + j0, e);
+        sum8 += e;
+    }
+    return sqc_rv_tree_sum(sum8);
+}
+
 /* Softmax of the block's score rows p[r][0..Sk) (rows Sk8 apart; r < rows, query s0 + r), in
  * place: with fq, the QDQ stages (see sqc_attention_job); else scale * score + mask. Padded keys
  * Sk..Sk8 get probability 0. norm[r]: the factor still to apply to row r's output (1 with fq,
@@ -600,21 +619,7 @@ static inline void sqc_att_softmax_rows(float *p, int Sk, int Sk8, int rows, int
             mx = sqc_rv_tree_max(m0);
             for (; j < Sk; ++j) mx = pr[j] > mx ? pr[j] : mx;
         }
-        sqc_v8 sum8 = (sqc_v8){ 0 };
-        for (int j0 = 0; j0 < Sk8; j0 += W) {
-            sqc_v8 e = sqc_v8_exp(sqc_v8_load(pr + j0) - mx);
-            if (j0 + W > Sk) {
-                float lanes[SQC_RW];
-                sqc_v8_store(lanes, e);
-                for (int i = Sk - j0; i < W; ++i) lanes[i] = 0.0f;
-                e = sqc_v8_load(lanes);
-            }
-            sqc_v8_store(pr + j0, e);
-            sum8 += e;
-        }
-        float sum = 0.0f;
-        sum = sqc_rv_tree_sum(sum8);
-        const float inv = 1.0f / sum;
+        const float inv = 1.0f / sqc_att_exp_row(pr, Sk, Sk8, mx);
         if (fq) { /* the probabilities themselves are rounded: normalize them now, and round
                    * them here unless the caller does (round_p 0) */
             for (int j0 = 0; j0 < Sk8; j0 += W)
@@ -1132,20 +1137,9 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                         pr[j] = x;
                         mx = x > mx ? x : mx;
                     }
-                    sqc_v8 sum8 = (sqc_v8){ 0 };
-                    for (int j0 = 0; j0 < Sk8; j0 += W) {
-                        sqc_v8 e = sqc_v8_exp(sqc_v8_load(pr + j0) - mx);
-                        if (j0 + W > Sk) {
-                            float lanes[SQC_RW];
-                            sqc_v8_store(lanes, e);
-                            for (int i = Sk - j0; i < W; ++i) lanes[i] = 0.0f;
-                            e = sqc_v8_load(lanes);
-                        }
-                        sqc_v8_store(pr + j0, e);
-                        sum8 += e;
-                    }
-                    psum[r] = sqc_att_row_levels(pr, 1, 1.0f / sqc_rv_tree_sum(sum8), Sk, Sk4 * 4,
-                                                 0.0f, gp, shp, (uint8_t *)pa[r]);
+                    const float inv = 1.0f / sqc_att_exp_row(pr, Sk, Sk8, mx);
+                    psum[r] = sqc_att_row_levels(pr, 1, inv, Sk, Sk4 * 4, 0.0f, gp, shp,
+                                                 (uint8_t *)pa[r]);
                     norm[r] = 1.0f;
                 }
                 for (int r = rows; r < R; ++r)
