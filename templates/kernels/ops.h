@@ -526,6 +526,27 @@ static int sqc_att_fold12(const float *fq, float post) {
     return 1;
 }
 
+/* QDQ stages 0-2 of W scores x with their mask m, as the graph has them: x * pre -> stage 0 ->
+ * * post -> stage 1 -> + m -> stage 2 (grids g[0..2]); with fold12 (sqc_att_fold12), stages 1
+ * and 2 are skipped where the mask is zero, which leaves the same values */
+static inline sqc_v8 sqc_att_stages012(sqc_v8 x, sqc_v8 m, const sqc_v8_grid g[3], float pre,
+                                       float post, int fold12) {
+    x = sqc_v8_fake_quant_grid(x * pre, g[0]) * post;
+    if (!fold12 || !sqc_v8_all_zero(m)) {
+        x = sqc_v8_fake_quant_grid(x, g[1]);
+        x = sqc_v8_fake_quant_grid(x + m, g[2]);
+    }
+    return x;
+}
+
+/* the same for one score, every stage applied (fq: the stages' {scale, zp, lo, hi}) */
+static inline float sqc_att_stages012_scalar(float x, float m, const float *fq, float pre,
+                                             float post) {
+    x = sqc_fake_quant_f32(x * pre, fq[0], fq[1], fq[2], fq[3]);
+    x = sqc_fake_quant_f32(x * post, fq[4], fq[5], fq[6], fq[7]);
+    return sqc_fake_quant_f32(x + m, fq[8], fq[9], fq[10], fq[11]);
+}
+
 /* exp(p[j] - mx) in place for the Sk real keys of a row, 0 for the padded keys up to Sk8;
  * returns their sum (summed in W lanes, then the lanes as a tree) */
 static inline float sqc_att_exp_row(float *p, int Sk, int Sk8, float mx) {
@@ -566,26 +587,15 @@ static inline void sqc_att_softmax_rows(float *p, int Sk, int Sk8, int rows, int
             mx = rmax[r];
         } else if (fq && fq[0] != 0.0f && fq[4] != 0.0f && fq[8] != 0.0f && mr) {
             /* every stage present (the usual QDQ graph): one pass */
-            const float s0_ = fq[0], z0 = fq[1], l0 = fq[2], h0 = fq[3];
-            const float s1_ = fq[4], z1 = fq[5], l1 = fq[6], h1 = fq[7];
-            const float s2_ = fq[8], z2 = fq[9], l2 = fq[10], h2 = fq[11];
+            const sqc_v8_grid g[3] = { sqc_v8_grid_of(fq), sqc_v8_grid_of(fq + 4),
+                                       sqc_v8_grid_of(fq + 8) };
             const int64_t msd = mv.sd;
             int j = 0;
-            if (msd == 1) /* vectors of W keys; where fold12 and the mask is zero, stage 0 only */
-                for (; j + W <= Sk; j += W) {
-                    const sqc_v8 m = sqc_v8_load(mr + j);
-                    sqc_v8 x = sqc_v8_fake_quant(sqc_v8_load(pr + j) * pre, fq) * post;
-                    if (!fold12 || !sqc_v8_all_zero(m)) {
-                        x = sqc_v8_fake_quant(x, fq + 4);
-                        x = sqc_v8_fake_quant(x + m, fq + 8);
-                    }
-                    sqc_v8_store(pr + j, x);
-                }
-            for (; j < Sk; ++j) {
-                float x = sqc_fake_quant_f32(pr[j] * pre, s0_, z0, l0, h0);
-                x = sqc_fake_quant_f32(x * post, s1_, z1, l1, h1);
-                pr[j] = sqc_fake_quant_f32(x + mr[j * msd], s2_, z2, l2, h2);
-            }
+            if (msd == 1) /* vectors of W keys */
+                for (; j + W <= Sk; j += W)
+                    sqc_v8_store(pr + j, sqc_att_stages012(sqc_v8_load(pr + j), sqc_v8_load(mr + j),
+                                                           g, pre, post, fold12));
+            for (; j < Sk; ++j) pr[j] = sqc_att_stages012_scalar(pr[j], mr[j * msd], fq, pre, post);
         } else if (fq) {
             for (int j = 0; j < Sk; ++j) pr[j] *= pre;
             sqc_att_fq(pr, Sk, fq);
@@ -1060,8 +1070,7 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
     /* the usual QDQ graph (every score stage present, a contiguous mask): stages 0-2 run as the
      * scores leave the product (see below), on the grids made into vectors here */
     const int staged = fq[0] != 0.0f && fq[4] != 0.0f && fq[8] != 0.0f && mask && mv.sd == 1;
-    const sqc_v8_grid g0 = sqc_v8_grid_of(fq), g1 = sqc_v8_grid_of(fq + 4);
-    const sqc_v8_grid g2 = sqc_v8_grid_of(fq + 8);
+    const sqc_v8_grid g[3] = { sqc_v8_grid_of(fq), sqc_v8_grid_of(fq + 4), sqc_v8_grid_of(fq + 8) };
     const int fold12 = J->fold12, out_stage = fq[16] != 0.0f;
     const sqc_v8_grid g4 = sqc_v8_grid_of(fq + 16);
     for (int64_t t = t0; t < t1; ++t) {
@@ -1110,12 +1119,8 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                         sqc_v8 x = __builtin_convertvector(xi, sqc_v8) * sqk;
                         if (staged && j + W <= Sk) {
                             const int sr = s0 + (r < rows ? r : rows - 1);
-                            const sqc_v8 m = sqc_v8_load(mb + sr * mv.ss + j);
-                            x = sqc_v8_fake_quant_grid(x * pre, g0) * post;
-                            if (!fold12 || !sqc_v8_all_zero(m)) {
-                                x = sqc_v8_fake_quant_grid(x, g1);
-                                x = sqc_v8_fake_quant_grid(x + m, g2);
-                            }
+                            x = sqc_att_stages012(x, sqc_v8_load(mb + sr * mv.ss + j), g, pre,
+                                                  post, fold12);
                             vmax[r] = sqc_v8_max(x, vmax[r]);
                         }
                         sqc_v8_store(p + (size_t)r * Sk8 + j, x);
@@ -1131,9 +1136,7 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                     const float *mr = mb + (s0 + r) * mv.ss;
                     float mx = sqc_rv_tree_max(vmax[r]);
                     for (int j = Sk / W * W; j < Sk; ++j) {
-                        float x = sqc_fake_quant_f32(pr[j] * pre, fq[0], fq[1], fq[2], fq[3]);
-                        x = sqc_fake_quant_f32(x * post, fq[4], fq[5], fq[6], fq[7]);
-                        x = sqc_fake_quant_f32(x + mr[j], fq[8], fq[9], fq[10], fq[11]);
+                        const float x = sqc_att_stages012_scalar(pr[j], mr[j], fq, pre, post);
                         pr[j] = x;
                         mx = x > mx ? x : mx;
                     }
