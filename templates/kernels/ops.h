@@ -448,9 +448,8 @@ static inline void sqc_att_prefetch_row(const float *x, int64_t sx, int n) {
     _mm_prefetch((const char *)(x + n - 1), _MM_HINT_T0);
 }
 
-/* sqc_fake_quant_f32 on SQC_RW lanes, the same value: the quotient is clamped to the integer
- * bounds before rounding (the same as after), which keeps the magic-constant rounding (nearest
- * even) exact; NaN goes to level zp as there. g = {scale, zp, lo, hi}. */
+/* A quantization grid {scale, zp, lo, hi} as vectors, made once: loops that store floats cannot
+ * keep the table's values in registers (the stores may alias it). */
 typedef struct {
     sqc_v8 s, lo, hi; /* scale; the level bounds less the zero point */
 } sqc_v8_grid;
@@ -460,8 +459,9 @@ static inline sqc_v8_grid sqc_v8_grid_of(const float *g) {
                           (sqc_v8){ 0 } + (g[3] - g[1]) };
 }
 
-/* sqc_v8_fake_quant with the grid made into vectors once (loops that store floats cannot keep
- * g's values in registers: the stores may alias it) */
+/* sqc_fake_quant_f32 on SQC_RW lanes, the same value: the quotient is clamped to the integer
+ * bounds before rounding (the same as after), which keeps the magic-constant rounding (nearest
+ * even) exact; NaN goes to level zp as there. */
 static inline sqc_v8 sqc_v8_fake_quant_grid(sqc_v8 x, sqc_v8_grid g) {
     const float magic = 12582912.0f;
     sqc_v8 q = x / g.s;
@@ -472,6 +472,7 @@ static inline sqc_v8 sqc_v8_fake_quant_grid(sqc_v8 x, sqc_v8_grid g) {
     return q * g.s + 0.0f; /* "+ 0.0f": see sqc_fake_quant_f32 */
 }
 
+/* the same, g = {scale, zp, lo, hi} */
 static inline sqc_v8 sqc_v8_fake_quant(sqc_v8 x, const float *g) {
     return sqc_v8_fake_quant_grid(x, sqc_v8_grid_of(g));
 }
@@ -1150,7 +1151,7 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                                                  (uint8_t *)pa[r]);
             } else {
                 sqc_att_softmax_rows(p, Sk, Sk8, rows, s0, mb, mv, fq, pre, post, scale, norm,
-                                     NULL, J->fold12, 0);
+                                     NULL, fold12, 0);
                 for (int r = 0; r < R; ++r)
                     psum[r] = sqc_att_row_levels(p + (size_t)r * Sk8, 1, 1.0f, r < rows ? Sk : 0,
                                                  Sk4 * 4, 0.0f, gp, shp, (uint8_t *)pa[r]);
