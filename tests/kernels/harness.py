@@ -245,14 +245,28 @@ def build_kernel_module(
         prelude = SIMDE_AVX512_PRELUDE
         include_dirs.append(include)
         cflags = BASE_CFLAGS + ISA_CFLAGS["avx2"] + ["-Wno-psabi"]
+    name = f"{variant.name}_{'emu_' if emulate else ''}"
+    return compile_module(name, cdef, prelude + header + wrappers, cflags, build_dir, include_dirs)
+
+
+def compile_module(
+    name: str,
+    cdef: str,
+    source: str,
+    cflags: list[str],
+    build_dir: str | os.PathLike,
+    include_dirs: list[str] | None = None,
+) -> ModuleType:
+    """Compile C ``source`` exporting the ``cdef`` functions with cffi into ``build_dir`` and
+    load it (``module.lib``, ``module.ffi``)."""
     # A fresh name per build: a module name can be loaded once per process.
-    module_name = f"_sqc_test_{variant.name}_{'emu_' if emulate else ''}{uuid.uuid4().hex[:8]}"
+    module_name = f"_sqc_test_{name}{uuid.uuid4().hex[:8]}"
     ffi = FFI()
     ffi.cdef(cdef)
     ffi.set_source(
         module_name,
-        prelude + header + wrappers,
-        include_dirs=include_dirs,
+        source,
+        include_dirs=include_dirs or [],
         extra_compile_args=cflags,
         extra_link_args=["-fopenmp"],
     )

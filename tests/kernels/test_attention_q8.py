@@ -14,11 +14,8 @@ wrong V interleave, K transpose offset, K tail or mask row each fail several cas
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
-from cffi import FFI
 
 from sqc.compiler.codegen.kernels import render_kernel
 from tests.kernels import harness
@@ -54,21 +51,13 @@ def kernel(request, tmp_path_factory):
     isa = request.param
     if not harness.cpu_supports(isa):
         pytest.skip(f"{isa}: this CPU cannot run it")
-    ffi = FFI()
-    ffi.cdef(CDEF)
-    name = f"_sqc_test_attention_{isa}"
-    ffi.set_source(
-        name,
+    return harness.compile_module(
+        f"attention_{isa}_",
+        CDEF,
         render_kernel("kernels/ops.h") + WRAPPER,
-        extra_compile_args=harness.BASE_CFLAGS + harness.ISA_CFLAGS[isa],
-        extra_link_args=["-fopenmp"],
+        harness.BASE_CFLAGS + harness.ISA_CFLAGS[isa],
+        tmp_path_factory.mktemp(isa),
     )
-    folder = tmp_path_factory.mktemp(isa)
-    path = ffi.compile(tmpdir=str(folder), verbose=False)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _grid(signed: bool, scale: float, zp: int) -> list[float]:
