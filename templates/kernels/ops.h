@@ -230,9 +230,13 @@ static inline sqc_v8 sqc_v8_min(sqc_v8 a, sqc_v8 b) {
 
 /* exp(x) for SQC_RW lanes: x = n ln2 + r with |r| <= ln2/2, exp(r) by Cephes' expf polynomial,
  * 2^n built in the exponent bits. Inputs are clamped to [-87.3, 88.3], where expf neither
- * underflows to a denormal nor overflows; within 2 ulp of libm's expf there. */
+ * underflows to a denormal nor overflows; within 2 ulp of libm's expf there. Below -87.3 the
+ * result is 0 (flushed: exp(-87.3) = 1.2e-38, the smallest normal float), so the keys of a
+ * masked tail, scored thousands below their row's maximum, get probability exactly 0 and the
+ * attention skips them (sqc_att_key_end). */
 static inline sqc_v8 sqc_v8_exp(sqc_v8 x) {
     const sqc_v8 hi = (sqc_v8){ 0 } + 88.3f, lo = (sqc_v8){ 0 } - 87.3f;
+    const sqc_v8i under = x < lo; /* NaN compares false: it stays NaN */
     x = sqc_v8_min(hi, x);
     x = sqc_v8_max(lo, x);
     const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
@@ -248,13 +252,14 @@ static inline sqc_v8 sqc_v8_exp(sqc_v8 x) {
 #if SQC_RW == 16
     /* y 2^n in one instruction: the same exact scaling (rounded only where the result is
      * subnormal, as the multiply by 2^n below) */
-    return (sqc_v8)_mm512_scalef_ps((__m512)y, (__m512)n);
+    y = (sqc_v8)_mm512_scalef_ps((__m512)y, (__m512)n);
 #else
     const sqc_v8i bits = (__builtin_convertvector(n, sqc_v8i) + 127) << 23;
     sqc_v8 scale;
     memcpy(&scale, &bits, sizeof scale);
-    return y * scale;
+    y = y * scale;
 #endif
+    return (sqc_v8)((sqc_v8i)y & ~under);
 }
 
 /* DequantizeLinear(QuantizeLinear(x)) (QDQ graphs): x rounded to the grid of (scale, zp),
@@ -567,19 +572,40 @@ static inline float sqc_att_exp_row(float *p, int Sk, int Sk8, float mx) {
     return sqc_rv_tree_sum(sum8);
 }
 
+/* One past the last key to which any of the block's rows (p[r][0..ext), rows Sk8 apart, r <
+ * rows) gives a nonzero probability, to a multiple of SQC_RW (at most Sk): the keys after it
+ * add nothing to the output, exactly (0 times a finite value). They are the masked padding at
+ * the end of a shorter input, whose probabilities sqc_v8_exp flushes to 0: the product with V
+ * then stops there. */
+static inline int sqc_att_key_end(const float *p, int rows, int Sk, int Sk8, int ext) {
+    int end = 0;
+    for (int r = 0; r < rows; ++r) {
+        const float *pr = p + (size_t)r * Sk8;
+        int j = ext;
+        while (j > end && sqc_v8_all_zero(sqc_v8_load(pr + j - SQC_RW))) j -= SQC_RW;
+        end = j;
+    }
+    return end < Sk ? end : Sk;
+}
+
 /* Softmax of the block's score rows p[r][0..Sk) (rows Sk8 apart; r < rows, query s0 + r), in
  * place: with fq, the QDQ stages (see sqc_attention_job); else scale * score + mask. Padded keys
  * Sk..Sk8 get probability 0. norm[r]: the factor still to apply to row r's output (1 with fq,
- * whose probabilities are normalized and rounded here). */
-static inline void sqc_att_softmax_rows(float *p, int Sk, int Sk8, int rows, int s0,
+ * whose probabilities are normalized and rounded here). ext (a multiple of SQC_RW, at most Sk8):
+ * the keys scored; those past it (a masked tail, see sqc_att_tail) have probability 0 and are
+ * neither read nor written. */
+static inline void sqc_att_softmax_rows(float *p, int Sk, int Sk8, int ext, int rows, int s0,
                                         const float *mb, sqc_view mv, const float *fq,
                                         float pre, float post, float scale, float *norm,
                                         const float *rmax, int fold12, int round_p) {
     const int W = SQC_RW;
+    const int row_stride = Sk8;
+    Sk = Sk < ext ? Sk : ext;
+    Sk8 = ext;
     /* softmax of scale * scores + mask over the Sk real keys of each row; the padded
      * keys Sk..Sk8 get probability 0 */
     for (int r = 0; r < rows; ++r) {
-        float *pr = p + (size_t)r * Sk8;
+        float *pr = p + (size_t)r * row_stride;
         const float *mr = mb ? mb + (s0 + r) * mv.ss : NULL;
         float mx = -INFINITY;
         if (rmax) {
@@ -677,6 +703,66 @@ static inline void sqc_att_scores_store(float *dst, sqc_v8 v, int j, int Sk, flo
     sqc_v8_store(dst, sqc_v8_load(lanes));
 }
 
+/* Euclidean norm of n floats x[i * sd] (float sums: relative error under n * 2^-24) */
+static inline double sqc_att_norm(const float *x, int64_t sd, int n) {
+    float s = 0.0f;
+    int i = 0;
+    if (sd == 1) {
+        sqc_v8 acc = (sqc_v8){ 0 };
+        for (; i + SQC_RW <= n; i += SQC_RW) {
+            const sqc_v8 v = sqc_v8_load(x + i);
+            acc += v * v;
+        }
+        s = sqc_rv_tree_sum(acc);
+    }
+    for (; i < n; ++i) s += x[i * sd] * x[i * sd];
+    return sqrt((double)s);
+}
+
+/* The keys one (example, head) needs scored: all (Sk8), or, where the mask is one row for
+ * every query (mv.ss == 0: BERT's padding mask) and ends in a run of keys with a negative mask
+ * (the padding of a shorter input), the keys before that run, to a multiple of SQC_RW.
+ * Skipping the run is exact when each of its keys' exponentials is flushed to 0 anyway
+ * (sqc_v8_exp, below -87.3 from the row's maximum): the row's maximum is at least the score
+ * of key k0 (the first key of the largest mask value before the run), so with Cauchy-Schwarz
+ * it suffices that, for every query q,
+ *     |scale| |q| (|k_j| + |k_k0|) + mask_j - mask_k0 < -100   for each key j of the run,
+ * which leaves 12.7 for the rounding of the scores (relative 1e-3 more is added). Checked
+ * with the largest |q| of the head and the run's largest |k_j| and mask. NaN or infinite
+ * operands fail the check (nothing is skipped). Without QDQ stages only: their clamps bound
+ * the masked scores. */
+static int sqc_att_scored_keys(const float *qb, sqc_view qv, int Sq, const float *kb, sqc_view kv,
+                               int Sk, int D, const float *mb, sqc_view mv, float scale) {
+    const int W = SQC_RW, Sk8 = (Sk + W - 1) / W * W;
+    if (!mb || mv.ss != 0)
+        return Sk8;
+    int tail = Sk;
+    float m_tail = -INFINITY;
+    while (tail > 0 && mb[(tail - 1) * mv.sd] < 0.0f) {
+        const float m = mb[(tail - 1) * mv.sd];
+        m_tail = m > m_tail ? m : m_tail;
+        --tail;
+    }
+    const int ext = (tail + W - 1) / W * W;
+    if (tail == 0 || ext >= Sk8)
+        return Sk8;
+    int k0 = 0;
+    for (int j = 1; j < tail; ++j)
+        if (mb[j * mv.sd] > mb[k0 * mv.sd]) k0 = j;
+    double kn = 0.0, qn = 0.0;
+    for (int j = tail; j < Sk; ++j) {
+        const double n = sqc_att_norm(kb + j * kv.ss, kv.sd, D);
+        kn = n > kn || n != n ? n : kn;
+    }
+    kn += sqc_att_norm(kb + k0 * kv.ss, kv.sd, D);
+    for (int s = 0; s < Sq; ++s) {
+        const double n = sqc_att_norm(qb + s * qv.ss, qv.sd, D);
+        qn = n > qn || n != n ? n : qn;
+    }
+    const double bound = fabs((double)scale) * qn * kn * 1.001 + ((double)m_tail - mb[k0 * mv.sd]);
+    return bound < -100.0 ? ext : Sk8;
+}
+
 static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
     const sqc_attention_job *J = (const sqc_attention_job *)job;
     const int H = J->H, Sq = J->Sq, Sk = J->Sk, D = J->D;
@@ -703,9 +789,12 @@ static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
         /* in blocks of W keys: the W rows stay in L1 while each feature d of them is
          * collected into one vector of K^T */
         sqc_att_pack_kt(kt, kb, kv, Sk, Sk8, D);
-        for (int j = 0; j < Sk; ++j) {
+        /* keys scored: past ext, a masked tail whose probabilities are 0 (not read) */
+        const int ext = fq ? Sk8 : sqc_att_scored_keys(qb, qv, Sq, kb, kv, Sk, D, mb, mv, scale);
+        const int Sv = Sk < ext ? Sk : ext;
+        for (int j = 0; j < Sv; ++j) {
             float *vpj = vp + (size_t)j * D8;
-            if (j + 8 < Sk) /* rows come from L3 or DRAM at large batches: fetch ahead */
+            if (j + 8 < Sv) /* rows come from L3 or DRAM at large batches: fetch ahead */
                 sqc_att_prefetch_row(vb + (j + 8) * vv.ss, vv.sd, D);
             if (vv.sd == 1)
                 memcpy(vpj, vb + j * vv.ss, sizeof(float) * (size_t)D);
@@ -736,7 +825,7 @@ static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
             /* scores: p[r][j] = q[r] . k[j], blocks of R rows x SQC_ATT_COLS vectors of keys
              * (each broadcast q value serves SQC_ATT_COLS vectors), then single vectors */
             int j0 = 0;
-            for (; j0 + SQC_ATT_COLS * W <= Sk8; j0 += SQC_ATT_COLS * W) {
+            for (; j0 + SQC_ATT_COLS * W <= ext; j0 += SQC_ATT_COLS * W) {
                 sqc_v8 acc[SQC_ATT_ROWS][SQC_ATT_COLS];
 #pragma GCC unroll 8
                 for (int r = 0; r < SQC_ATT_ROWS; ++r)
@@ -764,7 +853,7 @@ static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
                         else
                             sqc_v8_store(p + (size_t)r * Sk8 + j0 + c * W, acc[r][c]);
             }
-            for (; j0 < Sk8; j0 += W) {
+            for (; j0 < ext; j0 += W) {
                 sqc_v8 acc[SQC_ATT_ROWS];
                 for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] = (sqc_v8){ 0 };
                 for (int d = 0; d < D; ++d) {
@@ -785,8 +874,9 @@ static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
                 const float m = sqc_rv_tree_max(vmax[r]);
                 rmax[r] = m > smax[r] ? m : smax[r];
             }
-            sqc_att_softmax_rows(p, Sk, Sk8, rows, s0, mb, mv, fq, pre, post, scale, norm,
+            sqc_att_softmax_rows(p, Sk, Sk8, ext, rows, s0, mb, mv, fq, pre, post, scale, norm,
                                  fused ? rmax : NULL, J->fold12, 1);
+            const int kend = sqc_att_key_end(p, rows, Sk < ext ? Sk : ext, Sk8, ext);
             /* out[r] = sum_j p[r][j] v[j]: blocks of R rows x SQC_ATT_COLS vectors of
              * features, then single vectors */
             int d0 = 0;
@@ -799,7 +889,7 @@ static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
                 const float *vj = vp + d0;
                 const float *prow[SQC_ATT_ROWS];
                 for (int r = 0; r < SQC_ATT_ROWS; ++r) prow[r] = p + (size_t)r * Sk8;
-                for (size_t j = 0; j < (size_t)Sk; ++j, vj += D8) {
+                for (size_t j = 0; j < (size_t)kend; ++j, vj += D8) {
                     sqc_v8 vv8[SQC_ATT_COLS];
 #pragma GCC unroll 4
                     for (int c = 0; c < SQC_ATT_COLS; ++c) vv8[c] = sqc_v8_load(vj + c * W);
@@ -819,7 +909,7 @@ static void sqc_attention_heads(void *job, int64_t t0, int64_t t1) {
                 sqc_v8 acc[SQC_ATT_ROWS];
                 for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] = (sqc_v8){ 0 };
                 const float *vj = vp + d0;
-                for (size_t j = 0; j < (size_t)Sk; ++j, vj += D8) {
+                for (size_t j = 0; j < (size_t)kend; ++j, vj += D8) {
                     const sqc_v8 vv8 = sqc_v8_load(vj);
 #pragma GCC unroll 8
                     for (int r = 0; r < SQC_ATT_ROWS; ++r) acc[r] += p[(size_t)r * Sk8 + j] * vv8;
@@ -1049,6 +1139,45 @@ typedef struct {
     const float *grids; /* Q, K, V: {scale, zp, lo, hi} each; P is fq stage 3 */
 } sqc_attention_q8_job;
 
+/* The keys of one (example, head) whose integer products the staged q8 attention computes:
+ * all (Sk8), or, where the mask is one row for every query (mv.ss == 0) and ends in a run of
+ * keys with a negative mask, the keys before that run (to a multiple of SQC_RW), when QDQ
+ * stages 0-2 take every score of the run to one value *c (stage 2's lowest level, typically:
+ * the mask, -10000 or, in onnxruntime's QDQ files, -128 after its own rounding, pushes the
+ * sum below stage 2's grid). The stages are non-decreasing in the score and in
+ * the mask, so the run's values lie between those of the four corners (scores of +-1e30,
+ * the run's lowest and highest mask); equal corners make them one value, exactly as the
+ * stages would compute it. The caller stores that value for the run instead of scoring it:
+ * everything after (maximum, exponentials, sums, levels) is then computed as before. */
+static int sqc_att_q8_tail(const float *mb, sqc_view mv, int Sk, const sqc_v8_grid g[3],
+                           float pre, float post, int fold12, float *c) {
+    const int W = SQC_RW, Sk8 = (Sk + W - 1) / W * W;
+    if (mv.ss != 0)
+        return Sk8;
+    int tail = Sk;
+    float lo = INFINITY, hi = -INFINITY;
+    while (tail > 0 && mb[(tail - 1) * mv.sd] < 0.0f) {
+        const float m = mb[(tail - 1) * mv.sd];
+        lo = m < lo ? m : lo;
+        hi = m > hi ? m : hi;
+        --tail;
+    }
+    const int ext = (tail + W - 1) / W * W;
+    if (tail == 0 || ext >= Sk8)
+        return Sk8;
+    float v[4];
+    for (int i = 0; i < 4; ++i) {
+        const sqc_v8 x = (sqc_v8){ 0 } + (i & 1 ? 1e30f : -1e30f);
+        const sqc_v8 m = (sqc_v8){ 0 } + (i & 2 ? hi : lo);
+        v[i] = sqc_att_stages012(x, m, g, pre, post, fold12)[0];
+    }
+    if (memcmp(&v[0], &v[1], sizeof(float)) != 0 || memcmp(&v[0], &v[2], sizeof(float)) != 0 ||
+        memcmp(&v[0], &v[3], sizeof(float)) != 0)
+        return Sk8;
+    *c = v[0];
+    return ext;
+}
+
 static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
     const sqc_attention_q8_job *JQ = (const sqc_attention_q8_job *)job;
     const sqc_attention_job *J = &JQ->a;
@@ -1091,6 +1220,9 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
         float norm[SQC_ATT_ROWS];
         sqc_att_q8_pack_k(kq, ksum, kb, kv, Sk, Sk8, D, D4, ik, gk, shk);
         sqc_att_q8_pack_v(vq, vsum, vb, vv, Sk, Sk4, D, D8, iv, gv, shv);
+        /* keys scored: past qext, a masked tail whose staged scores are all tail_c */
+        float tail_c = 0.0f;
+        const int qext = staged ? sqc_att_q8_tail(mb, mv, Sk, g, pre, post, fold12, &tail_c) : Sk8;
         for (int s0 = 0; s0 < Sq; s0 += R) {
             const int rows = Sq - s0 < R ? Sq - s0 : R;
             /* the block's query rows as u8 quads; rows past the end repeat the last row */
@@ -1107,8 +1239,8 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
              * the row's last partial vector is stored as scores, for the scalar tail below. */
             sqc_v8 vmax[SQC_ATT_ROWS];
             for (int r = 0; r < R; ++r) vmax[r] = (sqc_v8){ 0 } - INFINITY;
-            for (int j0 = 0; j0 < Sk8; j0 += SQC_ATT_COLS * W) {
-                const int cols = (Sk8 - j0) / W < SQC_ATT_COLS ? (Sk8 - j0) / W : SQC_ATT_COLS;
+            for (int j0 = 0; j0 < qext; j0 += SQC_ATT_COLS * W) {
+                const int cols = (qext - j0) / W < SQC_ATT_COLS ? (qext - j0) / W : SQC_ATT_COLS;
                 sqc_v8i acc[SQC_ATT_ROWS][SQC_ATT_COLS];
                 sqc_att_q8_block(acc, cols, &qa[0][0], D4, kq + j0, Sk8, D4);
                 for (int c = 0; c < cols; ++c) {
@@ -1128,6 +1260,15 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                     }
                 }
             }
+            /* the unscored tail: its staged value; the last partial vector as raw scores (0,
+             * which the scalar stages below take to the same value) */
+            for (int j = qext; j < Sk8; j += W)
+                for (int r = 0; r < SQC_ATT_ROWS; ++r) {
+                    const sqc_v8 x = (sqc_v8){ 0 } + (j + W <= Sk ? tail_c : 0.0f);
+                    if (j + W <= Sk)
+                        vmax[r] = sqc_v8_max(x, vmax[r]);
+                    sqc_v8_store(p + (size_t)r * Sk8 + j, x);
+                }
             if (staged) {
                 /* the rest of the softmax per row: the scalar tail of stages 0-2, then the
                  * exponentials, and the probabilities (normalized) rounded to stage 3's grid by
@@ -1150,17 +1291,31 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                     psum[r] = sqc_att_row_levels(p, 1, 1.0f, 0, Sk4 * 4, 0.0f, gp, shp,
                                                  (uint8_t *)pa[r]);
             } else {
-                sqc_att_softmax_rows(p, Sk, Sk8, rows, s0, mb, mv, fq, pre, post, scale, norm,
+                sqc_att_softmax_rows(p, Sk, Sk8, Sk8, rows, s0, mb, mv, fq, pre, post, scale, norm,
                                      NULL, fold12, 0);
                 for (int r = 0; r < R; ++r)
                     psum[r] = sqc_att_row_levels(p + (size_t)r * Sk8, 1, 1.0f, r < rows ? Sk : 0,
                                                  Sk4 * 4, 0.0f, gp, shp, (uint8_t *)pa[r]);
             }
+            /* keys past the block's last nonzero probability level add nothing when level 0 is
+             * byte 0 (zp 0: stage 3's usual grid, u8 with zero point 0 or s8 with -128): then
+             * neither their products nor the corrections below (zp * vs, Sk * zp * zv) change,
+             * and the product stops at the last quad with a nonzero byte (the masked padding
+             * of a shorter input rounds to level 0) */
+            int k4 = Sk4;
+            if (zp == 0) {
+                k4 = 0;
+                for (int r = 0; r < R; ++r) {
+                    int j = Sk4;
+                    while (j > k4 && pa[r][j - 1] == 0) --j;
+                    k4 = j;
+                }
+            }
             /* out[r] = sum_j p[r][j] v[j], R rows x SQC_ATT_COLS vectors of features */
             for (int d0 = 0; d0 < D8; d0 += SQC_ATT_COLS * W) {
                 const int cols = (D8 - d0) / W < SQC_ATT_COLS ? (D8 - d0) / W : SQC_ATT_COLS;
                 sqc_v8i acc[SQC_ATT_ROWS][SQC_ATT_COLS];
-                sqc_att_q8_block(acc, cols, &pa[0][0], Sk4, vq + d0, D8, Sk4);
+                sqc_att_q8_block(acc, cols, &pa[0][0], Sk4, vq + d0, D8, k4);
                 for (int c = 0; c < cols; ++c) {
                     sqc_v8i vs;
                     memcpy(&vs, vsum + d0 + c * W, sizeof vs);

@@ -109,6 +109,8 @@ CASES = [
     (24, 21, 33, "rows", False, False),
     (32, 9, 48, None, True, True),
     (40, 40, 17, "shared", True, False),
+    (64, 24, 200, "shared", False, True),
+    (16, 24, 100, "shared", True, False),
 ]
 
 
@@ -183,7 +185,8 @@ def test_attention_q8_matches_numpy_reference(kernel, D, Sq, Sk, mask_kind, sign
             for b in range(B)
         ]
     )
-    for threads in (1, 2):
+
+    def run(mask, mv, threads):
         out = np.full((B, Sq, H, D), np.nan, np.float32)
         kernel.lib.sqc_test_attention_q8(
             B,
@@ -207,6 +210,15 @@ def test_attention_q8_matches_numpy_reference(kernel, D, Sq, Sk, mask_kind, sign
             ptr(grids),
             threads,
         )
+        return out
+
+    for threads in (1, 2):
+        out = run(mask, mv, threads)
+        if mask_kind == "shared":
+            # the same mask given per query row, where the kernel scores every key (it skips
+            # a shared mask's masked tail, sqc_att_q8_tail): the very same bits
+            rows = np.ascontiguousarray(np.stack(mask_rows), np.float32)
+            np.testing.assert_array_equal(out, run(rows, [0, 0, Sk, 1, Sq * Sk], threads))
         step = fq[16]
         diff = np.abs(out - want)
         assert np.all(np.isfinite(out)), "outputs left unwritten"
