@@ -280,6 +280,22 @@ def compile_module(
     return module
 
 
+def build_ops_module(isa: str, cdef: str, wrapper: str, build_dir: str | os.PathLike) -> ModuleType:
+    """templates/kernels/ops.h followed by ``wrapper`` (exporting ``cdef``), compiled natively for
+    ``isa``; the calling test is skipped where this CPU cannot run it."""
+    import pytest
+
+    if not cpu_supports(isa):
+        pytest.skip(f"{isa}: this CPU cannot run it")
+    return compile_module(
+        f"ops_{isa}_",
+        cdef,
+        render_kernel("kernels/ops.h") + wrapper,
+        BASE_CFLAGS + ISA_CFLAGS[isa],
+        build_dir,
+    )
+
+
 def build_f32_gemm(
     variant: KernelVariant, build_dir: str | os.PathLike, emulate: bool = False
 ) -> ModuleType:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sqc.compiler.codegen.kernels import render_kernel
 from tests.kernels import harness
 
 CDEF = """
@@ -48,15 +47,8 @@ LOWEST = float(np.finfo(np.float32).min)
 
 @pytest.fixture(scope="module", params=["avx512", "avx2"])
 def kernel(request, tmp_path_factory):
-    isa = request.param
-    if not harness.cpu_supports(isa):
-        pytest.skip(f"{isa}: this CPU cannot run it")
-    return harness.compile_module(
-        f"attention_f32_{isa}_",
-        CDEF,
-        render_kernel("kernels/ops.h") + WRAPPER,
-        harness.BASE_CFLAGS + harness.ISA_CFLAGS[isa],
-        tmp_path_factory.mktemp(isa),
+    return harness.build_ops_module(
+        request.param, CDEF, WRAPPER, tmp_path_factory.mktemp(request.param)
     )
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sqc.compiler.codegen.kernels import render_kernel
 from tests.kernels import harness
 
 CDEF = """
@@ -48,15 +47,8 @@ void sqc_test_attention_q8(int batch, int H, int Sq, int Sk, int D, const float 
 
 @pytest.fixture(scope="module", params=["avx512_vnni", "avx_vnni"])
 def kernel(request, tmp_path_factory):
-    isa = request.param
-    if not harness.cpu_supports(isa):
-        pytest.skip(f"{isa}: this CPU cannot run it")
-    return harness.compile_module(
-        f"attention_{isa}_",
-        CDEF,
-        render_kernel("kernels/ops.h") + WRAPPER,
-        harness.BASE_CFLAGS + harness.ISA_CFLAGS[isa],
-        tmp_path_factory.mktemp(isa),
+    return harness.build_ops_module(
+        request.param, CDEF, WRAPPER, tmp_path_factory.mktemp(request.param)
     )
 
 
