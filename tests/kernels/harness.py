@@ -25,44 +25,24 @@ from types import ModuleType
 
 from cffi import FFI
 
+from sqc.compiler.codegen.build import BASE_CFLAGS, TARGETS  # the flags an artifact is built with
 from sqc.compiler.codegen.kernels import KernelVariant, render_kernel
 
-# gcc flags per ISA: the same sets the code generator compiles with.
+# Kernel ISAs and the compile targets (sqc.compiler.codegen.build.TARGETS) whose flags and
+# /proc/cpuinfo features they take: a kernel is tested with the flags an artifact is built with.
+# "avx512" is the f32 kernels' ISA alone: the avx512 target without VNNI, which they do not use.
+_ISA_TARGET = {"avx512": "avx512", "avx2": "avx2", "avx512_vnni": "avx512", "avx_vnni": "avxvnni"}
+_NOT_F32 = {"-mavx512vnni", "avx512_vnni"}
 ISA_CFLAGS: dict[str, list[str]] = {
-    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mavx2", "-mf16c"],
-    "avx2": ["-mavx2", "-mfma", "-mf16c"],
-    # int8 GEMM ISAs (templates/kernels/int8_gemm.h.j2): vpdpbusd on zmm (EVEX), on ymm (VEX)
-    "avx512_vnni": [
-        "-mavx512f",
-        "-mavx512bw",
-        "-mavx512vl",
-        "-mavx512dq",
-        "-mavx512vnni",
-        "-mfma",
-        "-mavx2",
-        "-mf16c",
-    ],
-    "avx_vnni": ["-mavx2", "-mfma", "-mf16c", "-mavxvnni"],
+    isa: [f for f in TARGETS[t]["cflags"] if isa != "avx512" or f not in _NOT_F32]
+    for isa, t in _ISA_TARGET.items()
 }
-# /proc/cpuinfo flags each ISA's code needs to run natively.
 ISA_CPU_FLAGS: dict[str, set[str]] = {
-    "avx512": {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma", "avx2", "f16c"},
-    "avx2": {"avx2", "fma", "f16c"},
-    "avx512_vnni": {
-        "avx512f",
-        "avx512bw",
-        "avx512vl",
-        "avx512dq",
-        "avx512_vnni",
-        "fma",
-        "avx2",
-        "f16c",
-    },
-    "avx_vnni": {"avx_vnni", "avx2", "fma", "f16c"},
+    isa: {f for f in TARGETS[t]["cpu_features"] if isa != "avx512" or f not in _NOT_F32}
+    for isa, t in _ISA_TARGET.items()
 }
 # The f32 GEMM header (its GELU helpers) an int8 GEMM header is rendered after, per int8 ISA.
 INT8_GEMM_F32_ISA: dict[str, str] = {"avx512_vnni": "avx512", "avx_vnni": "avx2", "avx2": "avx2"}
-BASE_CFLAGS = ["-O3", "-fopenmp", "-std=gnu11"]
 
 # The dense GEMMs' test entry points: declared (cdef) and defined (wrapper) once, used by the
 # dense modules and by the sparse one (its benchmark times both kernels side by side).
