@@ -39,6 +39,15 @@ typedef float sqc_rv __attribute__((vector_size(SQC_RW * 4)));
 
 static inline sqc_rv sqc_rv_load(const float *p) { sqc_rv v; memcpy(&v, p, sizeof v); return v; }
 static inline void sqc_rv_store(float *p, sqc_rv v) { memcpy(p, &v, sizeof v); }
+/* a * b + c rounded once, always: gcc's -ffp-contract=fast fuses `a * b + c` or not depending
+ * on the code around it (inlining, unrolling), and a kernel's bits should not */
+static inline sqc_rv sqc_rv_fma(sqc_rv a, sqc_rv b, sqc_rv c) {
+#if SQC_RW == 16
+    return (sqc_rv)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#else
+    return (sqc_rv)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#endif
+}
 static inline float sqc_rv_sum(sqc_rv v) {
     float s = 0.0f;
     for (int i = 0; i < SQC_RW; ++i) s += v[i];
@@ -85,56 +94,89 @@ typedef struct {
     float *y, *sum_out;
 } sqc_layernorm_job;
 
-static void sqc_layernorm_rows(void *job, int64_t r0, int64_t r1) {
-    const sqc_layernorm_job *j = (const sqc_layernorm_job *)job;
+/* G rows at once, each computed exactly as alone: the sums of a row are one dependent chain
+ * of vector adds (each waits on the last), so a row alone runs at the adds' latency; G rows
+ * interleaved keep G chains in flight. Called with a constant G (inlined, loops unrolled).
+ * The fused multiply-adds are spelled out (sqc_rv_fma, fma, fmaf) where gcc fused them in the
+ * one-row loop: left to -ffp-contract, the unrolled group fused them for some rows and not
+ * others, and the row's bits then depended on its place in the group (bert-base at 1 x 128:
+ * 0.539 -> 0.450 ms per SkipLayerNorm on one thread, bits unchanged). */
+#define SQC_LN_G 4
+static inline __attribute__((always_inline)) void sqc_layernorm_group(const sqc_layernorm_job *j,
+                                                                      int64_t r, const int G) {
     const int n = j->n;
-    const float *SQC_RESTRICT x = j->x, *SQC_RESTRICT skip = j->skip, *SQC_RESTRICT bias = j->bias;
+    const float *SQC_RESTRICT bias = j->bias;
     const float *SQC_RESTRICT gamma = j->gamma, *SQC_RESTRICT beta = j->beta;
-    const float eps = j->eps;
-    float *SQC_RESTRICT y = j->y, *SQC_RESTRICT sum_out = j->sum_out;
     const int nv = n / SQC_RW * SQC_RW;
-    for (int64_t r = r0; r < r1; ++r) {
-        const float *xr = x + r * n;
-        float *yr = y + r * n;
-        float *row = sum_out ? sum_out + r * n : yr; /* x + skip + bias, kept until the end */
-        sqc_rv acc = (sqc_rv){ 0 };
-        int i = 0;
-        for (; i < nv; i += SQC_RW) {
-            sqc_rv v = sqc_rv_load(xr + i);
-            if (skip) v += sqc_rv_load(skip + r * n + i);
+    const float *xr[SQC_LN_G], *sk[SQC_LN_G];
+    float *yr[SQC_LN_G], *row[SQC_LN_G], m[SQC_LN_G], inv[SQC_LN_G];
+    sqc_rv acc[SQC_LN_G];
+    for (int g = 0; g < G; ++g) {
+        xr[g] = j->x + (r + g) * n;
+        sk[g] = j->skip ? j->skip + (r + g) * n : NULL;
+        yr[g] = j->y + (r + g) * n;
+        row[g] = j->sum_out ? j->sum_out + (r + g) * n : yr[g]; /* x + skip + bias, kept */
+        acc[g] = (sqc_rv){ 0 };
+    }
+    for (int i = 0; i < nv; i += SQC_RW) {
+        for (int g = 0; g < G; ++g) {
+            sqc_rv v = sqc_rv_load(xr[g] + i);
+            if (sk[g]) v += sqc_rv_load(sk[g] + i);
             if (bias) v += sqc_rv_load(bias + i);
-            sqc_rv_store(row + i, v);
-            acc += v;
-        }
-        double total = 0.0;
-        for (int l = 0; l < SQC_RW; ++l) total += acc[l];
-        for (; i < n; ++i) {
-            float v = xr[i];
-            if (skip) v += skip[r * n + i];
-            if (bias) v += bias[i];
-            row[i] = v;
-            total += v;
-        }
-        const float m = (float)(total / n);
-        acc = (sqc_rv){ 0 };
-        for (i = 0; i < nv; i += SQC_RW) {
-            const sqc_rv d = sqc_rv_load(row + i) - m;
-            acc += d * d;
-        }
-        double var = 0.0;
-        for (int l = 0; l < SQC_RW; ++l) var += acc[l];
-        for (; i < n; ++i) var += (double)(row[i] - m) * (row[i] - m);
-        const float inv = (float)(1.0 / sqrt(var / n + (double)eps));
-        for (i = 0; i < nv; i += SQC_RW) {
-            sqc_rv v = (sqc_rv_load(row + i) - m) * inv * sqc_rv_load(gamma + i);
-            if (beta) v += sqc_rv_load(beta + i);
-            sqc_rv_store(yr + i, v);
-        }
-        for (; i < n; ++i) {
-            float v = (row[i] - m) * inv * gamma[i];
-            yr[i] = beta ? v + beta[i] : v;
+            sqc_rv_store(row[g] + i, v);
+            acc[g] += v;
         }
     }
+    for (int g = 0; g < G; ++g) {
+        double total = 0.0;
+        for (int l = 0; l < SQC_RW; ++l) total += acc[g][l];
+        for (int i = nv; i < n; ++i) {
+            float v = xr[g][i];
+            if (sk[g]) v += sk[g][i];
+            if (bias) v += bias[i];
+            row[g][i] = v;
+            total += v;
+        }
+        m[g] = (float)(total / n);
+        acc[g] = (sqc_rv){ 0 };
+    }
+    for (int i = 0; i < nv; i += SQC_RW) {
+        for (int g = 0; g < G; ++g) {
+            const sqc_rv d = sqc_rv_load(row[g] + i) - m[g];
+            acc[g] = sqc_rv_fma(d, d, acc[g]);
+        }
+    }
+    for (int g = 0; g < G; ++g) {
+        double var = 0.0;
+        for (int l = 0; l < SQC_RW; ++l) var += acc[g][l];
+        for (int i = nv; i < n; ++i) {
+            const double d = row[g][i] - m[g];
+            var = fma(d, d, var);
+        }
+        inv[g] = (float)(1.0 / sqrt(var / n + (double)j->eps));
+    }
+    for (int i = 0; i < nv; i += SQC_RW) {
+        for (int g = 0; g < G; ++g) {
+            const sqc_rv v = (sqc_rv_load(row[g] + i) - m[g]) * inv[g];
+            sqc_rv_store(yr[g] + i, beta ? sqc_rv_fma(v, sqc_rv_load(gamma + i), sqc_rv_load(beta + i))
+                                         : v * sqc_rv_load(gamma + i));
+        }
+    }
+    for (int g = 0; g < G; ++g) {
+        for (int i = nv; i < n; ++i) {
+            const float v = (row[g][i] - m[g]) * inv[g];
+            yr[g][i] = beta ? fmaf(v, gamma[i], beta[i]) : v * gamma[i];
+        }
+    }
+}
+
+static void sqc_layernorm_rows(void *job, int64_t r0, int64_t r1) {
+    const sqc_layernorm_job *j = (const sqc_layernorm_job *)job;
+    int64_t r = r0;
+    for (; r + SQC_LN_G <= r1; r += SQC_LN_G)
+        sqc_layernorm_group(j, r, SQC_LN_G);
+    for (; r < r1; ++r)
+        sqc_layernorm_group(j, r, 1);
 }
 
 static void sqc_layernorm_f32(int64_t rows, int n, const float *SQC_RESTRICT x,
