@@ -75,11 +75,22 @@ static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, 
     float *a_scale = (float *)(scratch + (size_t)M * ldq);
     int32_t *a_zp = (int32_t *)(a_scale + M);
     int32_t *rowsum = w_zp ? a_zp + M : NULL;
+    /* mode 0: each row's range on every thread, into a_scale and the rowsum slot (both written
+       only after), then each example's range from its rows' */
+    float *row_lo = a_scale, *row_hi = (float *)(a_zp + M);
+    if (mode == 0)
+        sqc_range_rows_f32(M, K, (const float *)x, K, row_lo, row_hi, nt);
     for (int b = 0; b < B; ++b) {
         float s = x_scale;
         int32_t z = mode == 3 ? x_zp + 128 : x_zp;
-        if (mode == 0)
-            sqc_dynamic_qparams_u8(rows, K, (const float *)x + (size_t)b * rows * K, K, &s, &z);
+        if (mode == 0) {
+            float lo = 0.0f, hi = 0.0f;
+            for (int r = b * rows; r < (b + 1) * rows; ++r) {
+                lo = row_lo[r] < lo ? row_lo[r] : lo;
+                hi = row_hi[r] > hi ? row_hi[r] : hi;
+            }
+            sqc_dynamic_qparams_from_range(lo, hi, &s, &z);
+        }
         for (int r = 0; r < rows; ++r) {
             a_scale[b * rows + r] = s;
             a_zp[b * rows + r] = z;

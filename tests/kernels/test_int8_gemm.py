@@ -539,6 +539,25 @@ def test_dynamic_quantize_matches_onnxruntime(gemm: Gemm, ort_dynamic, case) -> 
     np.testing.assert_array_equal(Aq, y_ort)
 
 
+def test_dynamic_qparams_skip_nan(gemm: Gemm, ort_dynamic) -> None:
+    """NaN does not enter the range: the parameters are those of the same values with each NaN
+    replaced by 0 (0 is in the range anyway). NaN first, last, in every accumulator's lanes
+    and in the scalar tail, next to the extremes."""
+    rng = np.random.default_rng(14)
+    for K in (200, 768, 77):
+        x = (rng.standard_normal((3, K)) * 2).astype(np.float32)
+        x[0, 5], x[1, K - 1] = -50.0, 60.0
+        for at in (0, 4, 5, 6, 17, 33, 49, 64, K - 2, K - 1):
+            x[2, at] = np.nan
+        x[0, 6] = np.nan
+        y_ort, s_ort, z_ort = ort_dynamic.run(None, {"x": np.nan_to_num(x, nan=0.0)})
+        scale, zp = dynamic_qparams(gemm, x)
+        assert scale.tobytes() == np.float32(s_ort).tobytes(), (
+            f"K={K}: scale {scale!r} vs {s_ort!r}"
+        )
+        assert zp == int(z_ort), f"K={K}: zero point {zp} vs {int(z_ort)}"
+
+
 def test_quantize_then_gemm_matches_onnxruntime_matmulinteger(gemm: Gemm) -> None:
     """DynamicQuantizeLinear -> MatMulInteger (per-column w zero point) in onnxruntime against
     sqc_dynamic_qparams_u8 -> sqc_quantize_rows_u8 -> sqc_u8s8_gemm with unit scales."""
@@ -636,6 +655,7 @@ def test_header_compiles_cleanly(isa: str, f32_isa: str, tmp_path) -> None:
         "{\n"
         "    float scale; int32_t zp;\n"
         "    sqc_dynamic_qparams_u8(M, 768, A, 768, &scale, &zp);\n"
+        "    sqc_range_rows_f32(M, 768, A, 768, C, C + M, nt);\n"
         "    sqc_quantize_rows_u8(M, 768, A, 768, s, z, Aq, 768, rs, nt);\n"
         "    sqc_u8s8_gemm(M, 768, 768, Aq, 768, Wp, s, z, cc, z, rs, s, s, C, C, 768, 1, NULL,\n"
         "                  nt);\n"

@@ -536,7 +536,8 @@ def test_header_compiles_cleanly(variant: KernelVariant, tmp_path) -> None:
         "{\n    sqc_u8s8_spmm(M, 768, 768, A, 768, W, as, NULL, NULL, NULL, NULL, as, NULL, C,\n"
         "                  C, 768, 0, NULL, s, 2);\n}\n"
         "void *keep[] = {(void *)sqc_f32_gemm, (void *)sqc_u8s8_gemm,\n"
-        "                (void *)sqc_quantize_rows_u8, (void *)sqc_dynamic_qparams_u8};\n"
+        "                (void *)sqc_quantize_rows_u8, (void *)sqc_dynamic_qparams_u8,\n"
+        "                (void *)sqc_range_rows_f32};\n"
     )
     flags = ["-O3", "-fopenmp", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
     result = subprocess.run(
