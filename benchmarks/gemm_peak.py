@@ -519,7 +519,7 @@ def main() -> None:
     parser.add_argument(
         "--section", choices=["all", "f32", "int8"], default="all", help="which tables to run"
     )
-    parser.add_argument("--int8-isa", choices=["avx512_vnni", "avx_vnni", "avx2"])
+    parser.add_argument("--int8-isa", choices=["avx512_vnni", "avx512_amx", "avx_vnni", "avx2"])
     parser.add_argument("--int8-knobs", default="", help="override int8 knobs, e.g. mr=8,nr=32")
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]

@@ -413,10 +413,8 @@ def _layers(planned: dict[int, Graph], isa: str) -> list[dict]:
                     record["quantization"]["epilogue"] = (
                         "QDQ rounding fused (stages " + ", ".join(stages) + ")"
                     )
-                int8_isa = TARGETS[isa]["int8_isa"]
-                record["kernel"] = (
-                    _sparse_kernel("int8", isa) if sparse else int8_gemm_variant(int8_isa).name
-                )
+                gemm = int8_gemm_variant(TARGETS[isa]["int8_gemm"])
+                record["kernel"] = _sparse_kernel("int8", isa) if sparse else gemm.name
                 record["why"] = f"int8 weights ({a['form']} form); " + a.get("why", "dense")
             records.append(record)
         elif node.domain == "sqc" and node.op in ("Attention", "SkipLayerNorm"):

@@ -18,11 +18,43 @@ from pathlib import Path
 
 from sqc.compiler.ir import CompileError
 
-# Target ISA -> compiler flags and the CPU features (as /proc/cpuinfo names them) the code needs.
 # Target ISA -> compiler flags, the CPU features (as /proc/cpuinfo names them) the code needs,
-# and the ISAs of its f32 and int8 GEMMs (templates/kernels/*_gemm.h.j2). In order of preference:
-# `--target native` takes the first one this CPU has.
+# the ISAs of its f32 and int8 kernels (templates/kernels/*.h.j2; int8_isa: sparse, attention
+# and packing; int8_gemm: the dense int8 GEMM variant, kernels.int8_gemm_variant). In order of
+# preference: `--target native` takes the first one this CPU has.
 TARGETS = {
+    # AVX-512 with VNNI and AMX (Intel Sapphire Rapids and later): the avx512 target whose dense
+    # int8 GEMMs run on AMX tiles (int8_gemm "avx512_amx"; same packing and bits as avx512_vnni).
+    "avx512amx": {
+        "cflags": [
+            "-mavx512f",
+            "-mavx512bw",
+            "-mavx512vl",
+            "-mavx512dq",
+            "-mavx512vnni",
+            "-mfma",
+            "-mavx2",
+            "-mf16c",
+            "-mamx-tile",
+            "-mamx-int8",
+            "-mprefer-vector-width=512",
+        ],
+        "cpu_features": [
+            "avx512f",
+            "avx512bw",
+            "avx512vl",
+            "avx512dq",
+            "avx512_vnni",
+            "fma",
+            "avx2",
+            "f16c",
+            "amx_tile",
+            "amx_int8",
+        ],
+        "f32_isa": "avx512",
+        "int8_isa": "avx512_vnni",
+        "int8_gemm": "avx512_amx",
+    },
     # AVX-512 with VNNI (Intel Cascade Lake / Ice Lake and later, AMD Zen 4 and later).
     "avx512": {
         "cflags": [
@@ -48,6 +80,7 @@ TARGETS = {
         ],
         "f32_isa": "avx512",
         "int8_isa": "avx512_vnni",
+        "int8_gemm": "avx512_vnni",
     },
     # AVX2 with AVX-VNNI (Intel Alder Lake and later without AVX-512).
     "avxvnni": {
@@ -55,6 +88,7 @@ TARGETS = {
         "cpu_features": ["avx2", "fma", "f16c", "avx_vnni"],
         "f32_isa": "avx2",  # AVX-VNNI adds int8 instructions only
         "int8_isa": "avx_vnni",
+        "int8_gemm": "avx_vnni",
     },
     # AVX2 + FMA (Haswell and later, AMD Zen 1-3).
     "avx2": {
@@ -62,6 +96,7 @@ TARGETS = {
         "cpu_features": ["avx2", "fma", "f16c"],
         "f32_isa": "avx2",
         "int8_isa": "avx2",
+        "int8_gemm": "avx2",
     },
 }
 BASE_CFLAGS = [

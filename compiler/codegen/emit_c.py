@@ -760,7 +760,7 @@ def emit_model_source(
     sparse = any(uses_sparse_kernels(planned[s]) for s in buckets)
     int8 = any(uses_int8_kernels(planned[s]) for s in buckets)
     if int8 or sparse:  # the sparse kernels reuse the int8 header's helpers
-        gemms.append(int8_gemm_variant(TARGETS[isa]["int8_isa"]))
+        gemms.append(int8_gemm_variant(TARGETS[isa]["int8_gemm"]))
     if sparse:
         gemms.append(sparse_gemm_variant(TARGETS[isa]["f32_isa"], TARGETS[isa]["int8_isa"]))
     kernel_source = ""

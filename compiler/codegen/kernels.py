@@ -37,8 +37,9 @@ def _f32_gemm_variant(isa: str) -> KernelVariant:
 
 def _int8_gemm_variant(isa: str) -> KernelVariant:
     knobs = int8_gemm_knobs(isa)
+    mr = knobs["amx_mr"] if knobs["amx"] else knobs["mr"]
     return KernelVariant(
-        name=f"sqc_u8s8_gemm_{knobs['mr']}x{knobs['nr']}__{isa}",
+        name=f"sqc_u8s8_gemm_{mr}x{knobs['nr']}__{isa}",
         template=INT8_GEMM_TEMPLATE,
         isa=isa,
         knobs=knobs,
@@ -67,6 +68,7 @@ KERNEL_VARIANTS: list[KernelVariant] = [
     _f32_gemm_variant("avx512"),
     _f32_gemm_variant("avx2"),
     _int8_gemm_variant("avx512_vnni"),
+    _int8_gemm_variant("avx512_amx"),
     _int8_gemm_variant("avx_vnni"),
     _int8_gemm_variant("avx2"),
     *(_sparse_gemm_variant(isa, int8_isa) for isa, int8_isa in SPARSE_TARGETS),
@@ -81,7 +83,7 @@ def f32_gemm_variant(isa: str) -> KernelVariant:
 
 
 def int8_gemm_variant(isa: str) -> KernelVariant:
-    """The u8 x s8 GEMM variant for ``isa`` ("avx512_vnni", "avx_vnni" or "avx2")."""
+    """The u8 x s8 GEMM variant for ``isa`` ("avx512_vnni", "avx512_amx", "avx_vnni" or "avx2")."""
     for v in KERNEL_VARIANTS:
         if v.isa == isa and v.template == INT8_GEMM_TEMPLATE:
             return v

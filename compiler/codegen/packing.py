@@ -139,6 +139,9 @@ _INT8_GEMM_KNOBS: dict[str, dict[str, int]] = {
     # 4x64, 6x64 and 8x48 ran as fast on 1 thread (see the notes above); 8 divides the 16-token
     # buckets, so no M tail there.
     "avx512_vnni": {"mr": 8, "nr": 32, "mc": 128, "nc": 256},
+    # AMX tiles (TDPBUSD) for 32 x 32 blocks of C, the avx512_vnni micro-kernels (these knobs)
+    # for what is left: the same packed panels, the same template rendered with amx on.
+    "avx512_amx": {"mr": 8, "nr": 32, "mc": 128, "nc": 256, "amx_mr": 32},
     # 16 ymm: 6 x 16 = 12 accumulators + 2 weight vectors + 1 broadcast A quad.
     "avx_vnni": {"mr": 6, "nr": 16, "mc": 128, "nc": 256},
     # 16 ymm: 6 x 16 = 12 accumulators + 2 sign-extended weight vectors + 1 zero-extended A pair.
@@ -147,19 +150,23 @@ _INT8_GEMM_KNOBS: dict[str, dict[str, int]] = {
 
 # int32 lanes per vector, and the k values one packed group of a column holds (4: one vpdpbusd
 # quad; 2: one vpmaddwd pair).
-_INT8_VECTOR_INT32 = {"avx512_vnni": 16, "avx_vnni": 8, "avx2": 8}
-_INT8_K_GROUP = {"avx512_vnni": 4, "avx_vnni": 4, "avx2": 2}
+_INT8_VECTOR_INT32 = {"avx512_vnni": 16, "avx512_amx": 16, "avx_vnni": 8, "avx2": 8}
+_INT8_K_GROUP = {"avx512_vnni": 4, "avx512_amx": 4, "avx_vnni": 4, "avx2": 2}
 
 
 def int8_gemm_knobs(isa: str) -> dict:
-    """The knobs of the int8 GEMM template for ``isa`` ("avx512_vnni", "avx_vnni" or "avx2")."""
+    """The knobs of the int8 GEMM template for ``isa`` ("avx512_vnni", "avx512_amx", "avx_vnni"
+    or "avx2"). "avx512_amx" renders the avx512_vnni template with ``amx`` on: its packing and
+    results are avx512_vnni's."""
     if isa not in _INT8_GEMM_KNOBS:
         raise ValueError(f"int8 GEMM: unknown isa {isa!r}; known: {sorted(_INT8_GEMM_KNOBS)}")
     knobs = dict(_INT8_GEMM_KNOBS[isa])
     nr, mr, mc, nc = knobs["nr"], knobs["mr"], knobs["mc"], knobs["nc"]
     if nr % _INT8_VECTOR_INT32[isa] or mc < mr or nc % nr:
         raise ValueError(f"int8 GEMM: inconsistent knobs for {isa}: {knobs}")
-    return {"isa": isa, **knobs}
+    if isa == "avx512_amx":
+        return {"isa": "avx512_vnni", "amx": True, **knobs}
+    return {"isa": isa, "amx": False, **knobs}
 
 
 def int8_gemm_lda(K: int, isa: str) -> int:

@@ -31,7 +31,13 @@ from sqc.compiler.codegen.kernels import KernelVariant, render_kernel
 # Kernel ISAs and the compile targets (sqc.compiler.codegen.build.TARGETS) whose flags and
 # /proc/cpuinfo features they take: a kernel is tested with the flags an artifact is built with.
 # "avx512" is the f32 kernels' ISA alone: the avx512 target without VNNI, which they do not use.
-_ISA_TARGET = {"avx512": "avx512", "avx2": "avx2", "avx512_vnni": "avx512", "avx_vnni": "avxvnni"}
+_ISA_TARGET = {
+    "avx512": "avx512",
+    "avx2": "avx2",
+    "avx512_vnni": "avx512",
+    "avx512_amx": "avx512amx",
+    "avx_vnni": "avxvnni",
+}
 _NOT_F32 = {"-mavx512vnni", "avx512_vnni"}
 ISA_CFLAGS: dict[str, list[str]] = {
     isa: [f for f in TARGETS[t]["cflags"] if isa != "avx512" or f not in _NOT_F32]
@@ -42,7 +48,12 @@ ISA_CPU_FLAGS: dict[str, set[str]] = {
     for isa, t in _ISA_TARGET.items()
 }
 # The f32 GEMM header (its GELU helpers) an int8 GEMM header is rendered after, per int8 ISA.
-INT8_GEMM_F32_ISA: dict[str, str] = {"avx512_vnni": "avx512", "avx_vnni": "avx2", "avx2": "avx2"}
+INT8_GEMM_F32_ISA: dict[str, str] = {
+    "avx512_vnni": "avx512",
+    "avx512_amx": "avx512",
+    "avx_vnni": "avx2",
+    "avx2": "avx2",
+}
 
 # The dense GEMMs' test entry points: declared (cdef) and defined (wrapper) once, used by the
 # dense modules and by the sparse one (its benchmark times both kernels side by side).

@@ -282,6 +282,39 @@ def test_random_combos(gemm: Gemm, seed: int) -> None:
     )
 
 
+@pytest.fixture(scope="module")
+def vnni_and_amx(tmp_path_factory) -> tuple[Gemm, Gemm]:
+    """The avx512_vnni GEMM and the avx512_amx one (AMX tiles, the same template and packing)."""
+    by_isa = {v.isa: v for v in INT8_GEMM_VARIANTS}
+    for isa in ("avx512_vnni", "avx512_amx"):
+        if not harness.cpu_supports(isa):
+            missing = sorted(harness.ISA_CPU_FLAGS[isa] - harness.cpu_flags())
+            pytest.skip(f"{isa}: CPU lacks {missing}")
+    return tuple(
+        Gemm(by_isa[isa], harness.build_int8_gemm(by_isa[isa], tmp_path_factory.mktemp(isa)))
+        for isa in ("avx512_vnni", "avx512_amx")
+    )
+
+
+@pytest.mark.parametrize("M", [15, 16, 19, 32, 47, 48, 130])
+@pytest.mark.parametrize("K", [63, 64, 67, 768, 1027])
+@pytest.mark.parametrize(
+    ("bias", "residual", "act"),
+    [(False, "none", ACT_NONE), (True, "inplace", ACT_NONE), (False, "separate", ACT_NONE),
+     (True, "none", ACT_GELU_ERF), (True, "separate", ACT_GELU_TANH)],
+    ids=["plain", "bias_inplace", "residual", "gelu_erf", "gelu_tanh"],
+)  # fmt: skip
+def test_amx_equals_vnni_bit_for_bit(vnni_and_amx, M, K, bias, residual, act) -> None:
+    """AMX blocks (16 and 32 rows, K tails on vpdpbusd, the epilogue run during the next block's
+    tile work) give the VNNI kernel's bits, with every epilogue, at 1 and 2 threads."""
+    for nthreads in (1, 2):
+        vnni, amx = (
+            run_gemm(g, M, 77, K, bias=bias, residual=residual, act=act, nthreads=nthreads, seed=9)
+            for g in vnni_and_amx
+        )
+        np.testing.assert_array_equal(amx, vnni)
+
+
 class GuardedBuffers:
     """Arrays that end exactly where an inaccessible page begins: a read or write past the end
     faults (SIGSEGV) instead of passing silently (as test_f32_gemm's, for any dtype)."""
@@ -628,6 +661,7 @@ def test_quantize_then_gemm_matches_onnxruntime_matmulinteger(gemm: Gemm) -> Non
     ("isa", "f32_isa"),
     [
         ("avx512_vnni", "avx512"),
+        ("avx512_amx", "avx512"),
         ("avx_vnni", "avx2"),
         ("avx_vnni", "avx512"),
         ("avx2", "avx2"),
@@ -689,17 +723,18 @@ def test_header_without_f32_header_fails_loudly(tmp_path) -> None:
 
 
 def test_kernel_names_state_the_tile() -> None:
-    assert [v.isa for v in INT8_GEMM_VARIANTS] == ["avx512_vnni", "avx_vnni", "avx2"]
+    assert [v.isa for v in INT8_GEMM_VARIANTS] == ["avx512_vnni", "avx512_amx", "avx_vnni", "avx2"]
     for variant in INT8_GEMM_VARIANTS:
         k = variant.knobs
-        assert variant.name == f"sqc_u8s8_gemm_{k['mr']}x{k['nr']}__{variant.isa}"
+        mr = k["amx_mr"] if k["amx"] else k["mr"]
+        assert variant.name == f"sqc_u8s8_gemm_{mr}x{k['nr']}__{variant.isa}"
         assert int8_gemm_variant(variant.isa) is variant
         assert f"void {variant.name}(" in render_kernel(variant.template, **k)
     with pytest.raises(ValueError, match="unknown isa"):
         int8_gemm_variant("avx512")
 
 
-@pytest.mark.parametrize("isa", ["avx512_vnni", "avx_vnni", "avx2"])
+@pytest.mark.parametrize("isa", ["avx512_vnni", "avx512_amx", "avx_vnni", "avx2"])
 def test_pack_layout(isa: str) -> None:
     nr = int8_gemm_knobs(isa)["nr"]
     group = 2 if isa == "avx2" else 4
@@ -718,7 +753,7 @@ def test_pack_layout(isa: str) -> None:
     assert (packed[2].reshape(Kg, nr, group)[:, 3:, :] == 0).all()
 
 
-@pytest.mark.parametrize("isa", ["avx512_vnni", "avx_vnni", "avx2"])
+@pytest.mark.parametrize("isa", ["avx512_vnni", "avx512_amx", "avx_vnni", "avx2"])
 def test_lda(isa: str) -> None:
     assert [int8_gemm_lda(K, isa) for K in (0, 1, 3, 4, 5, 768, 769)] == [
         4,

@@ -138,7 +138,8 @@ def test_every_linear_layer_runs_int8(compile_onnx, quantized, form):
     # (Q, K, V and the probabilities on grids) integer products on this VNNI machine.
     assert body.count("(sqc.Attention)") == 2
     kernels = {layer["kernel"] for layer in layers if layer["op"] == "Attention"}
-    if form.startswith("qdq") and engine.manifest["target"]["isa"] in ("avx512", "avxvnni"):
+    vnni_targets = ("avx512amx", "avx512", "avxvnni")
+    if form.startswith("qdq") and engine.manifest["target"]["isa"] in vnni_targets:
         assert kernels == {"sqc_attention_q8"} and body.count("sqc_attention_q8(B") == 2
     else:
         assert kernels == {"sqc_attention_f32"}
