@@ -525,6 +525,17 @@ def _quantize_cases() -> list[tuple[str, np.ndarray, float, int]]:
     split = np.rint(x / scale) != np.rint(x * (np.float32(1) / scale))  # all inside [-128, 127]
     assert split.sum() >= 20
     cases.append(("division_not_reciprocal", x[split][:64], scale, 128))
+    # values at and 1-3 ulps around the midpoints of the grid, for scales whose reciprocal is
+    # inexact (sqc's avx512 path multiplies by 1 / scale and divides only near midpoints)
+    mid = np.arange(-150, 150, dtype=np.float32) + np.float32(0.5)
+    for scale in (0.0123, 0.1, 1 / 3, 7.3, 0.0037, 0.0107):
+        x = mid * np.float32(scale)
+        steps = [np.nextafter(x, np.float32(np.inf) * d) for d in (1, -1)]
+        around = [x]
+        for _ in range(3):
+            around += steps
+            steps = [np.nextafter(v, np.float32(np.inf) * d) for v, d in zip(steps, (1, -1))]
+        cases.append((f"midpoints_{scale:.4g}", np.concatenate(around), scale, 128))
     return cases
 
 
