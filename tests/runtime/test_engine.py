@@ -121,6 +121,23 @@ def test_artifact_loads_fast_and_refuses_missing_cpu_features(engine, monkeypatc
         Engine(engine.path)
 
 
+def test_weights_in_own_huge_page_memory_or_shared_from_the_file(engine, monkeypatch):
+    """By default weights.bin is read into an anonymous mapping advised for 2 MiB pages; with
+    SQC_SHARE_WEIGHTS=1 it is the read-only file mapping (shared between processes). The same
+    outputs either way, and neither copy can be written through."""
+    x = generate_random_inputs(engine, 2, 16)
+    monkeypatch.setenv("SQC_SHARE_WEIGHTS", "0")
+    own = Engine(engine.path)
+    monkeypatch.setenv("SQC_SHARE_WEIGHTS", "1")
+    shared = Engine(engine.path)
+    assert not isinstance(own._weights, np.memmap) and isinstance(shared._weights, np.memmap)
+    assert own._weights.ctypes.data % 4096 == 0
+    assert not own._weights.flags.writeable and not shared._weights.flags.writeable
+    np.testing.assert_array_equal(own._weights, np.fromfile(engine.path / "weights.bin", np.uint8))
+    for a, b in zip(own.run(x), shared.run(x)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_damaged_artifacts_are_refused(engine, tmp_path):
     import shutil
 
