@@ -95,7 +95,8 @@ def bench_target(variant, module, args) -> None:
     isa, int8_isa = variant.knobs["isa"], variant.knobs["int8_isa"]
     rng = np.random.default_rng(0)
     p = lambda a, t: ffi.cast(t, a.ctypes.data)  # noqa: E731
-    print(f"\n== {variant.name}")
+    dense_int8 = args.dense_int8 or int8_isa  # the cost model's key for the int8 rows
+    print(f"\n== {variant.name} (dense int8: {dense_int8})")
     print(
         f"{'kind':5} {'M':>5} {'K':>5} {'N':>5} {'pattern':>12} {'sp':>5} {'thr':>3} "
         f"{'dense ms':>9} {'sparse ms':>9} {'speedup':>7} {'model':>6}"
@@ -142,7 +143,7 @@ def bench_target(variant, module, args) -> None:
                         Ws = W * mask(K, N, sp, pattern, rng).astype(np.int8)
                         blob = aligned_copy(pack_s8_sparse(Ws, int8_isa))
                         col_comp = (-s8_gemm_col_sums(Ws)).astype(np.int32)
-                        gain = sparse_gain("int8", int8_isa, Ws, M)
+                        gain = sparse_gain("int8", dense_int8, Ws, M)
                         common = (
                             p(a_scale, "float *"), p(a_zp, "int32_t *"), p(col_comp, "int32_t *"),
                             ffi.NULL, p(rowsum, "int32_t *"), p(w_scale, "float *"),
@@ -168,6 +169,12 @@ def main() -> None:
     ap.add_argument("--kind", default="f32,int8", help="f32, int8 or both (comma separated)")
     ap.add_argument("--isa", default=None, help="fp32 isa of the target (default: all runnable)")
     ap.add_argument("--int8-isa", default=None, help="int8 isa of the target")
+    ap.add_argument(
+        "--dense-int8",
+        default=None,
+        help="the dense int8 GEMM to time against, e.g. avx512_amx (the avx512amx target's; "
+        "default: the target's int8 isa)",
+    )
     ap.add_argument("--M", default="128,2048", help="token counts, comma separated")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--sparsity", default=",".join(str(s) for s in SPARSITIES))
@@ -192,7 +199,7 @@ def main() -> None:
             if not ok:
                 print(f"skip: {why}")
                 continue
-            bench_target(v, harness.build_sparse_gemm(v, build), args)
+            bench_target(v, harness.build_sparse_gemm(v, build, args.dense_int8), args)
 
 
 if __name__ == "__main__":

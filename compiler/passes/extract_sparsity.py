@@ -51,7 +51,7 @@ def extract_sparsity(graph):
         sparsity, pattern = classify_zeros(zeros)
         attrs = {"sparsity": round(sparsity, 4), "pattern": pattern, "format": "dense", "gain": 1.0}
         if node.op == "QLinear":
-            kind, kernel_isa = "int8", TARGETS[isa]["int8_isa"]
+            kind, kernel_isa = "int8", TARGETS[isa]["int8_gemm"]  # the dense GEMM it competes with
         else:
             kind, kernel_isa = "f32", TARGETS[isa]["f32_isa"]
         if mode == "never":

@@ -411,15 +411,19 @@ def sparse_gemm_runnable(variant: KernelVariant) -> tuple[bool, str | None]:
     return True, None
 
 
-def build_sparse_gemm(variant: KernelVariant, build_dir: str | os.PathLike) -> ModuleType:
+def build_sparse_gemm(
+    variant: KernelVariant, build_dir: str | os.PathLike, dense_int8: str | None = None
+) -> ModuleType:
     """The sparse GEMM ``variant`` rendered after the dense fp32 and int8 GEMM headers of its
     target, as a module exporting sqc_test_f32_spmm, sqc_test_u8s8_spmm and the two dense GEMMs
-    (sqc_test_f32_gemm, sqc_test_u8s8_gemm). Native only."""
+    (sqc_test_f32_gemm, sqc_test_u8s8_gemm). ``dense_int8``: the dense int8 GEMM variant's isa
+    (default the sparse variant's int8 isa; "avx512_amx" as the avx512amx target has it).
+    Native only."""
     from sqc.compiler.codegen.kernels import f32_gemm_variant, int8_gemm_variant
 
     before = (
         f32_gemm_variant(variant.knobs["isa"]),
-        int8_gemm_variant(variant.knobs["int8_isa"]),
+        int8_gemm_variant(dense_int8 or variant.knobs["int8_isa"]),
     )
     return build_kernel_module(
         variant, SPARSE_GEMM_CDEF, SPARSE_GEMM_WRAPPERS, build_dir, before=before
