@@ -22,62 +22,24 @@ from sqc.compiler.ir import CompileError
 # the ISAs of its f32 and int8 kernels (templates/kernels/*.h.j2; int8_isa: sparse, attention
 # and packing; int8_gemm: the dense int8 GEMM variant, kernels.int8_gemm_variant). In order of
 # preference: `--target native` takes the first one this CPU has.
+_AVX512_CFLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni"]
+_AVX512_CFLAGS += ["-mfma", "-mavx2", "-mf16c"]
+_AVX512_FEATURES = ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "fma", "avx2"]
+_AVX512_FEATURES += ["f16c"]
 TARGETS = {
     # AVX-512 with VNNI and AMX (Intel Sapphire Rapids and later): the avx512 target whose dense
     # int8 GEMMs run on AMX tiles (int8_gemm "avx512_amx"; same packing and bits as avx512_vnni).
     "avx512amx": {
-        "cflags": [
-            "-mavx512f",
-            "-mavx512bw",
-            "-mavx512vl",
-            "-mavx512dq",
-            "-mavx512vnni",
-            "-mfma",
-            "-mavx2",
-            "-mf16c",
-            "-mamx-tile",
-            "-mamx-int8",
-            "-mprefer-vector-width=512",
-        ],
-        "cpu_features": [
-            "avx512f",
-            "avx512bw",
-            "avx512vl",
-            "avx512dq",
-            "avx512_vnni",
-            "fma",
-            "avx2",
-            "f16c",
-            "amx_tile",
-            "amx_int8",
-        ],
+        "cflags": _AVX512_CFLAGS + ["-mamx-tile", "-mamx-int8", "-mprefer-vector-width=512"],
+        "cpu_features": _AVX512_FEATURES + ["amx_tile", "amx_int8"],
         "f32_isa": "avx512",
         "int8_isa": "avx512_vnni",
         "int8_gemm": "avx512_amx",
     },
     # AVX-512 with VNNI (Intel Cascade Lake / Ice Lake and later, AMD Zen 4 and later).
     "avx512": {
-        "cflags": [
-            "-mavx512f",
-            "-mavx512bw",
-            "-mavx512vl",
-            "-mavx512dq",
-            "-mavx512vnni",
-            "-mfma",
-            "-mavx2",
-            "-mf16c",
-            "-mprefer-vector-width=512",
-        ],
-        "cpu_features": [
-            "avx512f",
-            "avx512bw",
-            "avx512vl",
-            "avx512dq",
-            "avx512_vnni",
-            "fma",
-            "avx2",
-            "f16c",
-        ],
+        "cflags": _AVX512_CFLAGS + ["-mprefer-vector-width=512"],
+        "cpu_features": list(_AVX512_FEATURES),
         "f32_isa": "avx512",
         "int8_isa": "avx512_vnni",
         "int8_gemm": "avx512_vnni",
