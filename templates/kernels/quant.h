@@ -78,9 +78,13 @@ static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, 
     /* mode 0: each row's range on every thread, into a_scale and the rowsum slot (both written
        only after), then each example's range from its rows' */
     float *row_lo = a_scale, *row_hi = (float *)(a_zp + M);
-    if (mode == 0)
+    /* mode 0 with enough examples to share out: each one's two passes on one thread, from L2 */
+    const int per_example = mode == 0 && (nt <= 1 || B >= 2 * nt);
+    if (per_example)
+        sqc_quantize_examples_u8(B, rows, K, (const float *)x, K, a_scale, a_zp, aq, ldq, rowsum, nt);
+    else if (mode == 0)
         sqc_range_rows_f32(M, K, (const float *)x, K, row_lo, row_hi, nt);
-    for (int b = 0; b < B; ++b) {
+    for (int b = 0; b < B && !per_example; ++b) {
         float s = x_scale;
         int32_t z = mode == 3 ? x_zp + 128 : x_zp;
         if (mode == 0) {
@@ -96,7 +100,9 @@ static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, 
             a_zp[b * rows + r] = z;
         }
     }
-    if (mode <= 1) {
+    if (per_example) {
+        /* done above */
+    } else if (mode <= 1) {
         sqc_quantize_rows_u8(M, K, (const float *)x, K, a_scale, a_zp, aq, ldq, rowsum, nt);
     } else if (mode == 2 && ldq == K) {
         /* uint8 rows already in the GEMM's layout: read in place (only their sums are made) */

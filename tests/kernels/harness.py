@@ -304,6 +304,9 @@ void sqc_test_quantize_rows_u8(int M, int K, const float *A, int lda, const floa
                                int nthreads);
 void sqc_test_dynamic_qparams_u8(int M, int K, const float *A, int lda, float *scale,
                                  int32_t *zp);
+void sqc_test_quantize_examples_u8(int B, int rows, int K, const float *A, int lda,
+                                   float *a_scale, int32_t *a_zp, uint8_t *Aq, int ldq,
+                                   int32_t *rowsum, int nthreads);
 """
 )
 
@@ -323,6 +326,12 @@ void sqc_test_dynamic_qparams_u8(int M, int K, const float *A, int lda, float *s
                                  int32_t *zp)
 {
     sqc_dynamic_qparams_u8(M, K, A, lda, scale, zp);
+}
+void sqc_test_quantize_examples_u8(int B, int rows, int K, const float *A, int lda,
+                                   float *a_scale, int32_t *a_zp, uint8_t *Aq, int ldq,
+                                   int32_t *rowsum, int nthreads)
+{
+    sqc_quantize_examples_u8(B, rows, K, A, lda, a_scale, a_zp, Aq, ldq, rowsum, nthreads);
 }
 """
 )

@@ -602,6 +602,43 @@ def test_dynamic_qparams_skip_nan(gemm: Gemm, ort_dynamic) -> None:
         assert zp == int(z_ort), f"K={K}: zero point {zp} vs {int(z_ort)}"
 
 
+@pytest.mark.parametrize("nthreads", [1, 2, 3])
+def test_quantize_examples_matches_onnxruntime_per_example(gemm: Gemm, ort_dynamic, nthreads):
+    """sqc_quantize_examples_u8 (range, parameters and levels one example at a time) gives each
+    example onnxruntime's DynamicQuantizeLinear of that example alone: an all-zero example, one
+    with NaN (skipped in the range, as onnxruntime skips it), wide and narrow ones, K with a
+    tail; padding past K zero, rowsum the sum of the levels."""
+    ffi, lib = gemm.module.ffi, gemm.module.lib
+    rng = np.random.default_rng(15)
+    B, rows, K = 5, 7, 77
+    x = rng.standard_normal((B, rows, K)) * np.array([1, 30, 0.01, 2, 5])[:, None, None]
+    x = x.astype(np.float32)
+    x[2] = 0.0
+    x[3, 1, 4] = np.nan
+    # each example's extremes in its first, last and tail positions
+    x[0, -1, -1], x[1, 0, 0], x[3, -1, 0], x[4, -1, 70] = 9.0, -200.0, -20.0, 40.0
+    lda, ldq = K + 3, int8_gemm_lda(K, gemm.variant.isa) + 4
+    A = np.full((B * rows, lda), np.nan, np.float32)  # NaN past K: must not be read
+    A[:, :K] = x.reshape(B * rows, K)
+    a_scale = np.zeros(B * rows, np.float32)
+    a_zp = np.zeros(B * rows, np.int32)
+    Aq = np.full((B * rows, ldq), 7, np.uint8)
+    rowsum = np.zeros(B * rows, np.int32)
+    lib.sqc_test_quantize_examples_u8(
+        B, rows, K, ptr(ffi, A, "float *"), lda, ptr(ffi, a_scale, "float *"),
+        ptr(ffi, a_zp, "int32_t *"), ptr(ffi, Aq, "uint8_t *"), ldq,
+        ptr(ffi, rowsum, "int32_t *"), nthreads,
+    )  # fmt: skip
+    assert (Aq[:, K:] == 0).all() and (rowsum == Aq.sum(axis=1, dtype=np.int64)).all()
+    for b in range(B):
+        y, s, z = ort_dynamic.run(None, {"x": np.nan_to_num(x[b], nan=0.0)})
+        sl = slice(b * rows, (b + 1) * rows)
+        assert (a_scale[sl] == np.float32(s)).all() and (a_zp[sl] == int(z)).all(), b
+        got, want = Aq[sl, :K], y.reshape(rows, K)
+        ok = ~np.isnan(x[b])  # a NaN's level is the kernel's clamp, not a number onnxruntime saw
+        assert (got[ok] == want[ok]).all(), b
+
+
 def test_quantize_then_gemm_matches_onnxruntime_matmulinteger(gemm: Gemm) -> None:
     """DynamicQuantizeLinear -> MatMulInteger (per-column w zero point) in onnxruntime against
     sqc_dynamic_qparams_u8 -> sqc_quantize_rows_u8 -> sqc_u8s8_gemm with unit scales."""
@@ -702,6 +739,7 @@ def test_header_compiles_cleanly(isa: str, f32_isa: str, tmp_path) -> None:
         "    sqc_dynamic_qparams_u8(M, 768, A, 768, &scale, &zp);\n"
         "    sqc_range_rows_f32(M, 768, A, 768, C, C + M, nt);\n"
         "    sqc_quantize_rows_u8(M, 768, A, 768, s, z, Aq, 768, rs, nt);\n"
+        "    sqc_quantize_examples_u8(2, M, 768, A, 768, C, rs, Aq, 768, rs, nt);\n"
         "    sqc_u8s8_gemm(M, 768, 768, Aq, 768, Wp, s, z, cc, z, rs, s, s, C, C, 768, 1, NULL,\n"
         "                  nt);\n"
         "    sqc_f32_gemm(M, 768, 768, A, 768, s, s, C, C, 768, 1, nt);\n"
