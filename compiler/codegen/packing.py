@@ -140,8 +140,11 @@ _INT8_GEMM_KNOBS: dict[str, dict[str, int]] = {
     # buckets, so no M tail there.
     "avx512_vnni": {"mr": 8, "nr": 32, "mc": 128, "nc": 256},
     # AMX tiles (TDPBUSD) for 32 x 32 blocks of C, the avx512_vnni micro-kernels (these knobs)
-    # for what is left: the same packed panels, the same template rendered with amx on.
-    "avx512_amx": {"mr": 8, "nr": 32, "mc": 128, "nc": 256, "amx_mr": 32},
+    # for what is left: the same packed panels, the same template rendered with amx on. mc 256:
+    # at 4x the VNNI rate the weights' re-reads per M block show; one Xeon core, M = 2048,
+    # best of 2 twice: N = 3072 1.92-1.97 -> 2.16 TOP/s, K = 3072 2.94-3.01 -> 3.23, 768 x 768
+    # the same (2.43-2.48); nc 512 no better.
+    "avx512_amx": {"mr": 8, "nr": 32, "mc": 256, "nc": 256, "amx_mr": 32},
     # 16 ymm: 6 x 16 = 12 accumulators + 2 weight vectors + 1 broadcast A quad.
     "avx_vnni": {"mr": 6, "nr": 16, "mc": 128, "nc": 256},
     # 16 ymm: 6 x 16 = 12 accumulators + 2 sign-extended weight vectors + 1 zero-extended A pair.
