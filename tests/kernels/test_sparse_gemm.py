@@ -543,7 +543,7 @@ def test_header_compiles_cleanly(variant: KernelVariant, tmp_path) -> None:
         "                  C, 768, 0, NULL, s, 2);\n}\n"
         "void *keep[] = {(void *)sqc_f32_gemm, (void *)sqc_u8s8_gemm,\n"
         "                (void *)sqc_quantize_rows_u8, (void *)sqc_dynamic_qparams_u8,\n"
-        "                (void *)sqc_range_rows_f32};\n"
+        "                (void *)sqc_range_rows_f32, (void *)sqc_quantize_examples_u8};\n"
     )
     flags = ["-O3", "-fopenmp", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
     result = subprocess.run(
