@@ -75,46 +75,45 @@ static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, 
     float *a_scale = (float *)(scratch + (size_t)M * ldq);
     int32_t *a_zp = (int32_t *)(a_scale + M);
     int32_t *rowsum = w_zp ? a_zp + M : NULL;
-    /* mode 0: each row's range on every thread, into a_scale and the rowsum slot (both written
-       only after), then each example's range from its rows' */
-    float *row_lo = a_scale, *row_hi = (float *)(a_zp + M);
-    /* mode 0 with enough examples to share out: each one's two passes on one thread, from L2 */
-    const int per_example = mode == 0 && (nt <= 1 || B >= 2 * nt);
-    if (per_example)
+    if (mode == 0 && (nt <= 1 || B >= 2 * nt)) {
+        /* enough examples to share out: each one's two passes on one thread, from L2 */
         sqc_quantize_examples_u8(B, rows, K, (const float *)x, K, a_scale, a_zp, aq, ldq, rowsum, nt);
-    else if (mode == 0)
-        sqc_range_rows_f32(M, K, (const float *)x, K, row_lo, row_hi, nt);
-    for (int b = 0; b < B && !per_example; ++b) {
-        float s = x_scale;
-        int32_t z = mode == 3 ? x_zp + 128 : x_zp;
-        if (mode == 0) {
-            float lo = 0.0f, hi = 0.0f;
-            for (int r = b * rows; r < (b + 1) * rows; ++r) {
-                lo = row_lo[r] < lo ? row_lo[r] : lo;
-                hi = row_hi[r] > hi ? row_hi[r] : hi;
-            }
-            sqc_dynamic_qparams_from_range(lo, hi, &s, &z);
-        }
-        for (int r = 0; r < rows; ++r) {
-            a_scale[b * rows + r] = s;
-            a_zp[b * rows + r] = z;
-        }
-    }
-    if (per_example) {
-        /* done above */
-    } else if (mode <= 1) {
-        sqc_quantize_rows_u8(M, K, (const float *)x, K, a_scale, a_zp, aq, ldq, rowsum, nt);
-    } else if (mode == 2 && ldq == K) {
-        /* uint8 rows already in the GEMM's layout: read in place (only their sums are made) */
-        aq = (uint8_t *)x;
-        if (rowsum)
-            for (int m = 0; m < M; ++m) {
-                int32_t sum = 0;
-                for (int k = 0; k < K; ++k) sum += aq[(size_t)m * K + k];
-                rowsum[m] = sum;
-            }
     } else {
-        sqc_copy_rows_u8(M, K, x, mode == 3, aq, ldq, rowsum);
+        /* mode 0: each row's range on every thread, into a_scale and the rowsum slot (both
+           written only after), then each example's range from its rows' */
+        float *row_lo = a_scale, *row_hi = (float *)(a_zp + M);
+        if (mode == 0)
+            sqc_range_rows_f32(M, K, (const float *)x, K, row_lo, row_hi, nt);
+        for (int b = 0; b < B; ++b) {
+            float s = x_scale;
+            int32_t z = mode == 3 ? x_zp + 128 : x_zp;
+            if (mode == 0) {
+                float lo = 0.0f, hi = 0.0f;
+                for (int r = b * rows; r < (b + 1) * rows; ++r) {
+                    lo = row_lo[r] < lo ? row_lo[r] : lo;
+                    hi = row_hi[r] > hi ? row_hi[r] : hi;
+                }
+                sqc_dynamic_qparams_from_range(lo, hi, &s, &z);
+            }
+            for (int r = 0; r < rows; ++r) {
+                a_scale[b * rows + r] = s;
+                a_zp[b * rows + r] = z;
+            }
+        }
+        if (mode <= 1) {
+            sqc_quantize_rows_u8(M, K, (const float *)x, K, a_scale, a_zp, aq, ldq, rowsum, nt);
+        } else if (mode == 2 && ldq == K) {
+            /* uint8 rows already in the GEMM's layout: read in place (only their sums are made) */
+            aq = (uint8_t *)x;
+            if (rowsum)
+                for (int m = 0; m < M; ++m) {
+                    int32_t sum = 0;
+                    for (int k = 0; k < K; ++k) sum += aq[(size_t)m * K + k];
+                    rowsum[m] = sum;
+                }
+        } else {
+            sqc_copy_rows_u8(M, K, x, mode == 3, aq, ldq, rowsum);
+        }
     }
 {% if sparse %}
     if (Wsp) {
