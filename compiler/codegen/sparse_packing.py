@@ -19,6 +19,7 @@ _SPARSE_GEMM_KNOBS: dict[tuple[str, str], dict[str, int]] = {
         "f32_nc": 64,
         "i8_nc": 64,
         "l2_budget": 524288,
+        "f32_kb": 256,
     },
     # 16 ymm: 2 x 4 accumulators (32 tokens) + 4 panel vectors + 2 broadcasts.
     ("avx2", "avx_vnni"): {
@@ -27,15 +28,24 @@ _SPARSE_GEMM_KNOBS: dict[tuple[str, str], dict[str, int]] = {
         "f32_nc": 64,
         "i8_nc": 64,
         "l2_budget": 524288,
+        "f32_kb": 512,
     },
-    ("avx2", "avx2"): {"f32_tt": 32, "i8_tt": 32, "f32_nc": 64, "i8_nc": 64, "l2_budget": 524288},
+    ("avx2", "avx2"): {
+        "f32_tt": 32,
+        "i8_tt": 32,
+        "f32_nc": 64,
+        "i8_nc": 64,
+        "l2_budget": 524288,
+        "f32_kb": 512,
+    },
 }
 
 SPARSE_TARGETS: tuple[tuple[str, str], ...] = tuple(_SPARSE_GEMM_KNOBS)
 
 _MAGIC = 0x50535153  # "SQSP" little endian
-_VERSION = 1
-_KIND_F32, _KIND_S8_QUADS, _KIND_S8_PAIRS, _KIND_S8_COMPACT = 1, 2, 3, 4
+_VERSION = 2  # 2: fp32 chunks (kind 5) replace kind 1
+# kind 1 (fp32, one entry per nonzero, per column) was the fp32 layout before version 2's chunks
+_KIND_S8_QUADS, _KIND_S8_PAIRS, _KIND_S8_COMPACT, _KIND_F32_CHUNKS = 2, 3, 4, 5
 _ALIGN = 64
 _SCRATCH_SLACK = 64
 
@@ -51,14 +61,20 @@ def sparse_gemm_knobs(isa: str, int8_isa: str) -> dict:
     return {"isa": isa, "int8_isa": int8_isa, **_SPARSE_GEMM_KNOBS[key]}
 
 
-def _token_tile(kind: str, isa: str) -> int:
-    """Token tile of the fp32 kernel for fp32 ``isa``, or of the int8 kernel for int8 ``isa``."""
+def _knob(kind: str, isa: str, name: str) -> int:
+    """Knob ``name`` (without its f32_ / i8_ prefix) of the fp32 kernel for fp32 ``isa``, or of
+    the int8 kernel for int8 ``isa``."""
     for (f_isa, i_isa), knobs in _SPARSE_GEMM_KNOBS.items():
         if kind == "f32" and f_isa == isa:
-            return knobs["f32_tt"]
+            return knobs["f32_" + name]
         if kind == "int8" and i_isa == isa:
-            return knobs["i8_tt"]
+            return knobs["i8_" + name]
     raise ValueError(f"sparse GEMM: unknown {kind} isa {isa!r}")
+
+
+def _token_tile(kind: str, isa: str) -> int:
+    """Token tile of the fp32 kernel for fp32 ``isa``, or of the int8 kernel for int8 ``isa``."""
+    return _knob(kind, isa, "tt")
 
 
 def _align(n: int) -> int:
@@ -74,25 +90,38 @@ def _blob(
     val: np.ndarray,
     entries: int,
     words: int,
+    *,
+    G: int = 1,
+    extra: int = 0,
+    col: np.ndarray | None = None,
 ) -> np.ndarray:
-    """header | ptr uint32[N + 1] | idx uint16[...] | val 32-bit words, 64-byte aligned.
+    """header | ptr uint32[...] | idx uint16[...] | val 32-bit words [| col uint16[...]],
+    64-byte aligned.
 
     ``entries`` entries of ``words`` 32-bit value words each (the idx count per entry is 1, or
-    4 for the compact int8 layout).
+    4 for the compact int8 layout and the fp32 chunks). ``G``, ``extra`` (header word 9) and
+    ``col`` (its offset in header word 13): the fp32 chunk layout's columns per tile, k rows per
+    block and per-chunk column.
     """
     off_ptr = _ALIGN
     off_idx = off_ptr + _align(4 * ptr.size)
     off_val = off_idx + _align(2 * idx.size)
-    total = off_val + _align(4 * val.size)
+    off_col = off_val + _align(4 * val.size)
+    total = off_col + (_align(2 * col.size) if col is not None else 0)
     if total >= 2**32:
         raise ValueError(f"sparse packing: blob of {total} bytes does not fit 32-bit offsets")
     header = np.zeros(16, dtype=np.uint32)
-    header[:13] = [_MAGIC, _VERSION, kind, K, N, 1, N, words, entries, 0, off_ptr, off_idx, off_val]
+    header[:14] = [
+        _MAGIC, _VERSION, kind, K, N, G, ptr.size - 1, words, entries, extra,
+        off_ptr, off_idx, off_val, off_col if col is not None else 0,
+    ]  # fmt: skip
     blob = np.zeros(total, dtype=np.uint8)
     blob[:64] = header.view(np.uint8)
     blob[off_ptr : off_ptr + 4 * ptr.size] = ptr.astype("<u4").view(np.uint8)
     blob[off_idx : off_idx + 2 * idx.size] = idx.astype("<u2").view(np.uint8)
     blob[off_val : off_val + 4 * val.size] = np.ascontiguousarray(val).view(np.uint8).reshape(-1)
+    if col is not None:
+        blob[off_col : off_col + 2 * col.size] = col.astype("<u2").view(np.uint8)
     return blob
 
 
@@ -110,19 +139,67 @@ def _check_weights(W: np.ndarray, dtype: type, what: str) -> np.ndarray:
     return W
 
 
+def f32_chunks(W: np.ndarray, nc: int, kb: int) -> tuple[np.ndarray, ...]:
+    """The fp32 chunk layout of W[K, N]: (ptr uint32[tiles + 1], col uint16[chunks],
+    k uint16[chunks, 4], w float32[chunks, 4]).
+
+    Columns go in tiles of ``nc``, k in blocks of ``kb`` rows. A column's nonzeros inside one
+    block (ascending k) fill chunks of 4; its last chunk there is padded with weight 0 at the
+    run's largest k (a row the kernel reads anyway). Inside a (tile, block) the chunks go round
+    robin over the columns (every column's first chunk, then every second one, ...), so
+    consecutive chunks add into different accumulators. A tile's chunks are its blocks' chunks in
+    block order: chunks [ptr[t], ptr[t + 1]).
+    """
+    K, N = W.shape
+    tiles, blocks = -(-N // nc), max(-(-K // kb), 1)
+    n, k = np.nonzero(W.T)  # by n, then ascending k
+    tile, j, blk = n // nc, n % nc, k // kb
+    run = (tile * blocks + blk) * nc + j  # ascending along the nonzeros (n, then k)
+    order = np.lexsort((k, run))
+    n, k, run = n[order], k[order], run[order]
+    counts = np.bincount(run, minlength=tiles * blocks * nc)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    nchunks = -(-counts // 4)
+    # chunks of each run, listed run by run; their sort key puts them round robin per (tile, block)
+    chunk_run = np.repeat(np.arange(counts.size), nchunks)
+    chunk_first = np.concatenate([[0], np.cumsum(nchunks)[:-1]])
+    chunk_rank = np.arange(chunk_run.size) - chunk_first[chunk_run]
+    tb, jj = chunk_run // nc, chunk_run % nc
+    place = np.empty(chunk_run.size, dtype=np.int64)
+    place[np.lexsort((jj, chunk_rank, tb))] = np.arange(chunk_run.size)
+    rank = np.arange(n.size) - first[run]
+    slot = place[chunk_first[run] + rank // 4] * 4 + rank % 4
+    ks = np.zeros((chunk_run.size, 4), dtype=np.uint16)
+    ws = np.zeros((chunk_run.size, 4), dtype=np.float32)
+    has = counts > 0
+    last_k = np.zeros(counts.size, dtype=np.int64)
+    last_k[has] = k[(first + counts - 1)[has]]
+    ks[place] = last_k[chunk_run][:, None]  # padding: weight 0 at the run's largest k
+    ks.reshape(-1)[slot] = k
+    ws.reshape(-1)[slot] = W[k, n]
+    col = np.empty(chunk_run.size, dtype=np.uint16)
+    col[place] = jj
+    per_tile = np.bincount(tb // blocks, minlength=tiles)  # a tile's chunks are contiguous
+    ptr = np.zeros(tiles + 1, dtype=np.uint32)
+    ptr[1:] = np.cumsum(per_tile)
+    return ptr, col, ks, ws
+
+
 def pack_f32_sparse(W: np.ndarray, isa: str) -> np.ndarray:
     """W[K, N] float32 as the blob ``sqc_f32_spmm`` for ``isa`` reads (uint8, self-describing).
 
-    Per output column n (CSC), its nonzero entries in ascending k: uint16 k, float32 value.
-    Any zero pattern works (unstructured, 1o4i, 4o1i, none, all zero); -0.0 counts as zero.
+    The chunk layout of :func:`f32_chunks` with the isa's column tile and k block (knobs f32_nc,
+    f32_kb). Any zero pattern works (unstructured, 1o4i, 4o1i, none, all zero); -0.0 counts as
+    zero.
     """
-    _token_tile("f32", isa)  # validates isa
     W = _check_weights(W, np.float32, "fp32 sparse packing")
+    nc, kb = _knob("f32", isa, "nc"), _knob("f32", isa, "kb")
     K, N = W.shape
-    n, k = np.nonzero(W.T)  # column-major order: by n, then ascending k
-    ptr = np.zeros(N + 1, dtype=np.uint32)
-    ptr[1:] = np.cumsum(np.bincount(n, minlength=N))
-    return _blob(_KIND_F32, K, N, ptr, k.astype(np.uint16), W[k, n].astype(np.float32), k.size, 1)
+    ptr, col, ks, ws = f32_chunks(W, nc, kb)
+    return _blob(
+        _KIND_F32_CHUNKS, K, N, ptr, ks.reshape(-1), ws.reshape(-1), ks.shape[0], 4,
+        G=nc, extra=kb, col=col,
+    )  # fmt: skip
 
 
 def _s8_quads(W: np.ndarray) -> np.ndarray:
@@ -221,7 +298,8 @@ def spmm_scratch_bytes(
     ceil(B rows / TT) <= B ceil(rows / TT), the per-example figure ceil(rows / TT) * TT * ...
     (+ 64 bytes slack) times B bounds the need. Independent of N and of the thread count
     (``nthreads_max`` is accepted for the interface and unused): per-thread buffers are on the
-    stack (one lanes x TT block, at most 4 KiB).
+    stack (the fp32 tile's accumulators, f32_nc x TT floats: at most 16 KiB; int8: one lanes x TT
+    block, at most 4 KiB).
     """
     if kind not in ("f32", "int8"):
         raise ValueError(f"sparse GEMM scratch: kind must be 'f32' or 'int8', got {kind!r}")
@@ -342,12 +420,16 @@ def spmm_scratch_bytes(
 #     int8 1o4i         2048  3072   768 |  1.85  2.95  4.30  7.69 10.25
 #
 # Where the time goes (1 thread, avx512 target, bert-base shapes):
-# - fp32: about 1.5 ns (5-6 cycles) per nonzero per 64-token panel, bound by the L1 load port:
-#   each FMA needs its own 64-byte activation load (no register reuse across columns for
-#   unstructured weights), while the dense kernel runs 2 zmm FMAs per cycle from registers. So
-#   at 90% the sparse kernel does 10x fewer FMAs at about 1/3 of the rate: 2.8-3.6x (4o1i, whose
-#   4 neighbouring columns hit the same activation rows in L1: 2.8-4.7x). Break-even: about 70%
-#   sparsity (unstructured, 4o1i), 75% (1o4i).
+# - fp32 (the table above is the previous kernel's, per column, kind 1): each FMA needs its own
+#   64-byte activation load (no register reuse across columns for unstructured weights), so the
+#   kernel is bound by how fast activation rows come in: measured on the Xeon, a 4-FMA entry
+#   costs 0.9 ns with the rows in L1 and 1.4-1.75 ns from L2 (K = 768 / 3072 panels are 192 /
+#   768 KiB), plus a mispredicted branch at the end of every column. The chunk layout (kind 5,
+#   f32_chunks) reads a panel block by block and runs one branch-free loop over chunks of 4
+#   nonzeros, adding into accumulators in L1 (prefetching the tile's C lines first, so the
+#   epilogue's stores do not stall the next tile's accumulator stores behind memory): 1.1-1.3x
+#   the kind-1 kernel at 90% on the Xeon, 1.3-1.4x at 80% and for 1o4i, and bert-base pruned
+#   90% 16 x 128 went 637 -> 553 ms. Break-even about 50% sparsity there.
 # - int8 quads (1o4i): 4 zmm loads + 4 vpdpbusd per non-empty quad per 64 tokens, load bound;
 #   the dense kernel runs ~2 vpdpbusd per cycle: 2.9-3.6x at 90% 1o4i (2.0x at M=2048,
 #   N=3072). Break-even about 55-70%.
@@ -406,7 +488,13 @@ def sparse_stats(W: np.ndarray, kind: str) -> dict:
 #   column:        ns per (output column x token): accumulators out, transpose back, epilogue
 #   transpose:     ns per (k x token) (fp32) or (k quad x token) (int8) of the panel transpose
 SPARSE_COST: dict[tuple[str, str], dict[str, float]] = {
-    ("f32", "avx512"): {"dense_mac": 0.00774, "entry": 0.0222, "column": 0.232, "transpose": 0.048},
+    # the fp32 chunk kernel (blob version 2), fitted on an Intel Xeon (1 thread, the bench
+    # rows at sparsity 0.5-0.95, M 128 and 2048, the three bert-base shapes, every pattern;
+    # relative least squares: median error 7%, worst 34%, at M = 2048 where C streams to L3).
+    # Measured there: 1.03-1.13x at 50% sparsity, 1.5-1.9x at 70%, 3.0-4.4x at 90%. Not yet
+    # measured on Zen 4, whose figures for the previous kernel (kind 1) were dense_mac 0.00774,
+    # entry 0.0222, column 0.232, transpose 0.048.
+    ("f32", "avx512"): {"dense_mac": 0.0105, "entry": 0.0184, "column": 0.283, "transpose": 0.547},
     # the two avx2 targets run the same fp32 kernels: the faster dense figure (best-of) and the
     # slower sparse one, so the model errs towards dense
     ("f32", "avx2"): {"dense_mac": 0.0171, "entry": 0.0379, "column": 0.365, "transpose": 0.054},
@@ -445,8 +533,6 @@ SPARSE_COST: dict[tuple[str, str], dict[str, float]] = {
 # those of this isa (the cost table has the pair's dense figure under the dense isa)
 DENSE_ONLY_ISA = {"avx512_amx": "avx512_vnni"}
 
-F32_KBLOCK_PENALTY = 0.3
-
 
 def sparse_cost_ns(kind: str, isa: str, stats: dict, M: int) -> tuple[float, float]:
     """(dense, sparse) estimated ns of one call with M tokens, from :func:`sparse_stats`."""
@@ -460,10 +546,9 @@ def sparse_cost_ns(kind: str, isa: str, stats: dict, M: int) -> tuple[float, flo
     lanes = {"avx512": 16, "avx512_vnni": 16}.get(isa, 8)
     compact = False
     if kind == "f32":
-        # measured: nonzeros in k blocks (1o4i) cost up to 1.3x more per nonzero near break-even
-        # (0.83 vs 1.11 at 70%, 1.38 vs 1.79 at 80%; 5% more at 95%); the model takes 1.3x
-        entry = c["entry"] * (1.0 + F32_KBLOCK_PENALTY * stats["full_quad_share"])
-        work, k_units = entry * stats["nnz"], K
+        # the chunk kernel costs the same per nonzero whatever the pattern (1o4i fills its
+        # chunks exactly; unstructured pads about 6% at 90% sparsity)
+        work, k_units = c["entry"] * stats["nnz"], K
     else:
         k_units = -(-K // 4)
         work = c["entry"] * stats["nonempty_quads"]

@@ -33,6 +33,7 @@ from sqc.compiler.codegen.packing import (
     s8_gemm_col_sums,
 )
 from sqc.compiler.codegen.sparse_packing import (
+    f32_chunks,
     pack_f32_sparse,
     pack_s8_sparse,
     s8_sparse_layout,
@@ -434,6 +435,56 @@ def test_largest_shapes(spmm: Spmm) -> None:
 
 
 # ---- packing, scratch, cost model (no CPU requirement) ----------------------------------------
+
+
+def test_f32_chunk_layout() -> None:
+    """A tiny W by hand: chunks of 4 per (column, k block), padded at the run's largest k,
+    round robin over the columns inside a block, blocks in order; and the blob's header."""
+    W = np.zeros((6, 3), np.float32)
+    W[[0, 1, 3, 4, 5], 0] = [1, 2, 3, 5, 6]
+    W[3, 1] = 4  # column 2: empty
+    ptr, col, ks, ws = f32_chunks(W, nc=2, kb=4)  # tiles {0, 1}, {2}; blocks k 0-3, 4-5
+    assert ptr.tolist() == [0, 3, 3]
+    assert col.tolist() == [0, 1, 0]
+    assert ks.tolist() == [[0, 1, 3, 3], [3, 3, 3, 3], [4, 5, 5, 5]]
+    assert ws.tolist() == [[1, 2, 3, 0], [4, 0, 0, 0], [5, 6, 0, 0]]
+    blob = pack_f32_sparse(W, "avx512")
+    hdr = blob[:64].view("<u4")
+    assert hdr[0] == 0x50535153 and hdr[1] == 2 and hdr[2] == 5 and hdr[3] == 6 and hdr[4] == 3
+    # one tile of 64 columns, one block of f32_kb = 256 rows: column 0's 5 nonzeros in 2 chunks
+    assert hdr[5] == 64 and hdr[6] == 1 and hdr[7] == 4 and hdr[8] == 3 and hdr[9] == 256
+    assert all(int(o) % 64 == 0 for o in hdr[10:14]) and blob.size % 64 == 0
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_f32_chunks_hold_every_nonzero_in_order(pattern: str) -> None:
+    """Random W: the chunks rebuild W exactly; a tile's chunks go block by block; inside a block
+    a column's chunks ascend in k and no two consecutive chunks of a block share a column unless
+    it is the block's only column with chunks left (round robin)."""
+    rng = np.random.default_rng(7)
+    K, N, nc, kb = 300, 130, 64, 128
+    W = rng.standard_normal((K, N)).astype(np.float32)
+    W[~sparsity_mask(K, N, 0.8, pattern, rng)] = 0.0
+    ptr, col, ks, ws = f32_chunks(W, nc, kb)
+    R = np.zeros((K, N), np.float64)
+    for t in range(ptr.size - 1):
+        last_k: dict[int, int] = {}
+        prev = (-1, -1)
+        for q in range(int(ptr[t]), int(ptr[t + 1])):
+            n, k = t * nc + int(col[q]), ks[q].astype(int)
+            blk = int(k.max()) // kb
+            assert (k // kb == blk).all() and blk >= prev[0]
+            np.add.at(R[:, n], k, ws[q])
+            live = k[ws[q] != 0]
+            assert live.size and live.min() > last_k.get(n, -1)
+            last_k[n] = int(live.max())
+            prev = (blk, n)
+    assert np.array_equal(R, W.astype(np.float64))
+    # round robin: inside a block, the first chunk of every column with any comes before any
+    # column's second chunk
+    b0 = [q for q in range(int(ptr[0]), int(ptr[1])) if ks[q].max() < kb]
+    firsts = len({int(col[q]) for q in b0})
+    assert len({int(col[q]) for q in b0[:firsts]}) == firsts
 
 
 def test_compact_groups_layout() -> None:
