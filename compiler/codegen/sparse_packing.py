@@ -20,6 +20,7 @@ _SPARSE_GEMM_KNOBS: dict[tuple[str, str], dict[str, int]] = {
         "i8_nc": 64,
         "l2_budget": 524288,
         "f32_kb": 256,
+        "whole_panels": 4,
     },
     # 16 ymm: 2 x 4 accumulators (32 tokens) + 4 panel vectors + 2 broadcasts.
     ("avx2", "avx_vnni"): {
@@ -29,6 +30,7 @@ _SPARSE_GEMM_KNOBS: dict[tuple[str, str], dict[str, int]] = {
         "i8_nc": 64,
         "l2_budget": 524288,
         "f32_kb": 512,
+        "whole_panels": 4,
     },
     ("avx2", "avx2"): {
         "f32_tt": 32,
@@ -37,6 +39,7 @@ _SPARSE_GEMM_KNOBS: dict[tuple[str, str], dict[str, int]] = {
         "i8_nc": 64,
         "l2_budget": 524288,
         "f32_kb": 512,
+        "whole_panels": 4,
     },
 }
 

@@ -314,8 +314,10 @@ def test_f32_sparsity(spmm: Spmm, sparsity: float, pattern: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "M", ["0", "1", "7", "lanes", "lanes+1", "2*lanes", "2*lanes+1", "tt-1", "tt", "tt+3", "130"]
-)
+    "M",
+    ["0", "1", "7", "lanes", "lanes+1", "2*lanes", "2*lanes+1", "tt-1", "tt", "tt+3", "130",
+     "8*tt-1", "8*tt+5"],  # 8 panels for 2 threads: whole panels per thread (knob whole_panels 4)
+)  # fmt: skip
 def test_f32_m_sweep(spmm: Spmm, M: str) -> None:
     run_f32(spmm, spmm.size(M, "f32"), spmm.size("lanes+3", "f32"), 67, nthreads=2, seed=2)
 
@@ -342,9 +344,10 @@ def test_f32_epilogue(spmm: Spmm, bias: bool, residual: str, act: int) -> None:
             bias=bias, residual=residual, act=act, nthreads=2, seed=5)  # fmt: skip
 
 
+@pytest.mark.parametrize("M", ["130", "4*tt+5"])  # 4*tt+5: whole panels on 1 thread, not on 2
 @pytest.mark.parametrize("pattern", PATTERNS)
-def test_f32_threads_match_one_thread(spmm: Spmm, pattern: str) -> None:
-    shape = (130, spmm.size("2*nc+5", "f32"), 768)
+def test_f32_threads_match_one_thread(spmm: Spmm, pattern: str, M: str) -> None:
+    shape = (spmm.size(M, "f32"), spmm.size("2*nc+5", "f32"), 768)
     one = run_f32(spmm, *shape, pattern=pattern, bias=True, act=ACT_GELU_ERF, nthreads=1, seed=6)
     two = run_f32(spmm, *shape, pattern=pattern, bias=True, act=ACT_GELU_ERF, nthreads=2, seed=6)
     assert np.array_equal(one, two)
@@ -380,8 +383,10 @@ def test_int8_compact_layout(spmm: Spmm, shape) -> None:
 
 
 @pytest.mark.parametrize(
-    "M", ["0", "1", "7", "lanes", "lanes+1", "2*lanes", "2*lanes+1", "tt-1", "tt", "tt+3", "130"]
-)
+    "M",
+    ["0", "1", "7", "lanes", "lanes+1", "2*lanes", "2*lanes+1", "tt-1", "tt", "tt+3", "130",
+     "8*tt-1", "8*tt+5"],  # 8 panels for 2 threads: whole panels per thread (knob whole_panels 4)
+)  # fmt: skip
 def test_int8_m_sweep(spmm: Spmm, M: str) -> None:
     run_int8(spmm, spmm.size(M, "int8"), spmm.size("2*nc+3", "int8"), 67, nthreads=2, seed=12)
 
@@ -419,9 +424,10 @@ def test_int8_epilogue(spmm: Spmm, bias: bool, residual: str, act: int) -> None:
              bias=bias, residual=residual, act=act, nthreads=2, seed=15)  # fmt: skip
 
 
+@pytest.mark.parametrize("M", ["130", "4*tt+5"])  # 4*tt+5: whole panels on 1 thread, not on 2
 @pytest.mark.parametrize("pattern", PATTERNS)
-def test_int8_threads_match_one_thread(spmm: Spmm, pattern: str) -> None:
-    shape = (130, spmm.size("2*nc+5", "int8"), 768)
+def test_int8_threads_match_one_thread(spmm: Spmm, pattern: str, M: str) -> None:
+    shape = (spmm.size(M, "int8"), spmm.size("2*nc+5", "int8"), 768)
     kw = dict(pattern=pattern, bias=True, residual="separate", act=ACT_GELU_TANH, seed=16)
     one = run_int8(spmm, *shape, nthreads=1, **kw)
     two = run_int8(spmm, *shape, nthreads=2, **kw)
