@@ -396,6 +396,10 @@ def _layers(planned: dict[int, Graph], isa: str) -> list[dict]:
                     _sparse_kernel("f32", isa) if sparse else f32_gemm_variant(f32_isa).name
                 )
                 record["why"] = a.get("why", "dense fp32 weights")
+                pair = a.get("ffn_next") or a.get("ffn_with")
+                if pair:  # pair_sparse_ffn: one sqc_f32_spmm_ffn call runs both layers
+                    record["ffn_pair"] = pair
+                    record["why"] += f"; one call with {pair} (sqc_f32_spmm_ffn)"
             else:
                 per_column = bool(np.unique(g.const(node.inputs[4])).size > 1)
                 record["quantization"] = {

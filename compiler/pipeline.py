@@ -22,6 +22,7 @@ from sqc.compiler.passes.fuse_skip_layernorm import fuse_skip_layernorm
 from sqc.compiler.passes.int8_attention import int8_attention
 from sqc.compiler.passes.lower_contrib_ops import lower_contrib_ops
 from sqc.compiler.passes.merge_parallel_linears import merge_parallel_linears
+from sqc.compiler.passes.pair_sparse_ffn import pair_sparse_ffn
 from sqc.compiler.passes.plan_memory import plan_memory
 from sqc.compiler.passes.quantize_dynamic import quantize_dynamic
 from sqc.compiler.passes.specialize_shapes import specialize_shapes
@@ -65,6 +66,8 @@ PASSES: list[tuple[str, Pass]] = [
     ("int8_attention", int8_attention),
     # Each linear layer's zero pattern, and its kernel: sparse where a cost model says it pays.
     ("extract_sparsity", extract_sparsity),
+    # A transformer FFN's two sparse fp32 layers as one kernel call (its hidden panel in L2).
+    ("pair_sparse_ffn", pair_sparse_ffn),
     # Must stay last: offsets depend on the final node order.
     ("plan_memory", plan_memory),
 ]

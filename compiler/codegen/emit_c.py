@@ -521,6 +521,11 @@ class Emitter(QuantEmitter):
 
         f32_isa = TARGETS[self.isa]["f32_isa"]
         rows = x.numel // k
+        if "ffn_with" in node.attrs:  # run by its pair's sqc_f32_spmm_ffn call (pair_sparse_ffn)
+            return {"kind": "none"}
+        if "ffn_next" in node.attrs:
+            pair = next(n for n in self.g.nodes if n.name == node.attrs["ffn_next"])
+            return self._sparse_ffn(node, pair)
         fn, scratch = "sqc_f32_gemm", None
         if node.attrs.get("format") == "sparse":
             from sqc.compiler.codegen.sparse_packing import pack_f32_sparse, spmm_scratch_bytes
@@ -551,6 +556,44 @@ class Emitter(QuantEmitter):
             "residual": self.pointer(node.input(3)) if node.input(3) else "NULL",
             "y": self.pointer(node.outputs[0]),
             "act": {"none": 0, "gelu_erf": 1, "gelu_tanh": 2}[node.attrs.get("act", "none")],
+        }
+
+    def _sparse_ffn(self, l1: Node, l2: Node) -> dict:
+        """Both layers of a pair_sparse_ffn pair as one sqc_f32_spmm_ffn call."""
+        from sqc.compiler.codegen.sparse_packing import pack_f32_sparse, spmm_scratch_bytes
+
+        f32_isa = TARGETS[self.isa]["f32_isa"]
+        w1, w2 = self.g.const(l1.inputs[1]), self.g.const(l2.inputs[1])
+        k, n1 = w1.shape
+        n2 = w2.shape[1]
+        rows = self.g.values[l1.inputs[0]].numel // k
+        packed = [
+            self.weights.ref(
+                lambda w=w: pack_f32_sparse(w, f32_isa),
+                "uint8_t",
+                key=("f32_spmm", f32_isa, node.inputs[1]),
+            )
+            for w, node in ((w1, l1), (w2, l2))
+        ]
+        return {
+            "kind": "ffn",
+            "comment": f"nodes: {l1.name} + {l2.name} (two sqc.Linear, one call)".replace(
+                "*/", "* /"
+            ),
+            "scratch": self._scratch(spmm_scratch_bytes(rows, max(k, n1), n2, "f32", f32_isa)),
+            "rows": rows,
+            "k": k,
+            "n1": n1,
+            "n2": n2,
+            "x": self.pointer(l1.inputs[0]),
+            "w1": packed[0],
+            "b1": self.pointer(l1.input(2)) if l1.input(2) else "NULL",
+            "act1": {"none": 0, "gelu_erf": 1, "gelu_tanh": 2}[l1.attrs.get("act", "none")],
+            "w2": packed[1],
+            "b2": self.pointer(l2.input(2)) if l2.input(2) else "NULL",
+            "residual": self.pointer(l2.input(3)) if l2.input(3) else "NULL",
+            "h": self.pointer(l1.outputs[0]),
+            "y": self.pointer(l2.outputs[0]),
         }
 
     def _sqc_Attention(self, node: Node) -> dict:
@@ -717,11 +760,18 @@ def emit_bucket(g: Graph, seq: int, weights: WeightsTable, isa: str) -> dict:
                 part["min_chunk"] = max(1, -(-4096 // max(inner, 1)))
                 maps.append(part)
     # What `sqc inspect --profile` names each timed op by: the ops the C runs, in order.
+    by_name = {n.name: n for n in g.nodes}
     g.meta["profile"] = [
         {
             "node": node.name,
             "op": f"{node.domain}.{node.op}" if node.domain else node.op,
             "flops": op_flops(g, node),
+        }
+        if op["kind"] != "ffn"
+        else {  # a pair_sparse_ffn pair: one timed call for both layers
+            "node": f"{node.name} + {node.attrs['ffn_next']}",
+            "op": "sqc.Linear+Linear",
+            "flops": op_flops(g, node) + op_flops(g, by_name[node.attrs["ffn_next"]]),
         }
         for node, op in zip(g.nodes, ops)
         if op["kind"] != "none"

@@ -3,7 +3,8 @@
 after: ``graph.meta["memory"]`` maps each batched value that is not a graph input to
 ``(offset, size)`` in bytes *per example*; at run time with batch B the value lives at
 ``B * offset`` and takes ``B * size`` bytes, so one plan serves every batch size (intervals that
-do not overlap per example do not overlap scaled by B). View ops (Reshape, Squeeze,
+do not overlap per example do not overlap scaled by B). A node's attrs["reads_too"] names
+values it reads beyond its inputs (they live until it). View ops (Reshape, Squeeze,
 Unsqueeze, Flatten, Identity, Dropout) alias their input: ``graph.meta["alias"]`` maps a view to
 the value that owns its bytes. Values whose lifetimes overlap never share bytes.
 """
@@ -39,7 +40,8 @@ def plan_memory(graph: Graph) -> Graph:
             if o and owner(o) not in g.inputs:
                 first.setdefault(owner(o), i)
                 last[owner(o)] = max(last.get(owner(o), i), i)
-        for name in node.inputs:
+        # reads_too: values a node's kernel reads beyond its inputs (pair_sparse_ffn)
+        for name in [*node.inputs, *node.attrs.get("reads_too", ())]:
             if name and not g.values[name].is_const:
                 last[owner(name)] = i
     for out in g.outputs:

@@ -51,6 +51,12 @@ static struct {
 
 static inline void sqc_pool_relax(void) { __builtin_ia32_pause(); }
 
+/* The running thread's slot in the current job: 0 for the caller (also when it runs a loop
+ * alone), 1 .. nthreads - 1 for the helpers in the order they joined. Unique among the threads
+ * of one job, so a task may index per-thread buffers of a call's scratch by it. */
+static _Thread_local int sqc_pool_slot_;
+static inline int sqc_pool_slot(void) { return sqc_pool_slot_; }
+
 /* claim and run chunks of the published job until none is left */
 static void sqc_pool_work(void) {
     const int64_t n = sqc_pool.n, chunk = sqc_pool.chunk;
@@ -118,8 +124,13 @@ static void *sqc_pool_helper(void *unused) {
         }
         seen = g;
         atomic_fetch_add(&sqc_pool.active, 1);
-        if (atomic_load(&sqc_pool.gen) == g && atomic_fetch_add(&sqc_pool.joined, 1) < sqc_pool.want)
-            sqc_pool_work();
+        if (atomic_load(&sqc_pool.gen) == g) {
+            const int j = atomic_fetch_add(&sqc_pool.joined, 1);
+            if (j < sqc_pool.want) {
+                sqc_pool_slot_ = j + 1;
+                sqc_pool_work();
+            }
+        }
         atomic_fetch_sub(&sqc_pool.active, 1);
     }
     return NULL;
@@ -146,6 +157,7 @@ static void sqc_parallel_for(int nthreads, int64_t n, int64_t chunk, sqc_task_fn
     if (nthreads > SQC_POOL_MAX)
         nthreads = SQC_POOL_MAX;
     int expected = 0;
+    sqc_pool_slot_ = 0;
     if (nthreads <= 1 || n <= chunk || !atomic_compare_exchange_strong(&sqc_pool.busy, &expected, 1)) {
         fn(args, 0, n);
         return;

@@ -356,6 +356,10 @@ SPARSE_GEMM_CDEF = (
 void sqc_test_f32_spmm(int M, int N, int K, const float *A, int lda, const void *Wsp,
                        const float *bias, const float *residual, float *C, int ldc, int act,
                        void *scratch, int nthreads);
+void sqc_test_f32_spmm_ffn(int M, int K, int N1, int N2, const float *A, int lda,
+                           const void *W1sp, const float *b1, int act1, const void *W2sp,
+                           const float *b2, const float *residual, float *H, float *C, int ldc,
+                           void *scratch, int nthreads);
 void sqc_test_u8s8_spmm(int M, int N, int K, const uint8_t *Aq, int ldq, const void *Wsp,
                         const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
                         const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
@@ -385,6 +389,14 @@ void sqc_test_f32_spmm(int M, int N, int K, const float *A, int lda, const void 
                        void *scratch, int nthreads)
 {
     sqc_f32_spmm(M, N, K, A, lda, Wsp, bias, residual, C, ldc, act, scratch, nthreads);
+}
+void sqc_test_f32_spmm_ffn(int M, int K, int N1, int N2, const float *A, int lda,
+                           const void *W1sp, const float *b1, int act1, const void *W2sp,
+                           const float *b2, const float *residual, float *H, float *C, int ldc,
+                           void *scratch, int nthreads)
+{
+    sqc_f32_spmm_ffn(M, K, N1, N2, A, lda, W1sp, b1, act1, W2sp, b2, residual, H, C, ldc, scratch,
+                     nthreads);
 }
 void sqc_test_u8s8_spmm(int M, int N, int K, const uint8_t *Aq, int ldq, const void *Wsp,
                         const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,

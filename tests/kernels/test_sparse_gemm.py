@@ -353,6 +353,57 @@ def test_f32_threads_match_one_thread(spmm: Spmm, pattern: str, M: str) -> None:
     assert np.array_equal(one, two)
 
 
+@pytest.mark.parametrize("M", ["tt+3", "4*tt+1", "8*tt+5"])  # two calls; whole panels on 1; on 2
+@pytest.mark.parametrize("residual", ["none", "separate"])
+@pytest.mark.parametrize(
+    "act", [ACT_NONE, ACT_GELU_ERF, ACT_GELU_TANH], ids=["none", "erf", "tanh"]
+)
+def test_f32_ffn_equals_two_calls(spmm: Spmm, M: str, residual: str, act: int) -> None:
+    """sqc_f32_spmm_ffn (the hidden layer's panels handed over in the thread's L2) gives the
+    bits of two sqc_f32_spmm calls through H, on 1 and 2 threads, and writes nothing past M or
+    N2 or its scratch."""
+    ffi, lib = spmm.module.ffi, spmm.module.lib
+    rng = np.random.default_rng(21)
+    M, N1, N2, K = (
+        spmm.size(M, "f32"),
+        spmm.size("2*nc+lanes+3", "f32"),
+        spmm.size("nc+5", "f32"),
+        67,
+    )
+    A = rng.standard_normal((M, K)).astype(np.float32)
+    W1 = rng.standard_normal((K, N1)).astype(np.float32)
+    W1[~sparsity_mask(K, N1, 0.8, "unstructured", rng)] = 0.0
+    W2 = (rng.standard_normal((N1, N2)) * 0.1).astype(np.float32)
+    W2[~sparsity_mask(N1, N2, 0.8, "unstructured", rng)] = 0.0
+    b1, b2 = rng.standard_normal(N1).astype(np.float32), rng.standard_normal(N2).astype(np.float32)
+    B1, B2 = (
+        aligned_copy(pack_f32_sparse(W1, spmm.isa)),
+        aligned_copy(pack_f32_sparse(W2, spmm.isa)),
+    )
+    # the residual has C's row stride (ldc = N2 + 3)
+    R = rng.standard_normal((M, N2 + 3)).astype(np.float32) if residual == "separate" else None
+    f = lambda a, t="float *": ptr(ffi, a, t)  # noqa: E731
+    outs = []
+    for nthreads in (1, 2):
+        scratch = Scratch(spmm_scratch_bytes(M, max(K, N1), N2, "f32", spmm.isa))
+        H = aligned_copy(np.full(M * N1, np.nan, np.float32).view(np.uint8)).view(np.float32)
+        C = np.full((M + 1, N2 + 3), np.nan, np.float32)
+        lib.sqc_test_f32_spmm_ffn(M, K, N1, N2, f(A), K, f(B1, "void *"), f(b1), act,
+                                  f(B2, "void *"), f(b2), f(R), f(H), f(C), N2 + 3,
+                                  f(scratch.buf, "void *"), nthreads)  # fmt: skip
+        assert scratch.intact() and np.isnan(C[M:]).all() and np.isnan(C[:, N2:]).all()
+        outs.append(C[:M, :N2].copy())
+    scratch = Scratch(spmm_scratch_bytes(M, max(K, N1), N2, "f32", spmm.isa))
+    H = np.empty((M, N1), np.float32)
+    C = np.full((M + 1, N2 + 3), np.nan, np.float32)
+    lib.sqc_test_f32_spmm(M, N1, K, f(A), K, f(B1, "void *"), f(b1), ffi.NULL, f(H), N1, act,
+                          f(scratch.buf, "void *"), 1)  # fmt: skip
+    lib.sqc_test_f32_spmm(M, N2, N1, f(H), N1, f(B2, "void *"), f(b2), f(R), f(C), N2 + 3, 0,
+                          f(scratch.buf, "void *"), 1)  # fmt: skip
+    for got in outs:
+        assert np.array_equal(got, C[:M, :N2])
+
+
 # ---- int8 ------------------------------------------------------------------------------------
 
 
@@ -600,7 +651,8 @@ def test_header_compiles_cleanly(variant: KernelVariant, tmp_path) -> None:
         "                  C, 768, 0, NULL, s, 2);\n}\n"
         "void *keep[] = {(void *)sqc_f32_gemm, (void *)sqc_u8s8_gemm,\n"
         "                (void *)sqc_quantize_rows_u8, (void *)sqc_dynamic_qparams_u8,\n"
-        "                (void *)sqc_range_rows_f32, (void *)sqc_quantize_examples_u8};\n"
+        "                (void *)sqc_range_rows_f32, (void *)sqc_quantize_examples_u8,\n"
+        "                (void *)sqc_f32_spmm_ffn};\n"
     )
     flags = ["-O3", "-fopenmp", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
     result = subprocess.run(

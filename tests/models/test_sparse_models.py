@@ -71,6 +71,31 @@ def test_sparse_and_dense_builds_agree_and_threads_do_not_matter(compile_onnx, p
         assert np.array_equal(a, c)
 
 
+def test_sparse_ffn_pairs_run_as_one_call_with_the_same_bits(compile_onnx, pruned):
+    """pair_sparse_ffn: each encoder layer's intermediate + output pair runs as one
+    sqc_f32_spmm_ffn call. At 8 x 64 tokens (8 token panels: whole panels per thread on 1 and
+    on 2 threads) and 1 x 64 (the two-call path) the outputs are bit for bit those of the same
+    model built without the pass, and match onnxruntime."""
+    model = pruned["unstructured-90"]
+    paired = compile_onnx(model, buckets=(64,), max_batch_size=8, sparse="always")
+    plain = compile_onnx(
+        model, buckets=(64,), max_batch_size=8, sparse="always", disable=("pair_sparse_ffn",)
+    )
+    pairs = {x["name"]: x["ffn_pair"] for x in _sparse_layers(paired) if "ffn_pair" in x}
+    assert len(pairs) == 4 and all(pairs[pairs[a]] == a for a in pairs)  # 2 layers x 2
+    assert all("intermediate" in a or "output" in a for a in pairs)
+    assert (paired.path / "model.c").read_text().count("sqc_f32_spmm_ffn(B") == 2
+    assert not any("ffn_pair" in x for x in _sparse_layers(plain))
+    for batch in (1, 8):
+        inputs = generate_random_inputs(paired, batch, 64, seed=batch)
+        want = ort_run(model, dict(zip(paired.input_names, inputs)))
+        for threads in (1, 2):
+            got = paired.run(inputs, threads=threads)
+            for a, b, w in zip(got, plain.run(inputs, threads=threads), want):
+                assert np.array_equal(a, b), (batch, threads)
+                assert relative_error(a, w) <= TOLERANCE["f32_model"], (batch, threads)
+
+
 def _quantize(src, dst, form):
     import onnx
     from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static

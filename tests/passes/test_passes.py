@@ -591,3 +591,65 @@ def test_fuse_quant_epilogue_hands_the_table_output_to_the_next_layer_as_uint8()
     feeds = x_feeds()
     for a, b in zip(interpret(before, feeds), interpret(after, feeds)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("gelu", [True, False], ids=["gelu", "no_act"])
+def test_pair_sparse_ffn_pairs_two_sparse_layers_and_keeps_their_input_alive(gelu):
+    """x -> Add -> X -> [MatMul + Add (+ Gelu)] -> H -> [MatMul + Add] -> y, both weights 90%
+    zeros, --sparse always: the two layers are paired, and X (read by the fused call until it
+    has written y) gets bytes that y's do not overlap; without the pass's reads_too the planner
+    could put y over X (X's last reader is the first layer)."""
+    from sqc.compiler.pipeline import run_passes
+
+    rng = np.random.default_rng(5)
+    w1 = rng.standard_normal((H, 4 * H)).astype(np.float32) * (rng.random((H, 4 * H)) < 0.1)
+    w2 = rng.standard_normal((4 * H, H)).astype(np.float32) * (rng.random((4 * H, H)) < 0.1)
+    inits = [
+        numpy_helper.from_array(np.ones(H, np.float32), "one"),
+        numpy_helper.from_array(w1, "w1"),
+        numpy_helper.from_array(np.zeros(4 * H, np.float32), "b1"),
+        numpy_helper.from_array(w2, "w2"),
+        numpy_helper.from_array(np.zeros(H, np.float32), "b2"),
+    ]
+    nodes = [
+        helper.make_node("Add", ["x", "one"], ["X"]),
+        helper.make_node("MatMul", ["X", "w1"], ["m1"]),
+        helper.make_node("Add", ["m1", "b1"], ["h0"]),
+    ]
+    if gelu:
+        nodes += [
+            helper.make_node("Div", ["h0", "sqrt2"], ["d"]),
+            helper.make_node("Erf", ["d"], ["e"]),
+            helper.make_node("Add", ["e", "one_s"], ["e1"]),
+            helper.make_node("Mul", ["h0", "e1"], ["g"]),
+            helper.make_node("Mul", ["g", "half"], ["h"]),
+        ]
+        inits += [
+            numpy_helper.from_array(np.array(np.sqrt(2.0), np.float32), "sqrt2"),
+            numpy_helper.from_array(np.array(1.0, np.float32), "one_s"),
+            numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+        ]
+    nodes += [
+        helper.make_node("MatMul", ["h" if gelu else "h0", "w2"], ["m2"]),
+        helper.make_node("Add", ["m2", "b2"], ["y"]),
+    ]
+    graph = import_model(model(nodes, inits))
+    graph.meta["sparse"] = "always"
+    plain = run_passes(graph, S, disable=("pair_sparse_ffn",))
+    after = run_passes(graph, S)
+    l1, l2 = [n for n in after.nodes if n.op == "Linear"]
+    assert l1.attrs["ffn_next"] == l2.name and l2.attrs["ffn_with"] == l1.name
+    assert l2.attrs["reads_too"] == [l1.inputs[0]]
+    assert l1.attrs.get("act", "none") == ("gelu_erf" if gelu else "none")
+    assert not any("ffn_next" in n.attrs for n in plain.nodes)
+
+    def span(g, name):
+        name = g.meta["alias"].get(name, name)
+        offset, size = g.meta["memory"][name]
+        return offset, offset + size
+
+    (x0, x1), (y0, y1) = span(after, l1.inputs[0]), span(after, l2.outputs[0])
+    assert x1 <= y0 or y1 <= x0, "y's bytes overlap X's, which the fused call still reads"
+    feeds = x_feeds()
+    for a, b in zip(interpret(plain, feeds), interpret(after, feeds)):
+        np.testing.assert_array_equal(a, b)
