@@ -316,7 +316,7 @@ def test_f32_sparsity(spmm: Spmm, sparsity: float, pattern: str) -> None:
 @pytest.mark.parametrize(
     "M",
     ["0", "1", "7", "lanes", "lanes+1", "2*lanes", "2*lanes+1", "tt-1", "tt", "tt+3", "130",
-     "8*tt-1", "8*tt+5"],  # 8 panels for 2 threads: whole panels per thread (knob whole_panels 4)
+     "8*tt-1", "8*tt+5"],  # 8 panels: whole panels per thread on 2 threads (whole_panels 3)
 )  # fmt: skip
 def test_f32_m_sweep(spmm: Spmm, M: str) -> None:
     run_f32(spmm, spmm.size(M, "f32"), spmm.size("lanes+3", "f32"), 67, nthreads=2, seed=2)
@@ -436,7 +436,7 @@ def test_int8_compact_layout(spmm: Spmm, shape) -> None:
 @pytest.mark.parametrize(
     "M",
     ["0", "1", "7", "lanes", "lanes+1", "2*lanes", "2*lanes+1", "tt-1", "tt", "tt+3", "130",
-     "8*tt-1", "8*tt+5"],  # 8 panels for 2 threads: whole panels per thread (knob whole_panels 4)
+     "8*tt-1", "8*tt+5"],  # 8 panels: whole panels per thread on 2 threads (whole_panels 3)
 )  # fmt: skip
 def test_int8_m_sweep(spmm: Spmm, M: str) -> None:
     run_int8(spmm, spmm.size(M, "int8"), spmm.size("2*nc+3", "int8"), 67, nthreads=2, seed=12)
