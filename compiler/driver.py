@@ -95,14 +95,18 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _templates_digest() -> str:
+def _code_digest() -> str:
+    """A digest of everything that makes an artifact: the templates and the compiler's own
+    sources (passes, packers, knob tables, cost model), so a changed compiler never reuses a
+    build of the old one, even at the same version number."""
     import importlib.resources
 
     h = hashlib.sha256()
-    root = importlib.resources.files("sqc.templates")
-    for p in sorted(Path(str(root)).rglob("*")):
-        if p.is_file() and p.suffix in (".j2", ".h"):
-            h.update(p.read_bytes())
+    for package, suffixes in (("sqc.templates", (".j2", ".h")), ("sqc.compiler", (".py",))):
+        root = Path(str(importlib.resources.files(package)))
+        for p in sorted(root.rglob("*")):
+            if p.is_file() and p.suffix in suffixes and "__pycache__" not in p.parts:
+                h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
     return h.hexdigest()
 
 
@@ -125,7 +129,7 @@ def compile_model(
     """Compile an ONNX model into an artifact directory and return its path.
 
     Compiling the same model with the same options again reuses the build: the manifest
-    records a key hashing the model, the options, sqc's version and its templates.
+    records a key hashing the model, the options, sqc's version, its templates and compiler.
     ``quantize="dynamic"`` makes a float model's linear layers int8 (per-column int8 weights
     made now, activations quantized per example at run time); quantized models need nothing.
     ``sparse`` ("auto", "always", "never"): which linear layers run sparse kernels (see the
@@ -162,7 +166,7 @@ def compile_model(
                 # sanitizer or debug builds (SQC_EXTRA_CFLAGS, build.py) never reuse normal ones
                 "extra_cflags": os.environ.get("SQC_EXTRA_CFLAGS", ""),
                 "sqc": sqc.__version__,
-                "templates": _templates_digest(),
+                "code": _code_digest(),
                 "format": FORMAT_VERSION,
             },
             sort_keys=True,

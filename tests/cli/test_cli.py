@@ -329,3 +329,18 @@ def test_inspect_profile_table_and_json(tmp_path):
     one_line_error(sqc("inspect", art, "--profile", "--sequence-length", "99"), "not a bucket")
     # an .onnx model is compiled first (into the cache), then inspected
     assert "0 of 9 linear layers sparse" in sqc("inspect", TINY, "--sequence-length", "16").stdout
+
+
+def test_a_changed_compiler_does_not_reuse_a_build(tmp_path, monkeypatch):
+    """The build key hashes the compiler's code (templates and Python sources): a build made by
+    other code is rebuilt, not reused, even at the same version number."""
+    from sqc.compiler import driver
+
+    said: list[str] = []
+    for _ in range(2):
+        driver.compile_model(TINY, [16], tmp_path / "a", max_batch_size=2, progress=said.append)
+    assert sum("reusing the build" in line for line in said) == 1
+    said.clear()
+    monkeypatch.setattr(driver, "_code_digest", lambda: "another compiler")
+    driver.compile_model(TINY, [16], tmp_path / "a", max_batch_size=2, progress=said.append)
+    assert not any("reusing the build" in line for line in said)
