@@ -14,6 +14,17 @@ import numpy as np
 # whole_panels 3: a 64 x 384 batch runs in chunks of one example on 2 threads (model.c.j2,
 # sqc_batch_chunk), 6 panels of 64 tokens; with 4 it took the two-phase path there and bert-base
 # pruned 90% (fp32) ran 4.45 s instead of 3.65 s (Xeon, 2 threads).
+# 16 ymm: 2 x 4 accumulators (32 tokens) + 4 panel vectors + 2 broadcasts (both avx2 targets;
+# f32_kb: as many bytes of panel rows per block as avx512's 256 rows of 64 tokens).
+_AVX2_KNOBS = {
+    "f32_tt": 32,
+    "i8_tt": 32,
+    "f32_nc": 64,
+    "i8_nc": 64,
+    "l2_budget": 524288,
+    "f32_kb": 512,
+    "whole_panels": 3,
+}
 _SPARSE_GEMM_KNOBS: dict[tuple[str, str], dict[str, int]] = {
     # 32 zmm: 2 x 4 accumulators (64 tokens) + 4 panel vectors + 2 broadcasts.
     ("avx512", "avx512_vnni"): {
@@ -25,25 +36,8 @@ _SPARSE_GEMM_KNOBS: dict[tuple[str, str], dict[str, int]] = {
         "f32_kb": 256,
         "whole_panels": 3,
     },
-    # 16 ymm: 2 x 4 accumulators (32 tokens) + 4 panel vectors + 2 broadcasts.
-    ("avx2", "avx_vnni"): {
-        "f32_tt": 32,
-        "i8_tt": 32,
-        "f32_nc": 64,
-        "i8_nc": 64,
-        "l2_budget": 524288,
-        "f32_kb": 512,
-        "whole_panels": 3,
-    },
-    ("avx2", "avx2"): {
-        "f32_tt": 32,
-        "i8_tt": 32,
-        "f32_nc": 64,
-        "i8_nc": 64,
-        "l2_budget": 524288,
-        "f32_kb": 512,
-        "whole_panels": 3,
-    },
+    ("avx2", "avx_vnni"): _AVX2_KNOBS,
+    ("avx2", "avx2"): _AVX2_KNOBS,
 }
 
 SPARSE_TARGETS: tuple[tuple[str, str], ...] = tuple(_SPARSE_GEMM_KNOBS)
