@@ -11,9 +11,12 @@ import numpy as np
 
 # Sparse GEMM knobs per target (fp32 isa, int8 isa): the one table. Knob meanings are in the
 # template's header comment. MEASURED TABLE: see the comment above SPARSE_COST.
-# whole_panels 3: a 64 x 384 batch runs in chunks of one example on 2 threads (model.c.j2,
-# sqc_batch_chunk), 6 panels of 64 tokens; with 4 it took the two-phase path there and bert-base
-# pruned 90% (fp32) ran 4.45 s instead of 3.65 s (Xeon, 2 threads).
+# whole_panels 1: whole token panels per thread as soon as there is one per thread. Measured on
+# the Xeon (bert-base pruned 90%, identical outputs): with 4, 64 x 384 on 2 threads (chunks of
+# one example, 6 panels) took the two-phase path, 4.45 s against 3.65 s with 3; with 1 instead
+# of 3, 1 x 128 (2 panels) runs 22.2 -> 16.9 ms on 2 threads (27-35% faster also with a busy or
+# bursty process on the second CPU), 35.1 -> 32.3 ms on 1 thread (fp32); int8 1o4i QDQ on the
+# VNNI kernels +1.6% / +5%; 16 x 128 unchanged.
 # 16 ymm: 2 x 4 accumulators (32 tokens) + 4 panel vectors + 2 broadcasts (both avx2 targets;
 # f32_kb: as many bytes of panel rows per block as avx512's 256 rows of 64 tokens).
 _AVX2_KNOBS = {
@@ -23,7 +26,7 @@ _AVX2_KNOBS = {
     "i8_nc": 64,
     "l2_budget": 524288,
     "f32_kb": 512,
-    "whole_panels": 3,
+    "whole_panels": 1,
 }
 _SPARSE_GEMM_KNOBS: dict[tuple[str, str], dict[str, int]] = {
     # 32 zmm: 2 x 4 accumulators (64 tokens) + 4 panel vectors + 2 broadcasts.
@@ -34,7 +37,7 @@ _SPARSE_GEMM_KNOBS: dict[tuple[str, str], dict[str, int]] = {
         "i8_nc": 64,
         "l2_budget": 524288,
         "f32_kb": 256,
-        "whole_panels": 3,
+        "whole_panels": 1,
     },
     ("avx2", "avx_vnni"): _AVX2_KNOBS,
     ("avx2", "avx2"): _AVX2_KNOBS,

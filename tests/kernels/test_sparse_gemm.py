@@ -316,7 +316,7 @@ def test_f32_sparsity(spmm: Spmm, sparsity: float, pattern: str) -> None:
 @pytest.mark.parametrize(
     "M",
     ["0", "1", "7", "lanes", "lanes+1", "2*lanes", "2*lanes+1", "tt-1", "tt", "tt+3", "130",
-     "8*tt-1", "8*tt+5"],  # 8 panels: whole panels per thread on 2 threads (whole_panels 3)
+     "8*tt-1", "8*tt+5"],  # more panels than threads: whole panels per thread
 )  # fmt: skip
 def test_f32_m_sweep(spmm: Spmm, M: str) -> None:
     run_f32(spmm, spmm.size(M, "f32"), spmm.size("lanes+3", "f32"), 67, nthreads=2, seed=2)
@@ -344,7 +344,7 @@ def test_f32_epilogue(spmm: Spmm, bias: bool, residual: str, act: int) -> None:
             bias=bias, residual=residual, act=act, nthreads=2, seed=5)  # fmt: skip
 
 
-@pytest.mark.parametrize("M", ["130", "4*tt+5"])  # 4*tt+5: whole panels on 1 thread, not on 2
+@pytest.mark.parametrize("M", ["tt", "4*tt+5"])  # tt: one panel, whole on 1 thread, not on 2
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_f32_threads_match_one_thread(spmm: Spmm, pattern: str, M: str) -> None:
     shape = (spmm.size(M, "f32"), spmm.size("2*nc+5", "f32"), 768)
@@ -353,7 +353,7 @@ def test_f32_threads_match_one_thread(spmm: Spmm, pattern: str, M: str) -> None:
     assert np.array_equal(one, two)
 
 
-@pytest.mark.parametrize("M", ["tt+3", "4*tt+1", "8*tt+5"])  # two calls; whole panels on 1; on 2
+@pytest.mark.parametrize("M", ["lanes+1", "tt", "tt+3", "2*tt", "8*tt+5"])
 @pytest.mark.parametrize("residual", ["none", "separate"])
 @pytest.mark.parametrize(
     "act", [ACT_NONE, ACT_GELU_ERF, ACT_GELU_TANH], ids=["none", "erf", "tanh"]
@@ -361,7 +361,9 @@ def test_f32_threads_match_one_thread(spmm: Spmm, pattern: str, M: str) -> None:
 def test_f32_ffn_equals_two_calls(spmm: Spmm, M: str, residual: str, act: int) -> None:
     """sqc_f32_spmm_ffn (the hidden layer's panels handed over in the thread's L2) gives the
     bits of two sqc_f32_spmm calls through H, on 1 and 2 threads, and writes nothing past M or
-    N2 or its scratch."""
+    N2, its scratch or H. M: the two-call path (<= 2 vectors of tokens); one panel (fused on 1
+    thread); 2 panels of which the last is short (fused on 1 thread: 2 threads' panels would not
+    fit H's M rows); 2 full panels (fused on both); many."""
     ffi, lib = spmm.module.ffi, spmm.module.lib
     rng = np.random.default_rng(21)
     M, N1, N2, K = (
@@ -386,12 +388,13 @@ def test_f32_ffn_equals_two_calls(spmm: Spmm, M: str, residual: str, act: int) -
     outs = []
     for nthreads in (1, 2):
         scratch = Scratch(spmm_scratch_bytes(M, max(K, N1), N2, "f32", spmm.isa))
-        H = aligned_copy(np.full(M * N1, np.nan, np.float32).view(np.uint8)).view(np.float32)
+        H = aligned_copy(np.full((M + 7) * N1, np.nan, np.float32).view(np.uint8)).view(np.float32)
         C = np.full((M + 1, N2 + 3), np.nan, np.float32)
         lib.sqc_test_f32_spmm_ffn(M, K, N1, N2, f(A), K, f(B1, "void *"), f(b1), act,
                                   f(B2, "void *"), f(b2), f(R), f(H), f(C), N2 + 3,
                                   f(scratch.buf, "void *"), nthreads)  # fmt: skip
         assert scratch.intact() and np.isnan(C[M:]).all() and np.isnan(C[:, N2:]).all()
+        assert np.isnan(H[M * N1 :]).all(), "wrote past H's M rows"
         outs.append(C[:M, :N2].copy())
     scratch = Scratch(spmm_scratch_bytes(M, max(K, N1), N2, "f32", spmm.isa))
     H = np.empty((M, N1), np.float32)
@@ -436,7 +439,7 @@ def test_int8_compact_layout(spmm: Spmm, shape) -> None:
 @pytest.mark.parametrize(
     "M",
     ["0", "1", "7", "lanes", "lanes+1", "2*lanes", "2*lanes+1", "tt-1", "tt", "tt+3", "130",
-     "8*tt-1", "8*tt+5"],  # 8 panels: whole panels per thread on 2 threads (whole_panels 3)
+     "8*tt-1", "8*tt+5"],  # more panels than threads: whole panels per thread
 )  # fmt: skip
 def test_int8_m_sweep(spmm: Spmm, M: str) -> None:
     run_int8(spmm, spmm.size(M, "int8"), spmm.size("2*nc+3", "int8"), 67, nthreads=2, seed=12)
@@ -475,7 +478,7 @@ def test_int8_epilogue(spmm: Spmm, bias: bool, residual: str, act: int) -> None:
              bias=bias, residual=residual, act=act, nthreads=2, seed=15)  # fmt: skip
 
 
-@pytest.mark.parametrize("M", ["130", "4*tt+5"])  # 4*tt+5: whole panels on 1 thread, not on 2
+@pytest.mark.parametrize("M", ["tt", "4*tt+5"])  # tt: one panel, whole on 1 thread, not on 2
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_int8_threads_match_one_thread(spmm: Spmm, pattern: str, M: str) -> None:
     shape = (spmm.size(M, "int8"), spmm.size("2*nc+5", "int8"), 768)

@@ -74,8 +74,8 @@ def test_sparse_and_dense_builds_agree_and_threads_do_not_matter(compile_onnx, p
 def test_sparse_ffn_pairs_run_as_one_call_with_the_same_bits(compile_onnx, pruned):
     """pair_sparse_ffn: each encoder layer's intermediate + output pair runs as one
     sqc_f32_spmm_ffn call. At 8 x 64 tokens (8 token panels: whole panels per thread on 1 and
-    on 2 threads) and 1 x 64 (the two-call path) the outputs are bit for bit those of the same
-    model built without the pass, and match onnxruntime."""
+    on 2 threads) and 1 x 64 (one panel: fused on 1 thread, the two-call path on 2) the outputs
+    are bit for bit those of the same model built without the pass, and match onnxruntime."""
     model = pruned["unstructured-90"]
     paired = compile_onnx(model, buckets=(64,), max_batch_size=8, sparse="always")
     plain = compile_onnx(
