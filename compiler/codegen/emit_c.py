@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sqc.compiler.codegen.build import TARGETS
-from sqc.compiler.codegen.emit_quant import QuantEmitter
+from sqc.compiler.codegen.emit_quant import ACT_CODES, QuantEmitter
 from sqc.compiler.ir import CompileError, Graph, Node, UnsupportedOpError
 from sqc.compiler.passes.fuse_attention import contiguous_strides
 from sqc.compiler.passes.plan_memory import VIEW_OPS
@@ -519,13 +519,13 @@ class Emitter(QuantEmitter):
             )
         from sqc.compiler.codegen.packing import pack_f32_gemm_weights
 
-        f32_isa = TARGETS[self.isa]["f32_isa"]
-        rows = x.numel // k
         if "ffn_with" in node.attrs:  # run by its pair's sqc_f32_spmm_ffn call (pair_sparse_ffn)
             return {"kind": "none"}
         if "ffn_next" in node.attrs:
             pair = next(n for n in self.g.nodes if n.name == node.attrs["ffn_next"])
             return self._sparse_ffn(node, pair)
+        f32_isa = TARGETS[self.isa]["f32_isa"]
+        rows = x.numel // k
         fn, scratch = "sqc_f32_gemm", None
         if node.attrs.get("format") == "sparse":
             from sqc.compiler.codegen.sparse_packing import pack_f32_sparse, spmm_scratch_bytes
@@ -555,7 +555,7 @@ class Emitter(QuantEmitter):
             "bias": self.pointer(node.input(2)) if node.input(2) else "NULL",
             "residual": self.pointer(node.input(3)) if node.input(3) else "NULL",
             "y": self.pointer(node.outputs[0]),
-            "act": {"none": 0, "gelu_erf": 1, "gelu_tanh": 2}[node.attrs.get("act", "none")],
+            "act": ACT_CODES[node.attrs.get("act", "none")],
         }
 
     def _sparse_ffn(self, l1: Node, l2: Node) -> dict:
@@ -588,7 +588,7 @@ class Emitter(QuantEmitter):
             "x": self.pointer(l1.inputs[0]),
             "w1": packed[0],
             "b1": self.pointer(l1.input(2)) if l1.input(2) else "NULL",
-            "act1": {"none": 0, "gelu_erf": 1, "gelu_tanh": 2}[l1.attrs.get("act", "none")],
+            "act1": ACT_CODES[l1.attrs.get("act", "none")],
             "w2": packed[1],
             "b2": self.pointer(l2.input(2)) if l2.input(2) else "NULL",
             "residual": self.pointer(l2.input(3)) if l2.input(3) else "NULL",

@@ -13,6 +13,9 @@ from sqc.compiler.ir import Node, UnsupportedOpError
 from sqc.compiler.ops.quant_ops import QRANGE
 from sqc.compiler.passes.plan_memory import aligned
 
+# a linear layer's act attr as the kernels' `act` argument (0 none, 1 GELU erf, 2 GELU tanh)
+ACT_CODES = {"none": 0, "gelu_erf": 1, "gelu_tanh": 2}
+
 
 def c_float(x: float) -> str:
     """A float32 as a C literal that reads back to the same float32."""
@@ -214,7 +217,7 @@ class QuantEmitter:
             ldq,
             sparse,
             f"B * (size_t){sp_offset}",
-            {"none": 0, "gelu_erf": 1, "gelu_tanh": 2}[a.get("act", "none")],
+            ACT_CODES[a.get("act", "none")],
             self._qpost(a.get("post")),
             "nt",
         ]
