@@ -112,6 +112,7 @@ def run_gemm(
     ldq_pad: int = 5,
     ldc_pad: int = 3,
     seed: int = 0,
+    row_groups: int = 0,  # > 0: a_zp and a_scale constant over runs of this many rows
 ) -> np.ndarray:
     """Run sqc_u8s8_gemm on random data, check it against the int64 reference, return C[:M, :N]."""
     rng = np.random.default_rng(seed)
@@ -135,6 +136,9 @@ def run_gemm(
     colsum = s8_gemm_col_sums(W).astype(np.int64)
     col_comp = (K * (wzp if w_zp else 0) - colsum).astype(np.int32)
     a_scale = (rng.uniform(0.5, 1.5, M) * 0.02).astype(np.float32)
+    if row_groups:  # one zero point and scale per example of row_groups rows (static or dynamic)
+        a_zp = np.repeat(a_zp[::row_groups], row_groups)[:M]
+        a_scale = np.repeat(a_scale[::row_groups], row_groups)[:M]
     w_scale = (rng.uniform(0.5, 1.5, N) * 1e-3 / math.sqrt(max(K, 1))).astype(np.float32)
     b = rng.standard_normal(N).astype(np.float32) if bias else None
     packed = pack_s8_gemm_weights(W, isa)
@@ -304,14 +308,20 @@ def vnni_and_amx(tmp_path_factory) -> tuple[Gemm, Gemm]:
      (True, "none", ACT_GELU_ERF), (True, "separate", ACT_GELU_TANH)],
     ids=["plain", "bias_inplace", "residual", "gelu_erf", "gelu_tanh"],
 )  # fmt: skip
-def test_amx_equals_vnni_bit_for_bit(vnni_and_amx, M, K, bias, residual, act) -> None:
+@pytest.mark.parametrize(
+    ("w_zp", "row_groups"), [(True, 0), (False, 0), (False, 20), (False, 10**6)],
+    ids=["wzp", "rows_differ", "examples_of_20", "one_zp"],
+)  # fmt: skip
+def test_amx_equals_vnni_bit_for_bit(vnni_and_amx, M, K, bias, residual, act, w_zp, row_groups):
     """AMX blocks (16 and 32 rows, K tails on vpdpbusd, the epilogue run during the next block's
-    tile work) give the VNNI kernel's bits, with every epilogue, at 1 and 2 threads."""
+    tile work) give the VNNI kernel's bits, with every epilogue, at 1 and 2 threads; also where
+    a block's rows share a_zp and a_scale (its epilogue then makes their products once)."""
     for nthreads in (1, 2):
         vnni, amx = (
-            run_gemm(g, M, 77, K, bias=bias, residual=residual, act=act, nthreads=nthreads, seed=9)
+            run_gemm(g, M, 77, K, bias=bias, residual=residual, act=act, nthreads=nthreads,
+                     seed=9, w_zp=w_zp, row_groups=row_groups)
             for g in vnni_and_amx
-        )
+        )  # fmt: skip
         np.testing.assert_array_equal(amx, vnni)
 
 

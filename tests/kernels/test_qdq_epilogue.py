@@ -64,17 +64,24 @@ def _grid(rng, dtype: str, step: float) -> dict:
 
 def _near_ties(rng, shape, grid: dict) -> np.ndarray:
     """Values at, or a few ulps from, the midpoints between grid levels (and a few far off
-    the range)."""
+    the range, and a few special ones)."""
     s = np.float32(grid["scale"])
     levels = rng.integers(-140, 140, shape).astype(np.float32)
     x = ((levels + np.float32(0.5)) * s).astype(np.float32)
     ulps = rng.integers(-3, 4, shape).astype(np.int32)
     x = (x.view(np.int32) + ulps).view(np.float32)
     x[rng.random(shape) < 0.05] *= np.float32(300.0)
+    # values whose reciprocal product could misbehave: infinities, the ends of the float range,
+    # subnormals, signed zeros (NaN is left out: the numpy reference sends it to level 0)
+    special = np.array([np.inf, -np.inf, 3.4e38, -3.4e38, 1e-42, -1e-42, 0.0, -0.0], np.float32)
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, special.size, replace=False)] = special
     return x
 
 
-def _case(M, N, K, stages, bias, residual, seed, sparsity=0.0, ties=False):
+def _case(M, N, K, stages, bias, residual, seed, sparsity=0.0, ties=False, static=False):
+    """static: one a_zp and a_scale for every row, as a QDQ file's static input
+    quantization has them (the AMX epilogue's shared-row path)"""
     rng = np.random.default_rng(seed)
     Aq = rng.integers(0, 256, (M, K), dtype=np.uint8)
     W = rng.integers(-128, 128, (K, N), dtype=np.int8)
@@ -82,6 +89,8 @@ def _case(M, N, K, stages, bias, residual, seed, sparsity=0.0, ties=False):
     a_zp = rng.integers(100, 156, M, dtype=np.int32)
     col_comp = (-s8_gemm_col_sums(W).astype(np.int64)).astype(np.int32)
     a_scale = (rng.uniform(0.5, 1.5, M) * 0.02).astype(np.float32)
+    if static:
+        a_zp[:], a_scale[:] = a_zp[0], a_scale[0]
     w_scale = (rng.uniform(0.5, 1.5, N) * 0.05 / math.sqrt(K)).astype(np.float32)
     acc = (Aq.astype(np.int64) - a_zp[:, None]) @ W.astype(np.int64)
     plain = acc.astype(np.float32) * (a_scale[:, None] * w_scale[None, :])
@@ -116,14 +125,19 @@ def _check(out, ref, where):
     )
 
 
-def _run_dense(dense, stages, bias, shape, nthreads, ties=False):
+def _run_dense(dense, stages, bias, shape, nthreads, ties=False, static=False, bias_nan=False):
+    """Run the case through the dense kernel; check it against the reference (not with
+    bias_nan: a NaN in the bias at a few columns, which the numpy reference sends elsewhere)
+    and return C."""
     variant, module = dense
     ffi, lib = module.ffi, module.lib
     M, N, K = shape
     residual = "r" in stages or "c" in stages
     Aq, W, a_zp, cc, a_s, w_s, b, R, table, ref = _case(
-        M, N, K, stages, bias, residual, seed=M + N, ties=ties
+        M, N, K, stages, bias, residual, seed=M + N, ties=ties, static=static
     )
+    if bias_nan:
+        b[::7] = np.nan
     isa = variant.isa
     ldq = int8_gemm_lda(K, isa)
     Aq_pad = np.zeros((M, ldq), np.uint8)
@@ -136,7 +150,9 @@ def _run_dense(dense, stages, bias, shape, nthreads, ties=False):
         ffi.NULL, ffi.NULL, _ptr(ffi, w_s, "float *"), _ptr(ffi, b, "float *"),
         _ptr(ffi, R, "float *"), _ptr(ffi, C, "float *"), N, _ptr(ffi, table, "float *"), nthreads,
     )  # fmt: skip
-    _check(C, ref, f"{variant.name} {shape} {stages}")
+    if not bias_nan:
+        _check(C, ref, f"{variant.name} {shape} {stages}")
+    return C
 
 
 @pytest.mark.parametrize("stages", STAGES, ids="".join)
@@ -148,10 +164,37 @@ def test_dense_qdq_epilogue_equals_reference(dense, stages, bias, shape, nthread
 
 
 @pytest.mark.parametrize("stages", [("r", "c"), ("a", "b", "r", "c")], ids="".join)
-def test_dense_qdq_epilogue_exact_near_ties(dense, stages):
+@pytest.mark.parametrize("static", [False, True], ids=["rows_differ", "static"])
+def test_dense_qdq_epilogue_exact_near_ties(dense, stages, static):
     """Residuals at and a few ulps from the midpoints of their grid (ties to even, and where
     any shortcut for the division would round differently): still the reference's bits."""
-    _run_dense(dense, stages, True, (130, 96, 768), 2, ties=True)
+    _run_dense(dense, stages, True, (130, 96, 768), 2, ties=True, static=static)
+
+
+@pytest.mark.parametrize("stages", STAGES, ids="".join)
+@pytest.mark.parametrize("shape", [(37, 45, 67), (130, 96, 768)])
+def test_dense_qdq_epilogue_static_rows(dense, stages, shape):
+    """One a_zp and a_scale for every row (a QDQ file's layers): the reference's bits."""
+    _run_dense(dense, stages, True, shape, 2, static=True)
+
+
+@pytest.mark.parametrize("stages", [("a", "b"), ("b",), ("a", "b", "r", "c")], ids="".join)
+def test_amx_qdq_epilogue_with_nan_bias_equals_vnni(tmp_path_factory, stages):
+    """A NaN in the bias (static rows, where the AMX epilogue skips the NaN select when the
+    bias is finite): the AMX kernel still gives the VNNI kernel's bits, NaN lanes included."""
+    by_isa = {v.isa: v for v in INT8_VARIANTS}
+    runs = []
+    for isa in ("avx512_vnni", "avx512_amx"):
+        if not harness.cpu_supports(isa):
+            pytest.skip(f"{isa}: this CPU cannot run it natively")
+        module = harness.build_int8_gemm(by_isa[isa], tmp_path_factory.mktemp(isa))
+        runs.append(
+            _run_dense((by_isa[isa], module), stages, True, (130, 96, 768), 2, static=True,
+                       bias_nan=True)
+        )  # fmt: skip
+    np.testing.assert_array_equal(runs[1], runs[0])
+    # where the NaN bias goes through FQ_b, to level zp (0 in the zero-point-free domain)
+    assert not np.isnan(runs[1]).any() or "b" not in stages
 
 
 @pytest.mark.parametrize("stages", [("a", "b"), ("a", "b", "r", "c")], ids="".join)
