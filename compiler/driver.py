@@ -421,6 +421,10 @@ def _layers(planned: dict[int, Graph], isa: str) -> list[dict]:
                     record["quantization"]["epilogue"] = (
                         "QDQ rounding fused (stages " + ", ".join(stages) + ")"
                     )
+                    if "lut_next" in a:  # passes/fuse_lut_epilogue.py
+                        record["quantization"]["epilogue"] += (
+                            f", then {a['lut_next']}'s table: uint8 output"
+                        )
                 gemm = int8_gemm_variant(TARGETS[isa]["int8_gemm"])
                 record["kernel"] = _sparse_kernel("int8", isa) if sparse else gemm.name
                 record["why"] = f"int8 weights ({a['form']} form); " + a.get("why", "dense")

@@ -17,6 +17,7 @@ from sqc.compiler.passes.fuse_elementwise import fuse_elementwise
 from sqc.compiler.passes.fuse_gelu import fuse_gelu
 from sqc.compiler.passes.fuse_layernorm import fuse_layernorm
 from sqc.compiler.passes.fuse_linear import fuse_linear
+from sqc.compiler.passes.fuse_lut_epilogue import fuse_lut_epilogue
 from sqc.compiler.passes.fuse_quant_epilogue import fuse_quant_epilogue
 from sqc.compiler.passes.fuse_skip_layernorm import fuse_skip_layernorm
 from sqc.compiler.passes.int8_attention import int8_attention
@@ -68,6 +69,9 @@ PASSES: list[tuple[str, Pass]] = [
     ("extract_sparsity", extract_sparsity),
     # A transformer FFN's two sparse fp32 layers as one kernel call (its hidden panel in L2).
     ("pair_sparse_ffn", pair_sparse_ffn),
+    # A dense QDQ layer whose output only a uint8 table (the QDQ GELU) reads: its epilogue
+    # writes the table's bytes.
+    ("fuse_lut_epilogue", fuse_lut_epilogue),
     # Must stay last: offsets depend on the final node order.
     ("plan_memory", plan_memory),
 ]

@@ -30,8 +30,10 @@ TARGETS = {
     # AVX-512 with VNNI and AMX (Intel Sapphire Rapids and later): the avx512 target whose dense
     # int8 GEMMs run on AMX tiles (int8_gemm "avx512_amx"; same packing and bits as avx512_vnni).
     "avx512amx": {
-        "cflags": _AVX512_CFLAGS + ["-mamx-tile", "-mamx-int8", "-mprefer-vector-width=512"],
-        "cpu_features": _AVX512_FEATURES + ["amx_tile", "amx_int8"],
+        "cflags": _AVX512_CFLAGS
+        + ["-mamx-tile", "-mamx-int8", "-mavx512vbmi", "-mprefer-vector-width=512"],
+        # VBMI (every AMX CPU has it): byte permutes for an epilogue's table (int8_gemm.h.j2)
+        "cpu_features": _AVX512_FEATURES + ["amx_tile", "amx_int8", "avx512vbmi"],
         "f32_isa": "avx512",
         "int8_isa": "avx512_vnni",
         "int8_gemm": "avx512_amx",

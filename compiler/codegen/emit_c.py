@@ -238,9 +238,20 @@ class Emitter(QuantEmitter):
 
     def _sqc_Elementwise(self, node: Node) -> dict:
         """A fused chain (passes/fuse_elementwise.py): one loop, each step's C nested."""
+        if "lut_with" in node.attrs:  # its layer's epilogue writes it (fuse_lut_epilogue)
+            return {"kind": "none"}
+        exprs = self._chain_exprs(node)
+        if node.attrs.get("lut"):
+            return self._lut_map(node, exprs)
+        v = self.g.values[node.outputs[0]]
+        ins = [self._broadcast(i, v.shape) for i in node.inputs]
+        return self._map(node.outputs[0], v.shape, 0, contiguous_strides(v.shape), ins, exprs[-1])
+
+    def _chain_exprs(self, node: Node) -> list[str]:
+        """The C of each step of an sqc.Elementwise chain, operands as {a}, {b}, ... (the
+        chain's inputs) and earlier steps nested."""
         from sqc.compiler.codegen.emit_quant import fake_quant_expr
 
-        v = self.g.values[node.outputs[0]]
         exprs: list[str] = []
         for domain, op, attrs, args in node.attrs["steps"]:
             subs = ["{" + OPERAND_NAMES[i] + "}" if kind == "in" else exprs[i] for kind, i in args]
@@ -251,10 +262,7 @@ class Emitter(QuantEmitter):
             else:
                 template = BINARY[op]
             exprs.append(template.format(**{k: f"({e})" for k, e in zip("ab", subs)}))
-        if node.attrs.get("lut"):
-            return self._lut_map(node, exprs)
-        ins = [self._broadcast(i, v.shape) for i in node.inputs]
-        return self._map(node.outputs[0], v.shape, 0, contiguous_strides(v.shape), ins, exprs[-1])
+        return exprs
 
     def _broadcast(self, name: str, out_shape) -> Operand:
         op = self.operand(name)
@@ -761,21 +769,8 @@ def emit_bucket(g: Graph, seq: int, weights: WeightsTable, isa: str) -> dict:
                 maps.append(part)
     # What `sqc inspect --profile` names each timed op by: the ops the C runs, in order.
     by_name = {n.name: n for n in g.nodes}
-    g.meta["profile"] = [
-        {
-            "node": node.name,
-            "op": f"{node.domain}.{node.op}" if node.domain else node.op,
-            "flops": op_flops(g, node),
-        }
-        if op["kind"] != "ffn"
-        else {  # a pair_sparse_ffn pair: one timed call for both layers
-            "node": f"{node.name} + {node.attrs['ffn_next']}",
-            "op": "sqc.Linear+Linear",
-            "flops": op_flops(g, node) + op_flops(g, by_name[node.attrs["ffn_next"]]),
-        }
-        for node, op in zip(g.nodes, ops)
-        if op["kind"] != "none"
-    ]
+    g.meta["profile"] = [_profiled(g, node, op, by_name) for node, op in zip(g.nodes, ops)]
+    g.meta["profile"] = [p for p in g.meta["profile"] if p]
     return {
         "seq": seq,
         "decls": emitter.decls,
@@ -784,6 +779,26 @@ def emit_bucket(g: Graph, seq: int, weights: WeightsTable, isa: str) -> dict:
         "outputs": outputs,
         "input_bytes": [g.values[i].nbytes for i in g.inputs],
         "workspace": g.meta["workspace_per_example"],
+    }
+
+
+def _profiled(g: Graph, node: Node, op: dict, by_name: dict) -> dict | None:
+    """What `sqc inspect --profile` names the op the C runs for ``node`` (None: nothing runs):
+    a pair of nodes run by one call (pair_sparse_ffn, fuse_lut_epilogue) is one timed op."""
+    if op["kind"] == "none":
+        return None
+    pair = node.attrs.get("ffn_next") if op["kind"] == "ffn" else node.attrs.get("lut_next")
+    if pair is None:
+        return {
+            "node": node.name,
+            "op": f"{node.domain}.{node.op}" if node.domain else node.op,
+            "flops": op_flops(g, node),
+        }
+    other = by_name[pair]
+    return {
+        "node": f"{node.name} + {pair}",
+        "op": f"sqc.{node.op}+{other.op}",
+        "flops": op_flops(g, node) + op_flops(g, other),
     }
 
 

@@ -219,8 +219,17 @@ class QuantEmitter:
             f"B * (size_t){sp_offset}",
             ACT_CODES[a.get("act", "none")],
             self._qpost(a.get("post")),
+            "NULL",
+            "NULL",
             "nt",
         ]
+        if "lut_next" in a:  # the next node's table bytes from the epilogue (fuse_lut_epilogue)
+            lut_node = next(n for n in self.g.nodes if n.name == a["lut_next"])
+            args[-3:-1] = [self.pointer(lut_node.outputs[0]), "lut8"]
+            # + 3 bytes: a gather reads 4 from each index (sqc_lut8_storen)
+            table = self._lut_table(lut_node, self._chain_exprs(lut_node), "uint8_t", "lut8", 3)
+            call = f"    sqc_qlinear({', '.join(str(s) for s in args)});\n"
+            return {"kind": "call", "code": "{\n" + table + call + "}"}
         return {"kind": "call", "code": f"sqc_qlinear({', '.join(str(s) for s in args)});"}
 
     def _qpost(self, post: dict | None) -> str:
@@ -234,43 +243,56 @@ class QuantEmitter:
         """An sqc.Elementwise whose one varying input lies on a quantization grid
         (passes/fuse_quant_epilogue.py): its chain evaluated once per grid level, in the same C,
         then one table lookup per element (sqc_lut_map)."""
-        from sqc.compiler.codegen.emit_c import OPERAND_NAMES
-
         lut = node.attrs["lut"]
-        grid = lut["grid"]
-        lo, hi = QRANGE[np.dtype(grid["dtype"])]
-        scale, zp = np.float32(grid["scale"]), int(grid["zero_point"])
-        subs = {}
-        for i, name in enumerate(node.inputs):
-            if i == lut["input"]:
-                subs[OPERAND_NAMES[i]] = "x"
-            else:
-                ctype = self.operand(name).ctype
-                subs[OPERAND_NAMES[i]] = f"(({ctype})({self.pointer(name)})[0])"
+        scale, zp, lo, levels = _lut_grid(lut)
         v = self.g.values[node.outputs[0]]
         x = node.inputs[lut["input"]]
-        levels = hi - lo + 1
-        value = exprs[-1].format(**subs)
         out = self.pointer(node.outputs[0])
-        outs = f"{out}, NULL"
-        if lut.get("quantize"):  # the next layer's uint8 input (passes/fuse_quant_epilogue.py)
-            qs, qz = c_float(lut["quantize"]["scale"]), int(lut["quantize"]["zero_point"])
-            value = f"sqc_quantize_f32({value}, {qs}, {qz}, 0, 255)"
-            outs = f"NULL, {out}"
+        outs = f"NULL, {out}" if lut.get("quantize") else f"{out}, NULL"
         return {
             "kind": "call",
             "code": (
                 "{\n"
-                f"    float lut[{levels}];\n"
-                f"    for (int q = 0; q < {levels}; ++q) {{\n"
-                f"        const float x = ((float)(q + {lo}) - {zp}.0f) * {c_float(scale)};\n"
-                f"        lut[q] = (float)({value});\n"
-                "    }\n"
-                f"    sqc_lut_map((int64_t)B * {v.numel}, {self.pointer(x)}, {outs}, lut, "
+                + self._lut_table(node, exprs, "float", "lut")
+                + f"    sqc_lut_map((int64_t)B * {v.numel}, {self.pointer(x)}, {outs}, lut, "
                 f"{c_float(np.float32(1.0) / scale)}, {zp - lo}, {levels}, nt);\n"
                 "}"
             ),
         }
+
+    def _lut_table(self, node: Node, exprs: list[str], ctype: str, name: str, pad: int = 0) -> str:
+        """C declaring ``ctype name[levels + pad]`` and filling it with the lut node's chain at
+        each level of its input's grid (the bytes its uint8 output takes, with lut["quantize"]);
+        the pad entries 0."""
+        from sqc.compiler.codegen.emit_c import OPERAND_NAMES
+
+        lut = node.attrs["lut"]
+        scale, zp, lo, levels = _lut_grid(lut)
+        subs = {}
+        for i, name_in in enumerate(node.inputs):
+            if i == lut["input"]:
+                subs[OPERAND_NAMES[i]] = "x"
+            else:
+                ctype_in = self.operand(name_in).ctype
+                subs[OPERAND_NAMES[i]] = f"(({ctype_in})({self.pointer(name_in)})[0])"
+        value = exprs[-1].format(**subs)
+        if lut.get("quantize"):  # the next layer's uint8 input (passes/fuse_quant_epilogue.py)
+            qs, qz = c_float(lut["quantize"]["scale"]), int(lut["quantize"]["zero_point"])
+            value = f"sqc_quantize_f32({value}, {qs}, {qz}, 0, 255)"
+        return (
+            f"    {ctype} {name}[{levels + pad}]{' = { 0 }' if pad else ''};\n"
+            f"    for (int q = 0; q < {levels}; ++q) {{\n"
+            f"        const float x = ((float)(q + {lo}) - {zp}.0f) * {c_float(scale)};\n"
+            f"        {name}[q] = ({ctype})({value});\n"
+            "    }\n"
+        )
+
+
+def _lut_grid(lut: dict) -> tuple[np.float32, int, int, int]:
+    """(scale, zero point, lowest level, number of levels) of a lut node's input grid."""
+    grid = lut["grid"]
+    lo, hi = QRANGE[np.dtype(grid["dtype"])]
+    return np.float32(grid["scale"]), int(grid["zero_point"]), lo, hi - lo + 1
 
 
 def fake_quant_expr(attrs: dict) -> str:

@@ -62,13 +62,15 @@ static void sqc_copy_rows_u8(int M, int K, const void *src, int is_s8, uint8_t *
    post (QDQ rounding stages, see sqc_qpost) Y = FQ_c(FQ_b(FQ_a(product) + bias) + FQ_r(residual)).
    Wsp non-NULL: W is the sparse blob of sparse_packing.pack_s8_sparse (Wp unused) and
    sqc_u8s8_spmm runs instead, with its scratch at scratch + sp_offset.
+   y8 non-NULL (dense W only; see sqc_u8s8_gemm's C8): the bytes lut8[level index of the last
+   stage] go to y8 and y is not written (passes/fuse_lut_epilogue.py).
    scratch: B * (rows * ldq + 12 * rows) bytes (+ the sparse kernel's, at sp_offset). */
 static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, float x_scale,
                         int32_t x_zp, const int8_t *Wp, const int32_t *col_comp,
                         const int32_t *w_zp, const float *w_scale, const float *bias,
                         const float *residual, float *y, uint8_t *scratch, int ldq,
                         const void *Wsp, size_t sp_offset, int act, const sqc_qpost *post,
-                        int nt)
+                        uint8_t *y8, const uint8_t *lut8, int nt)
 {
     const int M = B * rows;
     uint8_t *aq = scratch;
@@ -125,7 +127,7 @@ static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, 
     (void)Wsp;
     (void)sp_offset;
     sqc_u8s8_gemm(M, N, K, aq, ldq, Wp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
-                  residual, y, N, act, post, nt);
+                  residual, y, N, act, post, y8, lut8, nt);
 }
 
 /* C[M,N] = (A - a_zp) x (B - b_zp[n]) in int32; A, B uint8 or int8 (is_s8 flags), row-major */

@@ -80,13 +80,17 @@ void sqc_test_u8s8_gemm_post(int M, int N, int K, const uint8_t *Aq, int ldq, co
                              const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
                              const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
                              const float *bias, const float *residual, float *C, int ldc,
-                             const float *post, int nthreads);"""
+                             const float *post, int nthreads);
+void sqc_test_u8s8_gemm_lut8(int M, int N, int K, const uint8_t *Aq, int ldq, const int8_t *Wp,
+                             const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
+                             const float *w_scale, const float *bias, uint8_t *C8, int ldc,
+                             const float *post, const uint8_t *lut8, int nthreads);"""
 U8S8_GEMM_WRAPPER = (
     U8S8_GEMM_DECL
     + """
 {
     sqc_u8s8_gemm(M, N, K, Aq, ldq, Wp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
-                  residual, C, ldc, act, NULL, nthreads);
+                  residual, C, ldc, act, NULL, NULL, NULL, nthreads);
 }
 /* with QDQ epilogue stages: post = 16 floats, sqc_qpost's a, b, r, c */
 void sqc_test_u8s8_gemm_post(int M, int N, int K, const uint8_t *Aq, int ldq, const int8_t *Wp,
@@ -96,7 +100,17 @@ void sqc_test_u8s8_gemm_post(int M, int N, int K, const uint8_t *Aq, int ldq, co
                              const float *post, int nthreads)
 {
     sqc_u8s8_gemm(M, N, K, Aq, ldq, Wp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
-                  residual, C, ldc, 0, (const sqc_qpost *)post, nthreads);
+                  residual, C, ldc, 0, (const sqc_qpost *)post, NULL, NULL, nthreads);
+}
+/* with QDQ stages ending on a grid, bytes lut8[level index] to C8 (no residual, no w_zp) */
+void sqc_test_u8s8_gemm_lut8(int M, int N, int K, const uint8_t *Aq, int ldq, const int8_t *Wp,
+                             const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
+                             const float *w_scale, const float *bias, uint8_t *C8, int ldc,
+                             const float *post, const uint8_t *lut8, int nthreads)
+{
+    /* C is C8's bytes: a float written there instead would show as wrong bytes */
+    sqc_u8s8_gemm(M, N, K, Aq, ldq, Wp, a_scale, a_zp, col_comp, NULL, NULL, w_scale, bias, NULL,
+                  (float *)C8, ldc, 0, (const sqc_qpost *)post, C8, lut8, nthreads);
 }
 """
 )

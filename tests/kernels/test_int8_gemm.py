@@ -751,7 +751,7 @@ def test_header_compiles_cleanly(isa: str, f32_isa: str, tmp_path) -> None:
         "    sqc_quantize_rows_u8(M, 768, A, 768, s, z, Aq, 768, rs, nt);\n"
         "    sqc_quantize_examples_u8(2, M, 768, A, 768, C, rs, Aq, 768, rs, nt);\n"
         "    sqc_u8s8_gemm(M, 768, 768, Aq, 768, Wp, s, z, cc, z, rs, s, s, C, C, 768, 1, NULL,\n"
-        "                  nt);\n"
+        "                  NULL, NULL, nt);\n"
         "    sqc_f32_gemm(M, 768, 768, A, 768, s, s, C, C, 768, 1, nt);\n"
         "}\n"
     )

@@ -178,6 +178,44 @@ def test_dense_qdq_epilogue_static_rows(dense, stages, shape):
     _run_dense(dense, stages, True, shape, 2, static=True)
 
 
+@pytest.mark.parametrize(
+    ("stages", "bias"), [(("a", "b"), True), (("b",), True), (("a",), False), (("a", "b"), False)],
+    ids=["ab_bias", "b_bias", "a", "ab"],
+)  # fmt: skip
+@pytest.mark.parametrize("shape", [(1, 1, 4), (37, 45, 67), (130, 96, 768)])
+@pytest.mark.parametrize("static", [False, True], ids=["rows_differ", "static"])
+def test_dense_lut8_output(dense, stages, bias, shape, static):
+    """C8 (passes/fuse_lut_epilogue.py): the bytes lut8[index of the last stage's level], rows
+    ldc bytes apart, nothing past column N, and no float written (C is C8's own bytes)."""
+    variant, module = dense
+    ffi, lib = module.ffi, module.lib
+    M, N, K = shape
+    Aq, W, a_zp, cc, a_s, w_s, b, _, table, ref = _case(
+        M, N, K, stages, bias, False, seed=M + N + 1, static=static
+    )
+    last = table.reshape(4, 4)[1] if "b" in stages else table.reshape(4, 4)[0]
+    scale, zp, lo, hi = (float(x) for x in last)
+    index = np.rint(ref / np.float32(scale)) + zp - lo
+    assert index.min() >= 0 and index.max() <= hi - lo
+    lut = np.zeros(256 + 3, np.uint8)  # + 3: a gather reads 4 bytes from each index
+    lut[:256] = np.random.default_rng(M).permutation(256)
+    isa = variant.isa
+    ldq = int8_gemm_lda(K, isa)
+    Aq_pad = np.zeros((M, ldq), np.uint8)
+    Aq_pad[:, :K] = Aq
+    packed = pack_s8_gemm_weights(W, isa)
+    ldc = N + 5
+    C8 = np.full((M, ldc), 0xAB, np.uint8)
+    lib.sqc_test_u8s8_gemm_lut8(
+        M, N, K, _ptr(ffi, Aq_pad, "uint8_t *"), ldq, _ptr(ffi, packed, "int8_t *"),
+        _ptr(ffi, a_s, "float *"), _ptr(ffi, a_zp, "int32_t *"), _ptr(ffi, cc, "int32_t *"),
+        _ptr(ffi, w_s, "float *"), _ptr(ffi, b, "float *"), _ptr(ffi, C8, "uint8_t *"), ldc,
+        _ptr(ffi, table, "float *"), _ptr(ffi, lut, "uint8_t *"), 2,
+    )  # fmt: skip
+    _check(C8[:, :N], lut[index.astype(np.int64)], f"{variant.name} {shape}")
+    assert (C8[:, N:] == 0xAB).all(), "wrote past column N"
+
+
 @pytest.mark.parametrize("stages", [("a", "b"), ("b",), ("a", "b", "r", "c")], ids="".join)
 def test_amx_qdq_epilogue_with_nan_bias_equals_vnni(tmp_path_factory, stages):
     """A NaN in the bias (static rows, where the AMX epilogue skips the NaN select when the

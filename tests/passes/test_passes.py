@@ -593,6 +593,34 @@ def test_fuse_quant_epilogue_hands_the_table_output_to_the_next_layer_as_uint8()
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("sparse", ["never", "always"])
+def test_fuse_lut_epilogue_hands_the_table_to_the_dense_layer(sparse):
+    """A dense int8 layer whose output only the (next) uint8 table reads: the layer writes the
+    table's bytes (lut_next / lut_with), and the table keeps the layer's input alive
+    (reads_too). A sparse layer keeps the table (its kernel has no byte output)."""
+    from sqc.compiler.pipeline import run_passes
+
+    graph = import_model(_qdq_layer_with_tail(gelu=True, second_layer=True))
+    graph.meta["sparse"] = sparse
+    plain = run_passes(graph, S, disable=("fuse_lut_epilogue",))
+    after = run_passes(graph, S)
+    assert not any("lut_next" in n.attrs or "lut_with" in n.attrs for n in plain.nodes)
+    table = next(n for n in after.nodes if n.op == "Elementwise")
+    layer = next(n for n in after.nodes if n.op == "QLinear" and n.outputs[0] in table.inputs)
+    if sparse == "always":
+        assert "lut_next" not in layer.attrs and "lut_with" not in table.attrs
+        return
+    assert layer.attrs["lut_next"] == table.name and table.attrs["lut_with"] == layer.name
+    assert table.attrs["reads_too"] == [layer.inputs[0]]
+
+    # (plan_memory's reads_too is checked with pair_sparse_ffn's test below; here the layer
+    # reads the graph input, which has no workspace bytes)
+    assert layer.inputs[0] in after.inputs
+    feeds = x_feeds()
+    for a, b in zip(interpret(plain, feeds), interpret(after, feeds)):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("gelu", [True, False], ids=["gelu", "no_act"])
 def test_pair_sparse_ffn_pairs_two_sparse_layers_and_keeps_their_input_alive(gelu):
     """x -> Add -> X -> [MatMul + Add (+ Gelu)] -> H -> [MatMul + Add] -> y, both weights 90%

@@ -1,0 +1,78 @@
+"""Let an int8 layer write the bytes that its only reader, a table, would make from its output.
+
+In a QDQ file the FFN's first layer ends on a grid (its output's QuantizeLinear) and the GELU is
+a table of that grid's levels writing the next layer's uint8 input (fuse_quant_epilogue.py,
+patterns 2 and 3). Run apart, the layer writes 4 bytes per value (bert-base at 16 x 128: 25 MB,
+past L2) and the table reads them back only to turn each into a level and one byte.
+
+pattern: sqc.QLinear L (dense kernel, QDQ ``post`` whose last stage puts its output Y on a grid:
+    b, or a with neither b nor a bias; no residual, no activation), Y read only by the next
+    node, an sqc.Elementwise E whose ``lut`` tabulates Y's grid into uint8 (``lut["quantize"]``).
+after: L.attrs["lut_next"] = E's name, E.attrs["lut_with"] = L's name and E.attrs["reads_too"]
+    = [L's input]: the emitter makes E's table at L's place and L's GEMM epilogue writes, for
+    each output, the table's byte at its level's index into E's output (sqc_u8s8_gemm's C8);
+    nothing runs at E's place, and Y is not written. The bytes are E's: the epilogue's level is
+    the one E would recover from Y (Y = level * scale, and E's index is nearbyint(Y / scale)).
+    The graph's values and each node's semantics do not change: the interpreter and the other
+    passes see both nodes. reads_too keeps L's input alive through E (plan_memory), since E's
+    output is written while L reads it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sqc.compiler.passes.fuse_quant_epilogue import output_grid
+from sqc.compiler.passes.rewrite import Matcher
+
+
+def fuse_lut_epilogue(graph):
+    g = graph.copy()
+    m = Matcher(g)
+    users = g.consumers()
+    for layer, table in zip(g.nodes[:-1], g.nodes[1:]):
+        if not _layer_ok(layer) or not _table_ok(table):
+            continue
+        y = layer.outputs[0]
+        lut = table.attrs["lut"]
+        if (
+            table.inputs[lut["input"]] != y
+            or y in table.inputs[: lut["input"]] + table.inputs[lut["input"] + 1 :]
+            or y in g.outputs
+            or len(users.get(y, [])) != 1
+            or output_grid(m, y) != lut["grid"]
+            or not layer.name
+            or not table.name
+            or sum(n.name == layer.name or n.name == table.name for n in g.nodes) != 2
+        ):
+            continue
+        layer.attrs = {**layer.attrs, "lut_next": table.name}
+        table.attrs = {**table.attrs, "lut_with": layer.name, "reads_too": [layer.inputs[0]]}
+    return g
+
+
+def _layer_ok(node) -> bool:
+    a = node.attrs
+    return (
+        node.domain == "sqc"
+        and node.op == "QLinear"
+        and a.get("format", "dense") == "dense"
+        and bool(a.get("post"))
+        and a.get("act", "none") == "none"
+        and not node.input(3)
+        and "lut_next" not in a
+    )
+
+
+def _table_ok(node) -> bool:
+    lut = node.attrs.get("lut") if node.domain == "sqc" and node.op == "Elementwise" else None
+    if not lut or not lut.get("quantize") or "lut_with" in node.attrs:
+        return False
+    return _levels(lut) <= 256
+
+
+def _levels(lut: dict) -> int:
+    from sqc.compiler.ops.quant_ops import QRANGE
+
+    lo, hi = QRANGE[np.dtype(lut["grid"]["dtype"])]
+    return hi - lo + 1
