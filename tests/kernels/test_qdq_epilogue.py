@@ -216,20 +216,27 @@ def test_dense_lut8_output(dense, stages, bias, shape, static):
     assert (C8[:, N:] == 0xAB).all(), "wrote past column N"
 
 
-@pytest.mark.parametrize("stages", [("a", "b"), ("b",), ("a", "b", "r", "c")], ids="".join)
-def test_amx_qdq_epilogue_with_nan_bias_equals_vnni(tmp_path_factory, stages):
-    """A NaN in the bias (static rows, where the AMX epilogue skips the NaN select when the
-    bias is finite): the AMX kernel still gives the VNNI kernel's bits, NaN lanes included."""
+@pytest.fixture(scope="module")
+def vnni_and_amx(tmp_path_factory):
     by_isa = {v.isa: v for v in INT8_VARIANTS}
-    runs = []
+    pair = []
     for isa in ("avx512_vnni", "avx512_amx"):
         if not harness.cpu_supports(isa):
             pytest.skip(f"{isa}: this CPU cannot run it natively")
-        module = harness.build_int8_gemm(by_isa[isa], tmp_path_factory.mktemp(isa))
-        runs.append(
-            _run_dense((by_isa[isa], module), stages, True, (130, 96, 768), 2, static=True,
-                       bias_nan=True)
-        )  # fmt: skip
+        pair.append(
+            (by_isa[isa], harness.build_int8_gemm(by_isa[isa], tmp_path_factory.mktemp(isa)))
+        )
+    return pair
+
+
+@pytest.mark.parametrize("stages", [("a", "b"), ("b",), ("a", "b", "r", "c")], ids="".join)
+def test_amx_qdq_epilogue_with_nan_bias_equals_vnni(vnni_and_amx, stages):
+    """A NaN in the bias (static rows, where the AMX epilogue skips the NaN select when the
+    bias is finite): the AMX kernel still gives the VNNI kernel's bits, NaN lanes included."""
+    runs = [
+        _run_dense(k, stages, True, (130, 96, 768), 2, static=True, bias_nan=True)
+        for k in vnni_and_amx
+    ]
     np.testing.assert_array_equal(runs[1], runs[0])
     # where the NaN bias goes through FQ_b, to level zp (0 in the zero-point-free domain)
     assert not np.isnan(runs[1]).any() or "b" not in stages
