@@ -769,8 +769,8 @@ def emit_bucket(g: Graph, seq: int, weights: WeightsTable, isa: str) -> dict:
                 maps.append(part)
     # What `sqc inspect --profile` names each timed op by: the ops the C runs, in order.
     by_name = {n.name: n for n in g.nodes}
-    g.meta["profile"] = [_profiled(g, node, op, by_name) for node, op in zip(g.nodes, ops)]
-    g.meta["profile"] = [p for p in g.meta["profile"] if p]
+    profiled = (_profiled(g, node, op, by_name) for node, op in zip(g.nodes, ops))
+    g.meta["profile"] = [p for p in profiled if p]
     return {
         "seq": seq,
         "decls": emitter.decls,
