@@ -37,7 +37,7 @@ from tests.conftest import FIXTURES
 # a batch of 3 runs as chunks of 2 and 1 in a workspace of 2 examples, and at bucket 32 as 3
 # chunks of 1 in a workspace of 1: an op that strays past its chunk's examples is a report.
 SANITIZE = (
-    "-fsanitize=address,undefined -fno-omit-frame-pointer"
+    "-fsanitize=address,undefined -fno-omit-frame-pointer -g"
     " -DSQC_CHUNK_ROWS_PER_THREAD=32 -DSQC_CHUNK_THREADS_MAX=1"
     + ("" if os.environ.get("SQC_SANITIZE_O3") == "1" else " -O1")
 )
