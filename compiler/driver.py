@@ -436,7 +436,19 @@ def _layers(planned: dict[int, Graph], isa: str) -> list[dict]:
                     "op": node.op,
                     "kernel": attention_kernel(node, isa)
                     if node.op == "Attention"
-                    else "sqc_layernorm_f32",
+                    else _layernorm_kernel(node),
                 }
             )
     return records
+
+
+def _layernorm_kernel(node) -> str:
+    """An sqc.SkipLayerNorm's kernel, and its roundings in a QDQ graph (quantize_layernorm)."""
+    a = node.attrs
+    parts = [
+        ("uint8 skip", a.get("skip_grid")),
+        ("sum rounded", a.get("sum_grid")),
+        ("uint8 output", a.get("out_grid")),
+    ]
+    done = [text for text, on in parts if on]
+    return f"sqc_layernorm_q ({', '.join(done)})" if done else "sqc_layernorm_f32"

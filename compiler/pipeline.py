@@ -26,6 +26,7 @@ from sqc.compiler.passes.merge_parallel_linears import merge_parallel_linears
 from sqc.compiler.passes.pair_sparse_ffn import pair_sparse_ffn
 from sqc.compiler.passes.plan_memory import plan_memory
 from sqc.compiler.passes.quantize_dynamic import quantize_dynamic
+from sqc.compiler.passes.quantize_layernorm import quantize_layernorm
 from sqc.compiler.passes.specialize_shapes import specialize_shapes
 
 Pass = Callable[[Graph], Graph]
@@ -65,6 +66,9 @@ PASSES: list[tuple[str, Pass]] = [
     ("fuse_quant_epilogue", fuse_quant_epilogue),
     # QDQ attention whose Q, K, V and probabilities are on grids: integer products (VNNI).
     ("int8_attention", int8_attention),
+    # QDQ LayerNorms write the uint8 levels their readers quantize to, and take the residual
+    # stages of the layer before them.
+    ("quantize_layernorm", quantize_layernorm),
     # Each linear layer's zero pattern, and its kernel: sparse where a cost model says it pays.
     ("extract_sparsity", extract_sparsity),
     # A transformer FFN's two sparse fp32 layers as one kernel call (its hidden panel in L2).

@@ -485,7 +485,7 @@ class Emitter(QuantEmitter):
                 raise UnsupportedOpError(
                     node, self.g.opset_of(node), "needs constant scale/bias of the normalized size"
                 )
-        return {
+        op = {
             "kind": "layernorm",
             "rows": v.numel // n,
             "n": n,
@@ -499,6 +499,37 @@ class Emitter(QuantEmitter):
             "sum": self.pointer(node.outputs[1])
             if len(node.outputs) > 1 and node.outputs[1]
             else "NULL",
+        }
+        a = node.attrs
+        if a.get("skip_grid") or a.get("sum_grid") or a.get("out_grid"):
+            op.update(self._layernorm_q(a, op))
+        return op
+
+    def _layernorm_q(self, a: dict, op: dict) -> dict:
+        """A QDQ LayerNorm's roundings (passes/quantize_layernorm.py): sqc_layernorm_q's
+        arguments in place of the float skip and output."""
+        from sqc.compiler.codegen.emit_quant import c_float, fake_quant_grid
+
+        def grid(key: str) -> tuple[str, str]:
+            g = a.get(key)
+            return (c_float(g["scale"]), c_float(g["zero_point"])) if g else ("0.0f", "0.0f")
+
+        skip8 = op["skip"] if a.get("skip_grid") else "NULL"
+        sum_fq = (
+            self.weights.ref(np.array(fake_quant_grid(a["sum_grid"]), np.float32), "float")
+            if a.get("sum_grid")
+            else "NULL"
+        )
+        y8 = op["y"] if a.get("out_grid") else "NULL"
+        return {
+            "kind": "layernorm_q",
+            "skip": "NULL" if a.get("skip_grid") else op["skip"],
+            "skip8": skip8,
+            "skip_grid": grid("skip_grid"),
+            "sum_fq": sum_fq,
+            "y": "NULL" if a.get("out_grid") else op["y"],
+            "y8": y8,
+            "out_grid": grid("out_grid"),
         }
 
     def _sqc_Gelu(self, node: Node) -> dict:

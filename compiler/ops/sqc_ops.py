@@ -49,17 +49,42 @@ def Gelu(node, x, opset):
 
 
 def _skip_ln_infer(node, x, opset):
-    return [x[0]] * len(node.outputs)
+    y = (np.dtype(np.uint8), x[0][1]) if node.attrs.get("out_grid") else x[0]
+    return [y] + [x[0]] * (len(node.outputs) - 1)
 
 
-@register("SkipLayerNorm", "sqc", attrs=("epsilon",), infer=_skip_ln_infer)
+@register(
+    "SkipLayerNorm",
+    "sqc",
+    attrs=("epsilon", "skip_grid", "sum_grid", "out_grid"),
+    infer=_skip_ln_infer,
+)
 def SkipLayerNorm(node, x, opset):
-    """sum = input + skip (+ bias); Y = LayerNorm(sum) over the last axis. Outputs Y[, sum]."""
-    s = x[0] + x[1]
+    """sum = input + skip (+ bias); Y = LayerNorm(sum) over the last axis. Outputs Y[, sum].
+
+    QDQ graphs (passes/quantize_layernorm.py): ``skip_grid`` {scale, zero_point}: skip is uint8
+    levels on that grid and adds its values (DequantizeLinear); ``sum_grid`` (FakeQuant attrs):
+    the sum is rounded to that grid; ``out_grid`` {scale, zero_point}: Y is quantized to uint8
+    (QuantizeLinear). skip may be omitted ("").
+    """
+    from sqc.compiler.ops.quant_ops import dequantize_np, fake_quant_np, quantize_np
+
+    a = node.attrs
+    s = x[0]
+    skip = x[1] if len(x) > 1 else None
+    if skip is not None:
+        if a.get("skip_grid"):
+            g = a["skip_grid"]
+            skip = dequantize_np(skip, np.float32(g["scale"]), g["zero_point"])
+        s = (s + skip).astype(np.float32)
     if len(x) > 4 and x[4] is not None:
         s = s + x[4]
+    s = fake_quant_np(s, a.get("sum_grid"))
     beta = x[3] if len(x) > 3 else None
-    y = layernorm_np(s, x[2], beta, -1, node.attrs["epsilon"]).astype(x[0].dtype)
+    y = layernorm_np(s, x[2], beta, -1, a["epsilon"]).astype(x[0].dtype)
+    if a.get("out_grid"):
+        g = a["out_grid"]
+        y = quantize_np(y, np.float32(g["scale"]), g["zero_point"], np.uint8)
     return [y, s.astype(x[0].dtype)][: len(node.outputs)]
 
 

@@ -83,112 +83,6 @@ static inline float sqc_rv_tree_max(sqc_rv v) {
     return _mm_cvtss_f32(_mm_max_ss(q, _mm_movehdup_ps(q)));
 }
 
-/* y[r, :] = (x[r, :] (+ skip[r, :]) (+ bias) - mean) / sqrt(var + eps) * gamma + beta, over n
- * features, for rows r in [0, rows). sum_out (optional) receives x + skip + bias. Two passes
- * over the row (mean, then the squared deviations from it), each summed in SQC_RW float lanes
- * and the lanes in double: no cancellation, errors of a few ulps. */
-typedef struct {
-    int n;
-    const float *x, *skip, *bias, *gamma, *beta;
-    float eps;
-    float *y, *sum_out;
-} sqc_layernorm_job;
-
-/* G rows at once, each computed exactly as alone: the sums of a row are one dependent chain
- * of vector adds (each waits on the last), so a row alone runs at the adds' latency; G rows
- * interleaved keep G chains in flight. Called with a constant G (inlined, loops unrolled).
- * The fused multiply-adds are spelled out (sqc_rv_fma, fma, fmaf) where gcc fused them in the
- * one-row loop: left to -ffp-contract, the unrolled group fused them for some rows and not
- * others, and the row's bits then depended on its place in the group (bert-base at 1 x 128:
- * 0.539 -> 0.450 ms per SkipLayerNorm on one thread, bits unchanged). */
-#define SQC_LN_G 4
-static inline __attribute__((always_inline)) void sqc_layernorm_group(const sqc_layernorm_job *j,
-                                                                      int64_t r, const int G) {
-    const int n = j->n;
-    const float *SQC_RESTRICT bias = j->bias;
-    const float *SQC_RESTRICT gamma = j->gamma, *SQC_RESTRICT beta = j->beta;
-    const int nv = n / SQC_RW * SQC_RW;
-    const float *xr[SQC_LN_G], *sk[SQC_LN_G];
-    float *yr[SQC_LN_G], *row[SQC_LN_G], m[SQC_LN_G], inv[SQC_LN_G];
-    sqc_rv acc[SQC_LN_G];
-    for (int g = 0; g < G; ++g) {
-        xr[g] = j->x + (r + g) * n;
-        sk[g] = j->skip ? j->skip + (r + g) * n : NULL;
-        yr[g] = j->y + (r + g) * n;
-        row[g] = j->sum_out ? j->sum_out + (r + g) * n : yr[g]; /* x + skip + bias, kept */
-        acc[g] = (sqc_rv){ 0 };
-    }
-    for (int i = 0; i < nv; i += SQC_RW) {
-        for (int g = 0; g < G; ++g) {
-            sqc_rv v = sqc_rv_load(xr[g] + i);
-            if (sk[g]) v += sqc_rv_load(sk[g] + i);
-            if (bias) v += sqc_rv_load(bias + i);
-            sqc_rv_store(row[g] + i, v);
-            acc[g] += v;
-        }
-    }
-    for (int g = 0; g < G; ++g) {
-        double total = 0.0;
-        for (int l = 0; l < SQC_RW; ++l) total += acc[g][l];
-        for (int i = nv; i < n; ++i) {
-            float v = xr[g][i];
-            if (sk[g]) v += sk[g][i];
-            if (bias) v += bias[i];
-            row[g][i] = v;
-            total += v;
-        }
-        m[g] = (float)(total / n);
-        acc[g] = (sqc_rv){ 0 };
-    }
-    for (int i = 0; i < nv; i += SQC_RW) {
-        for (int g = 0; g < G; ++g) {
-            const sqc_rv d = sqc_rv_load(row[g] + i) - m[g];
-            acc[g] = sqc_rv_fma(d, d, acc[g]);
-        }
-    }
-    for (int g = 0; g < G; ++g) {
-        double var = 0.0;
-        for (int l = 0; l < SQC_RW; ++l) var += acc[g][l];
-        for (int i = nv; i < n; ++i) {
-            const double d = row[g][i] - m[g];
-            var = fma(d, d, var);
-        }
-        inv[g] = (float)(1.0 / sqrt(var / n + (double)j->eps));
-    }
-    for (int i = 0; i < nv; i += SQC_RW) {
-        for (int g = 0; g < G; ++g) {
-            const sqc_rv v = (sqc_rv_load(row[g] + i) - m[g]) * inv[g];
-            sqc_rv_store(yr[g] + i, beta ? sqc_rv_fma(v, sqc_rv_load(gamma + i), sqc_rv_load(beta + i))
-                                         : v * sqc_rv_load(gamma + i));
-        }
-    }
-    for (int g = 0; g < G; ++g) {
-        for (int i = nv; i < n; ++i) {
-            const float v = (row[g][i] - m[g]) * inv[g];
-            yr[g][i] = beta ? fmaf(v, gamma[i], beta[i]) : v * gamma[i];
-        }
-    }
-}
-
-static void sqc_layernorm_rows(void *job, int64_t r0, int64_t r1) {
-    const sqc_layernorm_job *j = (const sqc_layernorm_job *)job;
-    int64_t r = r0;
-    for (; r + SQC_LN_G <= r1; r += SQC_LN_G)
-        sqc_layernorm_group(j, r, SQC_LN_G);
-    for (; r < r1; ++r)
-        sqc_layernorm_group(j, r, 1);
-}
-
-static void sqc_layernorm_f32(int64_t rows, int n, const float *SQC_RESTRICT x,
-                              const float *SQC_RESTRICT skip, const float *SQC_RESTRICT bias,
-                              const float *SQC_RESTRICT gamma, const float *SQC_RESTRICT beta,
-                              float eps, float *SQC_RESTRICT y, float *SQC_RESTRICT sum_out,
-                              int nthreads) {
-    sqc_layernorm_job job = { n, x, skip, bias, gamma, beta, eps, y, sum_out };
-    sqc_parallel_for(rows > 16 ? nthreads : 1, rows, sqc_chunk(rows, nthreads, 4),
-                     sqc_layernorm_rows, &job);
-}
-
 /* Softmax over the last axis of length n, rows independent. */
 typedef struct { int n; const float *x; float *y; } sqc_softmax_job;
 
@@ -522,6 +416,200 @@ static inline sqc_v8 sqc_v8_fake_quant_grid(sqc_v8 x, sqc_v8_grid g) {
 /* the same, g = {scale, zp, lo, hi} */
 static inline sqc_v8 sqc_v8_fake_quant(sqc_v8 x, const float *g) {
     return sqc_v8_fake_quant_grid(x, sqc_v8_grid_of(g));
+}
+
+/* y[r, :] = (x[r, :] (+ skip[r, :]) (+ bias) - mean) / sqrt(var + eps) * gamma + beta, over n
+ * features, for rows r in [0, rows). sum_out (optional) receives x + skip + bias. Two passes
+ * over the row (mean, then the squared deviations from it), each summed in SQC_RW float lanes
+ * and the lanes in double: no cancellation, errors of a few ulps.
+ *
+ * QDQ graphs (passes/quantize_layernorm.py) add three roundings, each the same operations as the
+ * QDQ pair it replaces: skip8 (instead of skip) holds uint8 levels on the grid {skip_s, skip_zp},
+ * whose values (level - zp) * s are added; sum_fq (NULL: none) rounds the sum to its grid
+ * {scale, zp, lo, hi} (sqc_fake_quant_f32); and y8 (instead of y) receives the output quantized
+ * to uint8 on {y_s, y_zp} (QuantizeLinear: saturate(nearbyint(y / s) + zp)). */
+typedef struct {
+    int n;
+    const float *x, *skip, *bias, *gamma, *beta;
+    float eps;
+    float *y, *sum_out;
+    const uint8_t *skip8;
+    float skip_s, skip_zp;
+    const float *sum_fq;
+    uint8_t *y8;
+    float y_s, y_zp;
+} sqc_layernorm_job;
+
+/* the values of SQC_RW uint8 levels on the grid {s, zp}: (level - zp) * s, a rounded product
+ * ("+ 0.0f": see sqc_fake_quant_f32). (Intrinsics: gcc converts a vector of bytes to floats
+ * one lane at a time.) */
+static inline sqc_rv sqc_rv_dequantize_u8(const uint8_t *p, float s, float zp) {
+#if SQC_RW == 16
+    const sqc_rv l = (sqc_rv)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)));
+#else
+    const sqc_rv l = (sqc_rv)_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+#endif
+    return (l - zp) * s + 0.0f;
+}
+
+/* saturate(nearbyint(v / s) + zp) to uint8 on SQC_RW lanes, NaN to zp: sqc_quantize_f32's value,
+ * with the clamp before the rounding (the bounds are integers, so the same) */
+static inline void sqc_rv_quantize_u8(uint8_t *p, sqc_rv v, float s, float zp) {
+    const float magic = 12582912.0f;
+    sqc_v8 q = v / s;
+    q = sqc_v8_select(q == q, q, (sqc_v8){ 0 });
+    q = sqc_v8_max((sqc_v8){ 0 } - zp, q);
+    q = sqc_v8_min((sqc_v8){ 0 } + (255.0f - zp), q);
+    q = (q + magic) - magic + zp; /* an integer in [0, 255] */
+#if SQC_RW == 16
+    _mm_storeu_si128((__m128i *)p, _mm512_cvtepi32_epi8(_mm512_cvttps_epi32((__m512)q)));
+#else
+    const __m256i i = _mm256_cvttps_epi32((__m256)q);
+    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    _mm_storel_epi64((__m128i *)p, _mm_packus_epi16(w, w));
+#endif
+}
+
+static inline uint8_t sqc_quantize_u8_scalar(float v, float s, float zp) {
+    float q = nearbyintf(v / s) + zp;
+    q = q == q ? q : zp;
+    q = q < 0.0f ? 0.0f : q;
+    return (uint8_t)(q > 255.0f ? 255.0f : q);
+}
+
+/* G rows at once, each computed exactly as alone: the sums of a row are one dependent chain
+ * of vector adds (each waits on the last), so a row alone runs at the adds' latency; G rows
+ * interleaved keep G chains in flight. Called with a constant G (inlined, loops unrolled).
+ * The fused multiply-adds are spelled out (sqc_rv_fma, fma, fmaf) where gcc fused them in the
+ * one-row loop: left to -ffp-contract, the unrolled group fused them for some rows and not
+ * others, and the row's bits then depended on its place in the group (bert-base at 1 x 128:
+ * 0.539 -> 0.450 ms per SkipLayerNorm on one thread, bits unchanged). The row's sum is read
+ * back from sum_out, from the output (floats), from a stack row (bytes), or, where it is x
+ * itself (no skip, bias or rounding), from x without a copy. */
+#define SQC_LN_G 4
+static inline __attribute__((always_inline)) void sqc_layernorm_group(const sqc_layernorm_job *j,
+                                                                      int64_t r, const int G) {
+    const int n = j->n;
+    const float *SQC_RESTRICT bias = j->bias;
+    const float *SQC_RESTRICT gamma = j->gamma, *SQC_RESTRICT beta = j->beta;
+    const float *sum_fq = j->sum_fq;
+    const float skip_s = j->skip_s, skip_zp = j->skip_zp, y_s = j->y_s, y_zp = j->y_zp;
+    const int nv = n / SQC_RW * SQC_RW;
+    const int copy = j->skip || j->skip8 || bias || sum_fq || j->sum_out;
+    const sqc_v8_grid gs = sum_fq ? sqc_v8_grid_of(sum_fq) : (sqc_v8_grid){ 0 };
+    float stack_rows[j->y8 && copy && !j->sum_out ? G * n : 1];
+    const float *xr[SQC_LN_G], *sk[SQC_LN_G];
+    const uint8_t *sk8[SQC_LN_G];
+    float *yr[SQC_LN_G], *row[SQC_LN_G], m[SQC_LN_G], inv[SQC_LN_G];
+    uint8_t *yr8[SQC_LN_G];
+    sqc_rv acc[SQC_LN_G];
+    for (int g = 0; g < G; ++g) {
+        xr[g] = j->x + (r + g) * n;
+        sk[g] = j->skip ? j->skip + (r + g) * n : NULL;
+        sk8[g] = j->skip8 ? j->skip8 + (r + g) * n : NULL;
+        yr[g] = j->y ? j->y + (r + g) * n : NULL;
+        yr8[g] = j->y8 ? j->y8 + (r + g) * n : NULL;
+        row[g] = j->sum_out ? j->sum_out + (r + g) * n : j->y8 ? stack_rows + g * n : yr[g];
+        acc[g] = (sqc_rv){ 0 };
+    }
+    for (int i = 0; i < nv; i += SQC_RW) {
+        for (int g = 0; g < G; ++g) {
+            sqc_rv v = sqc_rv_load(xr[g] + i);
+            if (sk[g]) v += sqc_rv_load(sk[g] + i);
+            if (sk8[g]) v += sqc_rv_dequantize_u8(sk8[g] + i, skip_s, skip_zp);
+            if (bias) v += sqc_rv_load(bias + i);
+            if (sum_fq) v = sqc_v8_fake_quant_grid(v, gs);
+            if (copy) sqc_rv_store(row[g] + i, v);
+            acc[g] += v;
+        }
+    }
+    const float *sum[SQC_LN_G];
+    for (int g = 0; g < G; ++g) {
+        double total = 0.0;
+        for (int l = 0; l < SQC_RW; ++l) total += acc[g][l];
+        for (int i = nv; i < n; ++i) {
+            float v = xr[g][i];
+            if (sk[g]) v += sk[g][i];
+            if (sk8[g]) v += ((float)sk8[g][i] - skip_zp) * skip_s + 0.0f;
+            if (bias) v += bias[i];
+            if (sum_fq) v = sqc_fake_quant_f32(v, sum_fq[0], sum_fq[1], sum_fq[2], sum_fq[3]);
+            if (copy) row[g][i] = v;
+            total += v;
+        }
+        m[g] = (float)(total / n);
+        acc[g] = (sqc_rv){ 0 };
+        sum[g] = copy ? row[g] : xr[g];
+    }
+    for (int i = 0; i < nv; i += SQC_RW) {
+        for (int g = 0; g < G; ++g) {
+            const sqc_rv d = sqc_rv_load(sum[g] + i) - m[g];
+            acc[g] = sqc_rv_fma(d, d, acc[g]);
+        }
+    }
+    for (int g = 0; g < G; ++g) {
+        double var = 0.0;
+        for (int l = 0; l < SQC_RW; ++l) var += acc[g][l];
+        for (int i = nv; i < n; ++i) {
+            const double d = sum[g][i] - m[g];
+            var = fma(d, d, var);
+        }
+        inv[g] = (float)(1.0 / sqrt(var / n + (double)j->eps));
+    }
+    for (int i = 0; i < nv; i += SQC_RW) {
+        for (int g = 0; g < G; ++g) {
+            const sqc_rv v = (sqc_rv_load(sum[g] + i) - m[g]) * inv[g];
+            const sqc_rv y = beta ? sqc_rv_fma(v, sqc_rv_load(gamma + i), sqc_rv_load(beta + i))
+                                  : v * sqc_rv_load(gamma + i);
+            if (yr8[g])
+                sqc_rv_quantize_u8(yr8[g] + i, y, y_s, y_zp);
+            else
+                sqc_rv_store(yr[g] + i, y);
+        }
+    }
+    for (int g = 0; g < G; ++g) {
+        for (int i = nv; i < n; ++i) {
+            const float v = (sum[g][i] - m[g]) * inv[g];
+            const float y = beta ? fmaf(v, gamma[i], beta[i]) : v * gamma[i];
+            if (yr8[g])
+                yr8[g][i] = sqc_quantize_u8_scalar(y, y_s, y_zp);
+            else
+                yr[g][i] = y;
+        }
+    }
+}
+
+static void sqc_layernorm_rows(void *job, int64_t r0, int64_t r1) {
+    const sqc_layernorm_job *j = (const sqc_layernorm_job *)job;
+    int64_t r = r0;
+    for (; r + SQC_LN_G <= r1; r += SQC_LN_G)
+        sqc_layernorm_group(j, r, SQC_LN_G);
+    for (; r < r1; ++r)
+        sqc_layernorm_group(j, r, 1);
+}
+
+static void sqc_layernorm_run(int64_t rows, const sqc_layernorm_job *job, int nthreads) {
+    sqc_parallel_for(rows > 16 ? nthreads : 1, rows, sqc_chunk(rows, nthreads, 4),
+                     sqc_layernorm_rows, (void *)job);
+}
+
+static void sqc_layernorm_f32(int64_t rows, int n, const float *SQC_RESTRICT x,
+                              const float *SQC_RESTRICT skip, const float *SQC_RESTRICT bias,
+                              const float *SQC_RESTRICT gamma, const float *SQC_RESTRICT beta,
+                              float eps, float *SQC_RESTRICT y, float *SQC_RESTRICT sum_out,
+                              int nthreads) {
+    sqc_layernorm_job job = { n, x, skip, bias, gamma, beta, eps, y, sum_out };
+    sqc_layernorm_run(rows, &job, nthreads);
+}
+
+/* sqc_layernorm_f32 with a QDQ graph's roundings (see sqc_layernorm_job): skip8 and y8 may be
+ * NULL (then skip and y are read and written as floats) */
+static void sqc_layernorm_q(int64_t rows, int n, const float *x, const float *skip,
+                            const uint8_t *skip8, float skip_s, float skip_zp, const float *sum_fq,
+                            const float *gamma, const float *beta, float eps, float *y,
+                            uint8_t *y8, float y_s, float y_zp, int nthreads) {
+    sqc_layernorm_job job = { n, x, skip, NULL, gamma, beta, eps, y, NULL,
+                              skip8, skip_s, skip_zp, sum_fq, y8, y_s, y_zp };
+    sqc_layernorm_run(rows, &job, nthreads);
 }
 
 /* features d0 .. min(d0 + W, D) of one output row (feature stride sd) from a vector; rounded

@@ -130,10 +130,12 @@ def test_every_linear_layer_runs_int8(compile_onnx, quantized, form):
     source = (engine.path / "model.c").read_text()
     body = source[source.index("int sqc_run_chunk_s16(") : source.index("int sqc_run_s16(")]
     assert "(MatMulInteger)" not in body
-    # QDQ: each encoder layer's Q, K and V projections share one quantization of their input
+    # QDQ: each encoder layer's Q, K and V projections read the bytes the LayerNorm before
+    # them writes (passes/quantize_layernorm.py), as do the FFN's first layers: no
+    # QuantizeLinear is left, and every LayerNorm (embeddings, 2 per layer) writes bytes
     quantize = [line for line in body.splitlines() if "(QuantizeLinear)" in line]
-    assert len(quantize) == (2 if form.startswith("qdq") else 0), quantize
-    assert all("/uint8" in line for line in quantize), quantize
+    assert not quantize, quantize
+    assert body.count("sqc_layernorm_q(") == (5 if form.startswith("qdq") else 0)
     # Attention is one kernel in every form; in QDQ files with its four rounding stages, and
     # (Q, K, V and the probabilities on grids) integer products on this VNNI machine.
     assert body.count("(sqc.Attention)") == 2
@@ -217,8 +219,9 @@ def test_int8_model_on_every_target(compile_onnx, quantized, target):
 @pytest.mark.parametrize("form", ["qdq_s8", "qdq_u8_per_channel"])
 def test_qdq_epilogue_fusion_changes_no_bit(compile_onnx, quantized, form):
     """passes/fuse_quant_epilogue.py moves the QDQ rounding after each int8 layer into the GEMM
-    epilogue and tabulates the QDQ GELU, and fuse_lut_epilogue has the layer before the table
-    look its bytes up: the same float operations in the same order, so the logits are
+    epilogue and tabulates the QDQ GELU, fuse_lut_epilogue has the layer before the table
+    look its bytes up, and quantize_layernorm has the LayerNorms write bytes and take the
+    residual stages: the same float operations in the same order, so the logits are
     bit-identical to the unfused build's."""
     # int8_attention (integer products, not bit-identical by design) is off in both builds
     fused = compile_onnx(
@@ -242,6 +245,11 @@ def test_qdq_epilogue_fusion_changes_no_bit(compile_onnx, quantized, form):
     # the GELU table runs in the first FFN layer's epilogue (passes/fuse_lut_epilogue.py)
     assert "sqc.QLinear+Elementwise" in ops
     assert any("table: uint8" in str(x["quantization"]) for x in layers)
+    # the LayerNorms write the bytes the next layers read, and add the residual from them
+    # (passes/quantize_layernorm.py): no QuantizeLinear pass is left
+    kernels = [x["kernel"] for x in fused.manifest["layers"] if x["op"] == "SkipLayerNorm"]
+    assert "sqc_layernorm_q (uint8 skip, sum rounded, uint8 output)" in kernels, kernels
+    assert "QuantizeLinear" not in ops
     for seed in range(3):
         inputs = generate_random_inputs(fused, batch_size=3, sequence_length=16, seed=seed)
         for a, b in zip(fused.run(inputs), plain.run(inputs)):

@@ -681,3 +681,86 @@ def test_pair_sparse_ffn_pairs_two_sparse_layers_and_keeps_their_input_alive(gel
     feeds = x_feeds()
     for a, b in zip(interpret(plain, feeds), interpret(after, feeds)):
         np.testing.assert_array_equal(a, b)
+
+
+def _qdq_block_with_layernorms(x_is_output: bool):
+    """LayerNorm -> X on a QDQ grid, read by a QDQ layer (L1) and as the residual of the next
+    layer (L2) before the next LayerNorm, whose output a third layer (L3) reads: a transformer
+    layer's skeleton as onnxruntime's quantize_static writes it."""
+    nodes, inits = [], []
+
+    def qdq(name, src, scale, zp):
+        n_, i_ = _qdq(name, src, scale=scale, zp=zp)
+        nodes.extend(n_)
+        inits.extend(i_)
+
+    def layer(k, src, out):
+        nodes.append(
+            helper.make_node("DequantizeLinear", [f"wq{k}", "ws", "wz"], [f"wd{k}"], axis=1)
+        )
+        nodes.append(helper.make_node("MatMul", [src, f"wd{k}"], [out]))
+        inits.append(c(f"wq{k}", rng.integers(-127, 128, (H, H)).astype(np.int8)))
+
+    def layernorm(k, src, out):
+        nodes.append(
+            helper.make_node(
+                "LayerNormalization", [src, f"g{k}", f"b{k}"], [out], axis=-1, epsilon=1e-12
+            )
+        )
+        inits.extend([c(f"g{k}", rng.uniform(0.5, 1.5, H).astype(np.float32)), c(f"b{k}", w(H))])
+
+    layernorm(0, "x", "X")
+    qdq("XD", "X", 0.05, 3)
+    layer(1, "XD", "h1")
+    qdq("h1d", "h1", 0.04, -2)
+    layer(2, "h1d", "h2")
+    qdq("h2d", "h2", 0.03, 1)
+    nodes.append(helper.make_node("Add", ["bias", "h2d"], ["ba"]))
+    qdq("bd", "ba", 0.03, 1)
+    nodes.append(helper.make_node("Add", ["bd", "XD"], ["s"]))
+    qdq("sd", "s", 0.05, 2)
+    layernorm(1, "sd", "Y")
+    qdq("YD", "Y", 0.04, -1)
+    layer(3, "YD", "y")
+    inits += [
+        c("ws", (rng.uniform(0.5, 1.5, H) * 0.01).astype(np.float32)),
+        c("wz", np.zeros(H, np.int8)),
+        c("bias", w(H)),
+    ]
+    return model(nodes, inits, outputs=("y", "X") if x_is_output else ("y",))
+
+
+@pytest.mark.parametrize("x_is_output", [False, True], ids=["bytes", "x_is_an_output"])
+def test_quantize_layernorm_writes_the_levels_its_readers_quantize_to(x_is_output):
+    """quantize_layernorm: the first LayerNorm writes X's uint8 levels, which the next layer
+    reads as they are and the second LayerNorm adds as its skip (the residual and its two
+    stages moved there from the layer before it), and the second writes its own levels for
+    the third layer: the same values, bit for bit. Where X is also a graph output (a float
+    reader), that LayerNorm keeps its floats and the layers their residual."""
+    from sqc.compiler.pipeline import run_passes
+
+    m = _qdq_block_with_layernorms(x_is_output)
+    before = run_passes(import_model(m), S, disable=("quantize_layernorm",))
+    after = run_passes(import_model(m), S)
+    assert ops(before)["LayerNormalization"] == 2
+    lns = [n for n in after.nodes if n.op in ("LayerNormalization", "SkipLayerNorm")]
+    l1, l2, l3 = [n for n in after.nodes if n.op == "QLinear"]
+    assert l3.attrs["x_quant"] == "u8" and l3.inputs[0] == lns[1].outputs[0]
+    assert lns[1].attrs["out_grid"] == {"scale": np.float32(0.04), "zero_point": -1 + 128}
+    if x_is_output:
+        assert lns[0].op == "LayerNormalization" and l2.input(3) == lns[0].outputs[0]
+        assert l1.attrs["x_quant"] == "static" and l2.attrs["post"]["r"]
+        assert not lns[1].input(1)
+    else:
+        assert lns[0].op == "SkipLayerNorm" and lns[0].attrs["out_grid"]["zero_point"] == 131
+        x8 = lns[0].outputs[0]
+        assert np.dtype(after.values[x8].dtype) == np.uint8
+        assert l1.inputs[0] == x8 and l1.attrs["x_quant"] == "u8"
+        assert not l2.input(3) and not l2.attrs["post"]["r"] and not l2.attrs["post"]["c"]
+        assert lns[1].inputs[:2] == [l2.outputs[0], x8]
+        assert lns[1].attrs["skip_grid"] == {"scale": np.float32(0.05), "zero_point": 131}
+        assert lns[1].attrs["sum_grid"]["zero_point"] == 2
+    assert "QuantizeLinear" not in ops(after)
+    feeds = x_feeds()
+    for a, b in zip(interpret(before, feeds), interpret(after, feeds)):
+        np.testing.assert_array_equal(a, b)
