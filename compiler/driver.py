@@ -425,6 +425,10 @@ def _layers(planned: dict[int, Graph], isa: str) -> list[dict]:
                         record["quantization"]["epilogue"] += (
                             f", then {a['lut_next']}'s table: uint8 output"
                         )
+                    if "out8" in a:
+                        record["quantization"]["epilogue"] += (
+                            ": uint8 levels, read by the integer attention"
+                        )
                 gemm = int8_gemm_variant(TARGETS[isa]["int8_gemm"])
                 record["kernel"] = _sparse_kernel("int8", isa) if sparse else gemm.name
                 record["why"] = f"int8 weights ({a['form']} form); " + a.get("why", "dense")

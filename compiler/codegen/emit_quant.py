@@ -223,6 +223,10 @@ class QuantEmitter:
             "NULL",
             "nt",
         ]
+        if "out8" in a:  # the levels' bytes for the integer attention (fuse_lut_epilogue):
+            # bytes without a table (lut8 NULL: the identity), no floats
+            args[14] = "NULL"
+            args[-3] = self.pointer(node.outputs[0])
         if "lut_next" in a:  # the next node's table bytes from the epilogue (fuse_lut_epilogue)
             lut_node = next(n for n in self.g.nodes if n.name == a["lut_next"])
             args[-3:-1] = [self.pointer(lut_node.outputs[0]), "lut8"]

@@ -183,13 +183,14 @@ def FakeQuant(node, x, opset):
 
 
 def _qlinear_infer(node, x, opset):
-    return [(np.dtype(np.float32), tuple(x[0][1][:-1]) + (x[1][1][1],))]
+    dt = np.uint8 if node.attrs.get("out8") else np.float32
+    return [(np.dtype(dt), tuple(x[0][1][:-1]) + (x[1][1][1],))]
 
 
 @register(
     "QLinear",
     "sqc",
-    attrs=("act", "x_quant", "x_scale", "x_zero_point", "form", "post"),
+    attrs=("act", "x_quant", "x_scale", "x_zero_point", "form", "post", "out8"),
     infer=_qlinear_infer,
 )
 def QLinear(node, x, opset):
@@ -204,7 +205,8 @@ def QLinear(node, x, opset):
     ``form`` names the quantized form it was folded from (for the manifest and ``sqc inspect``).
     ``post`` (passes/fuse_quant_epilogue.py): QDQ rounding stages {"a", "b", "r", "c"}, each a
     FakeQuant's attrs or None; with it, Y = FQ_c(FQ_b(FQ_a(product) + bias) + FQ_r(residual))
-    and there is no activation.
+    and there is no activation. ``out8`` (the grid of post's last stage,
+    passes/fuse_lut_epilogue.py): Y is that grid's levels as uint8 (level - lowest level).
     """
     a = node.attrs
     xv = x[0]
@@ -230,6 +232,10 @@ def QLinear(node, x, opset):
         if len(x) > 3 and x[3] is not None:
             r = fake_quant_np(x[3], post["r"])
             y = fake_quant_np((y + r).astype(np.float32), post["c"])
+        if a.get("out8"):
+            g = a["out8"]
+            zp = int(g["zero_point"]) - QRANGE[np.dtype(g["dtype"])][0]
+            return [quantize_np(y, np.float32(g["scale"]), zp, np.uint8)]
         return [y.astype(np.float32)]
     if len(x) > 2 and x[2] is not None:
         y = y + x[2]

@@ -102,7 +102,20 @@ def view_np(buf: np.ndarray, view: dict, heads: int, seq: int, dim: int) -> np.n
 
 
 def _attention_infer(node, x, opset):
-    return [(x[0][0], tuple(node.attrs["out_shape"]))]
+    dt = x[0][0] if np.dtype(x[0][0]).kind == "f" else np.dtype(np.float32)
+    return [(dt, tuple(node.attrs["out_shape"]))]
+
+
+def _operand_np(node, x, key: str) -> np.ndarray:
+    """An attention operand's values: a uint8 operand holds the levels of its ``int8`` grid
+    (passes/fuse_lut_epilogue.py: the layer before writes them), as that grid's uint8 form."""
+    if x.dtype != np.uint8:
+        return x
+    from sqc.compiler.ops.quant_ops import QRANGE, dequantize_np
+
+    g = node.attrs["int8"][key]
+    zp = int(g["zero_point"]) - QRANGE[np.dtype(g["dtype"])][0]
+    return dequantize_np(x, np.float32(g["scale"]), zp)
 
 
 @register(
@@ -135,9 +148,9 @@ def Attention(node, x, opset):
     """
     a = node.attrs
     H, D, Sq, Sk = a["num_heads"], a["head_dim"], a["seq_q"], a["seq_k"]
-    q = view_np(x[0], a["q_view"], H, Sq, D).astype(np.float64)
-    k = view_np(x[1], a["k_view"], H, Sk, D).astype(np.float64)
-    v = view_np(x[2], a["v_view"], H, Sk, D).astype(np.float64)
+    q = view_np(_operand_np(node, x[0], "q"), a["q_view"], H, Sq, D).astype(np.float64)
+    k = view_np(_operand_np(node, x[1], "k"), a["k_view"], H, Sk, D).astype(np.float64)
+    v = view_np(_operand_np(node, x[2], "v"), a["v_view"], H, Sk, D).astype(np.float64)
     quant = a.get("quant")
     dots = np.einsum("hsd,hjd->hsj", q, k)
     mask = 0.0
@@ -159,7 +172,9 @@ def Attention(node, x, opset):
     else:
         probs = softmax_np(a["scale"] * dots + mask, -1)
     ctx = np.einsum("hsj,hjd->hsd", probs, v)
-    out = np.zeros(int(np.prod(a["out_shape"])), x[0].dtype)
+    out = np.zeros(
+        int(np.prod(a["out_shape"])), np.float32 if x[0].dtype == np.uint8 else x[0].dtype
+    )
     ov = a["out_view"]
     h = np.arange(H)[:, None, None] * ov["stride_h"]
     s = np.arange(Sq)[None, :, None] * ov["stride_s"]

@@ -16,6 +16,13 @@ after: L.attrs["lut_next"] = E's name, E.attrs["lut_with"] = L's name and E.attr
     The graph's values and each node's semantics do not change: the interpreter and the other
     passes see both nodes. reads_too keeps L's input alive through E (plan_memory), since E's
     output is written while L reads it.
+
+pattern 2: such a layer L whose output Y only an integer attention (int8_attention's ``int8``
+    grids, on a target where its kernel is sqc_attention_q8) reads, as one of Q, K and V, on
+    that operand's grid.
+after: L.attrs["out8"] = the grid, and Y is uint8: the levels' bytes (level - lowest level),
+    which the attention reads as they are where it would have turned each float back into its
+    level. A quarter of the bytes written and read; the same levels (the epilogue's own).
 """
 
 from __future__ import annotations
@@ -48,7 +55,40 @@ def fuse_lut_epilogue(graph):
             continue
         layer.attrs = {**layer.attrs, "lut_next": table.name}
         table.attrs = {**table.attrs, "lut_with": layer.name, "reads_too": [layer.inputs[0]]}
+    for attention in g.nodes:
+        if _integer_attention(g, attention):
+            for pos, key in enumerate("qkv"):
+                _levels_to_attention(g, m, users, attention, pos, key)
     return g
+
+
+def _integer_attention(g, node) -> bool:
+    from sqc.compiler.codegen.emit_c import attention_kernel
+
+    isa = g.meta.get("isa", "avx2")
+    return (
+        node.domain == "sqc"
+        and node.op == "Attention"
+        and attention_kernel(node, isa) == "sqc_attention_q8"
+    )
+
+
+def _levels_to_attention(g, m, users, attention, pos: int, key: str) -> None:
+    y = attention.inputs[pos]
+    layer = m.node_of(y, "QLinear", "sqc")
+    grid = attention.attrs["int8"][key]
+    if (
+        layer is None
+        or not _layer_ok(layer)
+        or y in g.outputs
+        or [n for n in users.get(y, [])] != [attention]
+        or attention.inputs[:3].count(y) != 1
+        or output_grid(m, y) != grid
+        or _levels(grid) > 256
+    ):
+        return
+    layer.attrs = {**layer.attrs, "out8": dict(grid)}
+    g.values[y].dtype = np.dtype(np.uint8)
 
 
 def _layer_ok(node) -> bool:
@@ -61,6 +101,7 @@ def _layer_ok(node) -> bool:
         and a.get("act", "none") == "none"
         and not node.input(3)
         and "lut_next" not in a
+        and "out8" not in a
     )
 
 
@@ -71,8 +112,9 @@ def _table_ok(node) -> bool:
     return _levels(lut) <= 256
 
 
-def _levels(lut: dict) -> int:
+def _levels(grid: dict) -> int:
+    """The levels of a grid (a FakeQuant's attrs), or of a table's (its ``lut``)."""
     from sqc.compiler.ops.quant_ops import QRANGE
 
-    lo, hi = QRANGE[np.dtype(lut["grid"]["dtype"])]
+    lo, hi = QRANGE[np.dtype(grid.get("grid", grid)["dtype"])]
     return hi - lo + 1

@@ -1157,6 +1157,32 @@ static inline int32_t sqc_att_row_levels(const float *x, int64_t sx, float mul, 
     return sum;
 }
 
+/* sqc_att_row_levels for a row already in levels: n bytes of the operand's grid in its uint8
+ * form (level - lowest level: fuse_lut_epilogue's out8), x-ored with flip (0x80: to the s8
+ * domain, where the u8 form's byte b is the level b - 128 there whichever the grid's type)
+ * into dst, zero to n4; returns the sum of the levels written (u8 or s8 as flip says). */
+static inline int32_t sqc_att_row_bytes(const uint8_t *x, int64_t sx, int n, int n4,
+                                        uint8_t flip, uint8_t *dst) {
+    int32_t sum = 0;
+    int i = 0;
+    if (sx == 1) {
+        for (; i + 16 <= n; i += 16) {
+            const __m128i a = _mm_loadu_si128((const __m128i *)(x + i));
+            _mm_storeu_si128((__m128i *)(dst + i), _mm_xor_si128(a, _mm_set1_epi8((char)flip)));
+            /* the uint8 form's sum (vpsadbw against 0: two halves); its s8 levels are 128 less */
+            const __m128i s2 = _mm_sad_epu8(a, _mm_setzero_si128());
+            sum += _mm_cvtsi128_si32(s2) + _mm_extract_epi16(s2, 4) - (flip ? 128 * 16 : 0);
+        }
+    }
+    for (; i < n; ++i) {
+        const uint8_t b = (uint8_t)(x[i * sx] ^ flip);
+        dst[i] = b;
+        sum += flip ? (int32_t)(int8_t)b : (int32_t)b;
+    }
+    for (; i < n4; ++i) dst[i] = 0;
+    return sum;
+}
+
 /* One register block of an integer product: acc[r][c] (r < SQC_ATT_ROWS, c < cols) = the sum
  * over quads g < n of the u8 quad a[r * lda + g] times the s8 quads of b + g * ldb + c * W. */
 static inline __attribute__((always_inline)) void
@@ -1191,9 +1217,9 @@ sqc_att_q8_block(sqc_v8i acc[SQC_ATT_ROWS][SQC_ATT_COLS], int cols, const int32_
  * key j's levels (0 for the padded keys). Each block of W keys is made as W rows of D4 quads,
  * then moved by the in-register W x W transpose (a permutation of 32-bit lanes: int32 quads go
  * through the float shuffles unchanged). */
-static inline void sqc_att_q8_pack_k(int32_t *kq, int32_t *ksum, const float *kb, sqc_view kv,
-                                     int Sk, int Sk8, int D, int D4, float ik, const float *gk,
-                                     int32_t shk) {
+static inline void sqc_att_q8_pack_k(int32_t *kq, int32_t *ksum, const float *kb,
+                                     const uint8_t *kb8, sqc_view kv, int Sk, int Sk8, int D,
+                                     int D4, float ik, const float *gk, int32_t shk) {
     const int W = SQC_RW;
     int32_t rows[SQC_RW][D4];
     for (int j0 = 0; j0 < Sk8; j0 += W) {
@@ -1206,6 +1232,11 @@ static inline void sqc_att_q8_pack_k(int32_t *kq, int32_t *ksum, const float *kb
             }
             /* rows of K (and V, Q) are read one at a time, each from L3 or DRAM at large
              * batches: fetch a few rows ahead */
+            if (kb8) { /* levels already (uint8 form): to the s8 domain */
+                ksum[j] = sqc_att_row_bytes(kb8 + j * kv.ss, kv.sd, D, D4 * 4, 0x80,
+                                            (uint8_t *)rows[i]);
+                continue;
+            }
             if (j + 8 < Sk)
                 sqc_att_prefetch_row(kb + (j + 8) * kv.ss, kv.sd, D);
             ksum[j] = sqc_att_row_levels(kb + j * kv.ss, kv.sd, 1.0f, D, D4 * 4, ik, gk, shk,
@@ -1224,9 +1255,9 @@ static inline void sqc_att_q8_pack_k(int32_t *kq, int32_t *ksum, const float *kb
  * d < D8, zero past D and past Sk; vsum[d] the sum of feature d's levels over the keys. Four
  * keys' rows of bytes are interleaved 16 features at a time (two unpack stages); the sums are
  * vpdpbusd of the quads with ones. */
-static inline void sqc_att_q8_pack_v(int32_t *vq, int32_t *vsum, const float *vb, sqc_view vv,
-                                     int Sk, int Sk4, int D, int D8, float iv, const float *gv,
-                                     int32_t shv) {
+static inline void sqc_att_q8_pack_v(int32_t *vq, int32_t *vsum, const float *vb,
+                                     const uint8_t *vb8, sqc_view vv, int Sk, int Sk4, int D,
+                                     int D8, float iv, const float *gv, int32_t shv) {
     const int D16 = (D8 + 15) / 16 * 16;
     uint8_t rows[4][D16];
     for (int j4 = 0; j4 < Sk4; ++j4) {
@@ -1234,6 +1265,10 @@ static inline void sqc_att_q8_pack_v(int32_t *vq, int32_t *vsum, const float *vb
             const int j = 4 * j4 + i;
             if (j >= Sk) {
                 memset(rows[i], 0, sizeof rows[i]);
+                continue;
+            }
+            if (vb8) {
+                sqc_att_row_bytes(vb8 + j * vv.ss, vv.sd, D, D16, 0x80, rows[i]);
                 continue;
             }
             if (j + 8 < Sk)
@@ -1267,6 +1302,8 @@ static inline void sqc_att_q8_pack_v(int32_t *vq, int32_t *vsum, const float *vb
 typedef struct {
     sqc_attention_job a;
     const float *grids; /* Q, K, V: {scale, zp, lo, hi} each; P is fq stage 3 */
+    /* non-NULL: the operand as its grid's levels in uint8 form (its float pointer unused) */
+    const uint8_t *q8, *k8, *v8;
 } sqc_attention_q8_job;
 
 /* The keys of one (example, head) whose integer products the staged q8 attention computes:
@@ -1316,6 +1353,7 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
     const float *q = J->q, *k = J->k, *v = J->v, *mask = J->mask, *fq = J->fq;
     const sqc_view qv = J->qv, kv = J->kv, vv = J->vv, mv = J->mv, ov = J->ov;
     const float *gq = JQ->grids, *gk = JQ->grids + 4, *gv = JQ->grids + 8, *gp = fq + 12;
+    const uint8_t *q8 = JQ->q8, *k8 = JQ->k8, *v8 = JQ->v8;
     float *out = J->out;
     const int W = SQC_RW, R = SQC_ATT_ROWS;
     const int Sk8 = (Sk + W - 1) / W * W, D8 = (D + W - 1) / W * W;
@@ -1336,9 +1374,11 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
         const int b = (int)(t / H);
         const int h = (int)(t % H);
-        const float *qb = q + b * qv.bs + qv.off + h * qv.sh;
-        const float *kb = k + b * kv.bs + kv.off + h * kv.sh;
-        const float *vb = v + b * vv.bs + vv.off + h * vv.sh;
+        const int64_t qo = b * qv.bs + qv.off + h * qv.sh, ko = b * kv.bs + kv.off + h * kv.sh;
+        const int64_t vo = b * vv.bs + vv.off + h * vv.sh;
+        const float *qb = q8 ? NULL : q + qo, *kb = k8 ? NULL : k + ko, *vb = v8 ? NULL : v + vo;
+        const uint8_t *qb8 = q8 ? q8 + qo : NULL, *kb8 = k8 ? k8 + ko : NULL;
+        const uint8_t *vb8 = v8 ? v8 + vo : NULL;
         const float *mb = mask ? mask + b * mv.bs + mv.off + h * mv.sh : NULL;
         float *ob = out + b * ov.bs + ov.off + h * ov.sh;
         int32_t kq[(size_t)D4 * Sk8]; /* K^T in quads of features: kq[d4][j], 4 s8 */
@@ -1348,20 +1388,22 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
         int32_t qsum[SQC_ATT_ROWS], psum[SQC_ATT_ROWS];
         float p[(size_t)SQC_ATT_ROWS * Sk8];
         float norm[SQC_ATT_ROWS];
-        sqc_att_q8_pack_k(kq, ksum, kb, kv, Sk, Sk8, D, D4, ik, gk, shk);
-        sqc_att_q8_pack_v(vq, vsum, vb, vv, Sk, Sk4, D, D8, iv, gv, shv);
+        sqc_att_q8_pack_k(kq, ksum, kb, kb8, kv, Sk, Sk8, D, D4, ik, gk, shk);
+        sqc_att_q8_pack_v(vq, vsum, vb, vb8, vv, Sk, Sk4, D, D8, iv, gv, shv);
         /* keys scored: past qext, a masked tail whose staged scores are all tail_c */
         float tail_c = 0.0f;
         const int qext = staged ? sqc_att_q8_tail(mb, mv, Sk, g, pre, post, fold12, &tail_c) : Sk8;
         for (int s0 = 0; s0 < Sq; s0 += R) {
             const int rows = Sq - s0 < R ? Sq - s0 : R;
             /* the block's query rows as u8 quads; rows past the end repeat the last row */
-            for (int r = 0; r < R && s0 + R + r < Sq; ++r)
+            for (int r = 0; r < R && s0 + R + r < Sq && qb; ++r)
                 sqc_att_prefetch_row(qb + (s0 + R + r) * qv.ss, qv.sd, D);
             for (int r = 0; r < R; ++r) {
-                const float *qs = qb + (s0 + (r < rows ? r : rows - 1)) * qv.ss;
-                qsum[r] = sqc_att_row_levels(qs, qv.sd, 1.0f, D, D4 * 4, iq, gq, shq,
-                                             (uint8_t *)qa[r]);
+                const int64_t row = (s0 + (r < rows ? r : rows - 1)) * qv.ss;
+                /* levels already: the uint8 form is the u8 domain's */
+                qsum[r] = qb8 ? sqc_att_row_bytes(qb8 + row, qv.sd, D, D4 * 4, 0, (uint8_t *)qa[r])
+                              : sqc_att_row_levels(qb + row, qv.sd, 1.0f, D, D4 * 4, iq, gq, shq,
+                                                   (uint8_t *)qa[r]);
             }
             /* scores: R rows x SQC_ATT_COLS vectors of keys per register block. When staged,
              * each whole vector of real keys leaves the block through QDQ stages 0-2 and into
@@ -1468,9 +1510,11 @@ static void sqc_attention_q8(int batch, int H, int Sq, int Sk, int D, float scal
                              const float *q, sqc_view qv, const float *k, sqc_view kv,
                              const float *v, sqc_view vv, const float *mask, sqc_view mv,
                              float *out, sqc_view ov, const float *fq, float pre, float post,
-                             const float *grids, int nthreads) {
+                             const float *grids, const uint8_t *q8, const uint8_t *k8,
+                             const uint8_t *v8, int nthreads) {
     sqc_attention_q8_job job = { { H, Sq, Sk, D, scale, pre, post, q, k, v, mask, fq,
-                                   qv, kv, vv, mv, ov, out, sqc_att_fold12(fq, post) }, grids };
+                                   qv, kv, vv, mv, ov, out, sqc_att_fold12(fq, post) }, grids,
+                                 q8, k8, v8 };
     sqc_parallel_for(nthreads, (int64_t)batch * H, 1, sqc_attention_q8_heads, &job);
 }
 #endif /* VNNI */

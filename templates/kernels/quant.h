@@ -63,7 +63,7 @@ static void sqc_copy_rows_u8(int M, int K, const void *src, int is_s8, uint8_t *
    Wsp non-NULL: W is the sparse blob of sparse_packing.pack_s8_sparse (Wp unused) and
    sqc_u8s8_spmm runs instead, with its scratch at scratch + sp_offset.
    y8 non-NULL (dense W only; see sqc_u8s8_gemm's C8): the bytes lut8[level index of the last
-   stage] go to y8 and y is not written (passes/fuse_lut_epilogue.py).
+   stage] (lut8 NULL: the index) go to y8 and y is not written (passes/fuse_lut_epilogue.py).
    scratch: B * (rows * ldq + 12 * rows) bytes (+ the sparse kernel's, at sp_offset). */
 static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, float x_scale,
                         int32_t x_zp, const int8_t *Wp, const int32_t *col_comp,

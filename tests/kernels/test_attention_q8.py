@@ -10,6 +10,8 @@ a rounding boundary of stage 3 could land one level apart: the test asks for 99%
 to be the same bits (all of them were, when written) and every output within two steps of the
 output grid. A packing or indexing mistake moves outputs by many steps (mutation-checked: a
 wrong V interleave, K transpose offset, K tail or mask row each fail several cases).
+Operands given as their levels' bytes (uint8 form, as the layer before writes them:
+fuse_lut_epilogue's out8), all or some of them, give the very same bits as their floats.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ void sqc_test_attention_q8(int batch, int H, int Sq, int Sk, int D, const float 
                            const int64_t *qv, const float *k, const int64_t *kv, const float *v,
                            const int64_t *vv, const float *mask, const int64_t *mv, float *out,
                            const int64_t *ov, const float *fq, float pre, float post,
-                           const float *grids, int nthreads);
+                           const float *grids, const uint8_t *q8, const uint8_t *k8,
+                           const uint8_t *v8, int nthreads);
 """
 
 WRAPPER = """
@@ -36,11 +39,12 @@ void sqc_test_attention_q8(int batch, int H, int Sq, int Sk, int D, const float 
                            const int64_t *qv, const float *k, const int64_t *kv, const float *v,
                            const int64_t *vv, const float *mask, const int64_t *mv, float *out,
                            const int64_t *ov, const float *fq, float pre, float post,
-                           const float *grids, int nthreads)
+                           const float *grids, const uint8_t *q8, const uint8_t *k8,
+                           const uint8_t *v8, int nthreads)
 {
     sqc_attention_q8(batch, H, Sq, Sk, D, pre * post, q, sqc_test_view(qv), k, sqc_test_view(kv),
                      v, sqc_test_view(vv), mask, sqc_test_view(mv), out, sqc_test_view(ov), fq,
-                     pre, post, grids, nthreads);
+                     pre, post, grids, q8, k8, v8, nthreads);
 }
 """
 
@@ -178,19 +182,28 @@ def test_attention_q8_matches_numpy_reference(kernel, D, Sq, Sk, mask_kind, sign
         ]
     )
 
-    def run(mask, mv, threads):
+    def as_bytes(levels, g):  # the uint8 form: level - lowest level
+        return (levels - int(g[2])).astype(np.uint8)
+
+    q8, k8, v8 = as_bytes(lq, gq), as_bytes(lk, gk), as_bytes(lv, gv)
+
+    def run(mask, mv, threads, byte_operands=""):
         out = np.full((B, Sq, H, D), np.nan, np.float32)
+        b8 = {
+            key: ptr(a, "uint8_t *") if key in byte_operands else ffi.NULL
+            for key, a in (("q", q8), ("k", k8), ("v", v8))
+        }
         kernel.lib.sqc_test_attention_q8(
             B,
             H,
             Sq,
             Sk,
             D,
-            ptr(q),
+            ffi.NULL if "q" in byte_operands else ptr(q),
             view(Sq),
-            ptr(k),
+            ffi.NULL if "k" in byte_operands else ptr(k),
             view(Sk),
-            ptr(v),
+            ffi.NULL if "v" in byte_operands else ptr(v),
             view(Sk),
             ptr(mask),
             ffi.new("int64_t[5]", mv),
@@ -200,6 +213,9 @@ def test_attention_q8_matches_numpy_reference(kernel, D, Sq, Sk, mask_kind, sign
             1.0,
             post,
             ptr(grids),
+            b8["q"],
+            b8["k"],
+            b8["v"],
             threads,
         )
         return out
@@ -216,3 +232,5 @@ def test_attention_q8_matches_numpy_reference(kernel, D, Sq, Sk, mask_kind, sign
         assert np.all(np.isfinite(out)), "outputs left unwritten"
         assert diff.max() <= 2 * step * (1 + 1e-6), (threads, float(diff.max() / step))
         assert np.mean(diff == 0) >= 0.99, (threads, float(np.mean(diff == 0)))
+        for operands in ("qkv", "k", "qv"):
+            np.testing.assert_array_equal(run(mask, mv, threads, operands), out, operands)

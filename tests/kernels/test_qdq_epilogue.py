@@ -184,9 +184,11 @@ def test_dense_qdq_epilogue_static_rows(dense, stages, shape):
 )  # fmt: skip
 @pytest.mark.parametrize("shape", [(1, 1, 4), (37, 45, 67), (130, 96, 768)])
 @pytest.mark.parametrize("static", [False, True], ids=["rows_differ", "static"])
-def test_dense_lut8_output(dense, stages, bias, shape, static):
+@pytest.mark.parametrize("identity", [False, True], ids=["table", "identity"])
+def test_dense_lut8_output(dense, stages, bias, shape, static, identity):
     """C8 (passes/fuse_lut_epilogue.py): the bytes lut8[index of the last stage's level], rows
-    ldc bytes apart, nothing past column N, and no float written (C is C8's own bytes)."""
+    ldc bytes apart, nothing past column N, and no float written (C is C8's own bytes). lut8
+    NULL (the integer attention's operands): the index itself."""
     variant, module = dense
     ffi, lib = module.ffi, module.lib
     M, N, K = shape
@@ -210,9 +212,10 @@ def test_dense_lut8_output(dense, stages, bias, shape, static):
         M, N, K, _ptr(ffi, Aq_pad, "uint8_t *"), ldq, _ptr(ffi, packed, "int8_t *"),
         _ptr(ffi, a_s, "float *"), _ptr(ffi, a_zp, "int32_t *"), _ptr(ffi, cc, "int32_t *"),
         _ptr(ffi, w_s, "float *"), _ptr(ffi, b, "float *"), _ptr(ffi, C8, "uint8_t *"), ldc,
-        _ptr(ffi, table, "float *"), _ptr(ffi, lut, "uint8_t *"), 2,
+        _ptr(ffi, table, "float *"), ffi.NULL if identity else _ptr(ffi, lut, "uint8_t *"), 2,
     )  # fmt: skip
-    _check(C8[:, :N], lut[index.astype(np.int64)], f"{variant.name} {shape}")
+    want = index.astype(np.uint8) if identity else lut[index.astype(np.int64)]
+    _check(C8[:, :N], want, f"{variant.name} {shape}")
     assert (C8[:, N:] == 0xAB).all(), "wrote past column N"
 
 

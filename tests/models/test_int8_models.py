@@ -216,6 +216,31 @@ def test_int8_model_on_every_target(compile_onnx, quantized, target):
         assert relative_error(g, w) <= TOLERANCE["f32_model"]
 
 
+def test_layers_hand_the_integer_attention_its_levels(compile_onnx, quantized):
+    """fuse_lut_epilogue, pattern 2: where attention runs on integers (sqc_attention_q8), the
+    Q, K and V layers write their levels as bytes (no floats) and attention reads them as
+    they are: the levels it recovered from the floats before, so the logits are bit for bit
+    those of the build without the pass."""
+    built = compile_onnx(quantized["qdq_s8"], buckets=(16,), max_batch_size=4)
+    if built.manifest["target"]["isa"] not in ("avx512amx", "avx512", "avxvnni"):
+        pytest.skip("no integer attention on this target")
+    plain = compile_onnx(
+        quantized["qdq_s8"], buckets=(16,), max_batch_size=4, disable=("fuse_lut_epilogue",)
+    )
+    levels = [
+        x["name"]
+        for x in built.manifest["layers"]
+        if "read by the integer attention" in x.get("quantization", {}).get("epilogue", "")
+    ]
+    assert len(levels) == 6 and all(k in " ".join(levels) for k in ("query", "key", "value"))
+    source = (built.path / "model.c").read_text()
+    assert source.count("sqc_attention_q8(B") == 2
+    for seed in range(3):
+        inputs = generate_random_inputs(built, batch_size=4, sequence_length=16, seed=seed)
+        for a, b in zip(built.run(inputs), plain.run(inputs)):
+            assert np.array_equal(a, b), f"max |diff| {np.abs(a - b).max()}"
+
+
 @pytest.mark.parametrize("form", ["qdq_s8", "qdq_u8_per_channel"])
 def test_qdq_epilogue_fusion_changes_no_bit(compile_onnx, quantized, form):
     """passes/fuse_quant_epilogue.py moves the QDQ rounding after each int8 layer into the GEMM
