@@ -434,15 +434,19 @@ def _layers(planned: dict[int, Graph], isa: str) -> list[dict]:
                 record["why"] = f"int8 weights ({a['form']} form); " + a.get("why", "dense")
             records.append(record)
         elif node.domain == "sqc" and node.op in ("Attention", "SkipLayerNorm"):
-            records.append(
-                {
-                    "name": node.name,
-                    "op": node.op,
-                    "kernel": attention_kernel(node, isa)
-                    if node.op == "Attention"
-                    else _layernorm_kernel(node),
-                }
-            )
+            record = {
+                "name": node.name,
+                "op": node.op,
+                "kernel": attention_kernel(node, isa)
+                if node.op == "Attention"
+                else _layernorm_kernel(node),
+            }
+            if node.op == "Attention":  # operands and output as levels (fuse_lut_epilogue)
+                names = list(zip(("q", "k", "v"), node.inputs[:3])) + [("output", node.outputs[0])]
+                levels = [k for k, v in names if np.dtype(g.values[v].dtype) == np.uint8]
+                if levels:
+                    record["uint8_levels"] = ", ".join(levels)
+            records.append(record)
     return records
 
 

@@ -676,10 +676,11 @@ class Emitter(QuantEmitter):
                 grids = [fake_quant_grid(a["int8"][key]) for key in "qkv"]
                 rec["fn"] = "sqc_attention_q8"
                 rec["grids"] = self.weights.ref(np.array(grids, np.float32).reshape(-1), "float")
-                # operands written as levels (fuse_lut_epilogue's out8): their bytes
-                for key in "qkv":
+                # operands written as levels (fuse_lut_epilogue's out8), and the output
+                # written as levels for the next layer (the attention's out8): their bytes
+                for key, name in zip("qkvo", list(node.inputs[:3]) + [node.outputs[0]]):
                     op = rec[key]
-                    if np.dtype(self.g.values[node.inputs["qkv".index(key)]].dtype) == np.uint8:
+                    if np.dtype(self.g.values[name].dtype) == np.uint8:
                         rec[key + "8"], op["ptr"] = op["ptr"], "NULL"
                     else:
                         rec[key + "8"] = "NULL"

@@ -103,6 +103,8 @@ def view_np(buf: np.ndarray, view: dict, heads: int, seq: int, dim: int) -> np.n
 
 def _attention_infer(node, x, opset):
     dt = x[0][0] if np.dtype(x[0][0]).kind == "f" else np.dtype(np.float32)
+    if node.attrs.get("out8"):
+        dt = np.dtype(np.uint8)
     return [(dt, tuple(node.attrs["out_shape"]))]
 
 
@@ -135,6 +137,7 @@ def _operand_np(node, x, key: str) -> np.ndarray:
         "mask_view",
         "quant",
         "int8",
+        "out8",
     ),
     infer=_attention_infer,
 )
@@ -184,6 +187,12 @@ def Attention(node, x, opset):
         from sqc.compiler.ops.quant_ops import fake_quant_np
 
         out = fake_quant_np(out, quant["out"])
+    if a.get("out8"):  # its levels in uint8 form (passes/fuse_lut_epilogue.py)
+        from sqc.compiler.ops.quant_ops import QRANGE, quantize_np
+
+        g = a["out8"]
+        zp = int(g["zero_point"]) - QRANGE[np.dtype(g["dtype"])][0]
+        out = quantize_np(out, np.float32(g["scale"]), zp, np.uint8)
     return [out.reshape(a["out_shape"])]
 
 

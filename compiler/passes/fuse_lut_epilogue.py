@@ -23,6 +23,13 @@ pattern 2: such a layer L whose output Y only an integer attention (int8_attenti
 after: L.attrs["out8"] = the grid, and Y is uint8: the levels' bytes (level - lowest level),
     which the attention reads as they are where it would have turned each float back into its
     level. A quarter of the bytes written and read; the same levels (the epilogue's own).
+
+pattern 3: an integer attention A whose output rounding (``quant["out"]``, a grid of at most
+    256 levels) is exactly what its readers quantize to: each an sqc.QLinear with A's output as
+    its statically quantized input on that grid (the attention output's dense layer).
+after: A.attrs["out8"] = the grid and A's output is uint8, its levels (level - lowest level);
+    the layers read those bytes as they are (``x_quant`` "u8"), where they divided each float
+    back into the same level.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ def fuse_lut_epilogue(graph):
         if _integer_attention(g, attention):
             for pos, key in enumerate("qkv"):
                 _levels_to_attention(g, m, users, attention, pos, key)
+            _levels_from_attention(g, users, attention)
     return g
 
 
@@ -71,6 +79,36 @@ def _integer_attention(g, node) -> bool:
         and node.op == "Attention"
         and attention_kernel(node, isa) == "sqc_attention_q8"
     )
+
+
+def _levels_from_attention(g, users, attention) -> None:
+    from sqc.compiler.ops.quant_ops import QRANGE
+
+    grid = (attention.attrs.get("quant") or {}).get("out")
+    y = attention.outputs[0]
+    readers = users.get(y, [])
+    if not grid or _levels(grid) > 256 or y in g.outputs or not readers:
+        return
+    scale, zp = (
+        np.float32(grid["scale"]),
+        int(grid["zero_point"]) - QRANGE[np.dtype(grid["dtype"])][0],
+    )
+    for n in readers:
+        a = n.attrs
+        if not (
+            n.domain == "sqc"
+            and n.op == "QLinear"
+            and n.inputs.count(y) == 1
+            and n.inputs[0] == y
+            and a["x_quant"] == "static"
+            and np.float32(a["x_scale"]) == scale
+            and int(a["x_zero_point"]) == zp
+        ):
+            return
+    attention.attrs = {**attention.attrs, "out8": dict(grid)}
+    g.values[y].dtype = np.dtype(np.uint8)
+    for n in readers:
+        n.attrs = {**n.attrs, "x_quant": "u8"}
 
 
 def _levels_to_attention(g, m, users, attention, pos: int, key: str) -> None:

@@ -403,14 +403,39 @@ static inline sqc_v8_grid sqc_v8_grid_of(const float *g) {
 /* sqc_fake_quant_f32 on SQC_RW lanes, the same value: the quotient is clamped to the integer
  * bounds before rounding (the same as after), which keeps the magic-constant rounding (nearest
  * even) exact; NaN goes to level zp as there. */
-static inline sqc_v8 sqc_v8_fake_quant_grid(sqc_v8 x, sqc_v8_grid g) {
+static inline sqc_v8 sqc_v8_level_grid(sqc_v8 x, sqc_v8_grid g) {
     const float magic = 12582912.0f;
     sqc_v8 q = x / g.s;
     q = sqc_v8_select(q == q, q, (sqc_v8){ 0 });
     q = sqc_v8_max(g.lo, q);
     q = sqc_v8_min(g.hi, q);
-    q = (q + magic) - magic;
-    return q * g.s + 0.0f; /* "+ 0.0f": see sqc_fake_quant_f32 */
+    return (q + magic) - magic; /* the level less the zero point */
+}
+
+static inline sqc_v8 sqc_v8_fake_quant_grid(sqc_v8 x, sqc_v8_grid g) {
+    return sqc_v8_level_grid(x, g) * g.s + 0.0f; /* "+ 0.0f": see sqc_fake_quant_f32 */
+}
+
+/* the first n (<= SQC_RW) lanes of b (integer-valued floats in [0, 255]) as bytes to p */
+static inline void sqc_rv_store_u8(uint8_t *p, sqc_v8 b, int n) {
+#if SQC_RW == 16
+    const __m128i v = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32((__m512)b));
+    if (n >= 16) {
+        _mm_storeu_si128((__m128i *)p, v);
+        return;
+    }
+#else
+    const __m256i i = _mm256_cvttps_epi32((__m256)b);
+    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    const __m128i v = _mm_packus_epi16(w, w);
+    if (n >= 8) {
+        _mm_storel_epi64((__m128i *)p, v);
+        return;
+    }
+#endif
+    uint8_t lanes[16];
+    _mm_storeu_si128((__m128i *)lanes, v);
+    memcpy(p, lanes, n > 0 ? (size_t)n : 0);
 }
 
 /* the same, g = {scale, zp, lo, hi} */
@@ -455,19 +480,8 @@ static inline sqc_rv sqc_rv_dequantize_u8(const uint8_t *p, float s, float zp) {
 /* saturate(nearbyint(v / s) + zp) to uint8 on SQC_RW lanes, NaN to zp: sqc_quantize_f32's value,
  * with the clamp before the rounding (the bounds are integers, so the same) */
 static inline void sqc_rv_quantize_u8(uint8_t *p, sqc_rv v, float s, float zp) {
-    const float magic = 12582912.0f;
-    sqc_v8 q = v / s;
-    q = sqc_v8_select(q == q, q, (sqc_v8){ 0 });
-    q = sqc_v8_max((sqc_v8){ 0 } - zp, q);
-    q = sqc_v8_min((sqc_v8){ 0 } + (255.0f - zp), q);
-    q = (q + magic) - magic + zp; /* an integer in [0, 255] */
-#if SQC_RW == 16
-    _mm_storeu_si128((__m128i *)p, _mm512_cvtepi32_epi8(_mm512_cvttps_epi32((__m512)q)));
-#else
-    const __m256i i = _mm256_cvttps_epi32((__m256)q);
-    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
-    _mm_storel_epi64((__m128i *)p, _mm_packus_epi16(w, w));
-#endif
+    const sqc_v8_grid g = { (sqc_v8){ 0 } + s, (sqc_v8){ 0 } - zp, (sqc_v8){ 0 } + (255.0f - zp) };
+    sqc_rv_store_u8(p, sqc_v8_level_grid(v, g) + zp, SQC_RW);
 }
 
 static inline uint8_t sqc_quantize_u8_scalar(float v, float s, float zp) {
@@ -625,6 +639,17 @@ static inline void sqc_att_store_row(float *os, int64_t sd, int d0, int D, sqc_v
         return;
     }
     for (int i = 0; i < n; ++i) os[(d0 + i) * sd] = lanes[i];
+}
+
+/* sqc_att_store_row for bytes: features d0 .. min(d0 + W, D) of one output row from a vector
+ * of integer-valued floats in [0, 255] */
+static inline void sqc_att_store_row8(uint8_t *os, int64_t sd, int d0, int D, sqc_v8 v) {
+    const int n = D - d0 < SQC_RW ? D - d0 : SQC_RW;
+    if (sd == 1) {
+        sqc_rv_store_u8(os + d0, v, n);
+        return;
+    }
+    for (int i = 0; i < n; ++i) os[(d0 + i) * sd] = (uint8_t)v[i];
 }
 
 /* every lane of m compares equal to 0 (-0 included; NaN does not) */
@@ -1304,6 +1329,8 @@ typedef struct {
     const float *grids; /* Q, K, V: {scale, zp, lo, hi} each; P is fq stage 3 */
     /* non-NULL: the operand as its grid's levels in uint8 form (its float pointer unused) */
     const uint8_t *q8, *k8, *v8;
+    /* non-NULL: the output as stage 4's levels in uint8 form, instead of floats to out */
+    uint8_t *out8;
 } sqc_attention_q8_job;
 
 /* The keys of one (example, head) whose integer products the staged q8 attention computes:
@@ -1354,6 +1381,7 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
     const sqc_view qv = J->qv, kv = J->kv, vv = J->vv, mv = J->mv, ov = J->ov;
     const float *gq = JQ->grids, *gk = JQ->grids + 4, *gv = JQ->grids + 8, *gp = fq + 12;
     const uint8_t *q8 = JQ->q8, *k8 = JQ->k8, *v8 = JQ->v8;
+    uint8_t *out8 = JQ->out8;
     float *out = J->out;
     const int W = SQC_RW, R = SQC_ATT_ROWS;
     const int Sk8 = (Sk + W - 1) / W * W, D8 = (D + W - 1) / W * W;
@@ -1371,6 +1399,7 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
     const sqc_v8_grid g[3] = { sqc_v8_grid_of(fq), sqc_v8_grid_of(fq + 4), sqc_v8_grid_of(fq + 8) };
     const int fold12 = J->fold12, out_stage = fq[16] != 0.0f;
     const sqc_v8_grid g4 = sqc_v8_grid_of(fq + 16);
+    const float out8_zp = fq[17] - fq[18]; /* stage 4's zero point in uint8 form */
     for (int64_t t = t0; t < t1; ++t) {
         const int b = (int)(t / H);
         const int h = (int)(t % H);
@@ -1380,7 +1409,9 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
         const uint8_t *qb8 = q8 ? q8 + qo : NULL, *kb8 = k8 ? k8 + ko : NULL;
         const uint8_t *vb8 = v8 ? v8 + vo : NULL;
         const float *mb = mask ? mask + b * mv.bs + mv.off + h * mv.sh : NULL;
-        float *ob = out + b * ov.bs + ov.off + h * ov.sh;
+        const int64_t oo = b * ov.bs + ov.off + h * ov.sh;
+        float *ob = out8 ? NULL : out + oo;
+        uint8_t *ob8 = out8 ? out8 + oo : NULL;
         int32_t kq[(size_t)D4 * Sk8]; /* K^T in quads of features: kq[d4][j], 4 s8 */
         int32_t vq[(size_t)Sk4 * D8]; /* V in quads of keys: vq[j4][d], 4 s8 */
         int32_t ksum[Sk8], vsum[D8];  /* sum over d of K's levels per key; over j of V's per d */
@@ -1494,6 +1525,11 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                     for (int r = 0; r < rows; ++r) {
                         const sqc_v8i x = acc[r][c] - zv * psum[r] - zp * vs + Sk * zp * zv;
                         sqc_v8 o = __builtin_convertvector(x, sqc_v8) * spv * norm[r];
+                        if (ob8) { /* the level in uint8 form (stage 4 is present) */
+                            sqc_att_store_row8(ob8 + (s0 + r) * ov.ss, ov.sd, d0 + c * W, D,
+                                               sqc_v8_level_grid(o, g4) + out8_zp);
+                            continue;
+                        }
                         if (out_stage)
                             o = sqc_v8_fake_quant_grid(o, g4);
                         sqc_att_store_row(ob + (s0 + r) * ov.ss, ov.sd, d0 + c * W, D, o, NULL);
@@ -1511,10 +1547,10 @@ static void sqc_attention_q8(int batch, int H, int Sq, int Sk, int D, float scal
                              const float *v, sqc_view vv, const float *mask, sqc_view mv,
                              float *out, sqc_view ov, const float *fq, float pre, float post,
                              const float *grids, const uint8_t *q8, const uint8_t *k8,
-                             const uint8_t *v8, int nthreads) {
+                             const uint8_t *v8, uint8_t *out8, int nthreads) {
     sqc_attention_q8_job job = { { H, Sq, Sk, D, scale, pre, post, q, k, v, mask, fq,
                                    qv, kv, vv, mv, ov, out, sqc_att_fold12(fq, post) }, grids,
-                                 q8, k8, v8 };
+                                 q8, k8, v8, out8 };
     sqc_parallel_for(nthreads, (int64_t)batch * H, 1, sqc_attention_q8_heads, &job);
 }
 #endif /* VNNI */

@@ -11,7 +11,8 @@ to be the same bits (all of them were, when written) and every output within two
 output grid. A packing or indexing mistake moves outputs by many steps (mutation-checked: a
 wrong V interleave, K transpose offset, K tail or mask row each fail several cases).
 Operands given as their levels' bytes (uint8 form, as the layer before writes them:
-fuse_lut_epilogue's out8), all or some of them, give the very same bits as their floats.
+fuse_lut_epilogue's out8), all or some of them, give the very same bits as their floats; the
+output written as bytes (out8) is the float output's levels.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ void sqc_test_attention_q8(int batch, int H, int Sq, int Sk, int D, const float 
                            const int64_t *vv, const float *mask, const int64_t *mv, float *out,
                            const int64_t *ov, const float *fq, float pre, float post,
                            const float *grids, const uint8_t *q8, const uint8_t *k8,
-                           const uint8_t *v8, int nthreads);
+                           const uint8_t *v8, uint8_t *out8, int nthreads);
 """
 
 WRAPPER = """
@@ -40,11 +41,11 @@ void sqc_test_attention_q8(int batch, int H, int Sq, int Sk, int D, const float 
                            const int64_t *vv, const float *mask, const int64_t *mv, float *out,
                            const int64_t *ov, const float *fq, float pre, float post,
                            const float *grids, const uint8_t *q8, const uint8_t *k8,
-                           const uint8_t *v8, int nthreads)
+                           const uint8_t *v8, uint8_t *out8, int nthreads)
 {
     sqc_attention_q8(batch, H, Sq, Sk, D, pre * post, q, sqc_test_view(qv), k, sqc_test_view(kv),
                      v, sqc_test_view(vv), mask, sqc_test_view(mv), out, sqc_test_view(ov), fq,
-                     pre, post, grids, q8, k8, v8, nthreads);
+                     pre, post, grids, q8, k8, v8, out8, nthreads);
 }
 """
 
@@ -187,7 +188,7 @@ def test_attention_q8_matches_numpy_reference(kernel, D, Sq, Sk, mask_kind, sign
 
     q8, k8, v8 = as_bytes(lq, gq), as_bytes(lk, gk), as_bytes(lv, gv)
 
-    def run(mask, mv, threads, byte_operands=""):
+    def run(mask, mv, threads, byte_operands="", out8=None):
         out = np.full((B, Sq, H, D), np.nan, np.float32)
         b8 = {
             key: ptr(a, "uint8_t *") if key in byte_operands else ffi.NULL
@@ -216,6 +217,7 @@ def test_attention_q8_matches_numpy_reference(kernel, D, Sq, Sk, mask_kind, sign
             b8["q"],
             b8["k"],
             b8["v"],
+            ffi.NULL if out8 is None else ptr(out8, "uint8_t *"),
             threads,
         )
         return out
@@ -234,3 +236,8 @@ def test_attention_q8_matches_numpy_reference(kernel, D, Sq, Sk, mask_kind, sign
         assert np.mean(diff == 0) >= 0.99, (threads, float(np.mean(diff == 0)))
         for operands in ("qkv", "k", "qv"):
             np.testing.assert_array_equal(run(mask, mv, threads, operands), out, operands)
+        out8 = np.full((B, Sq, H, D), 0xAB, np.uint8)
+        untouched = run(mask, mv, threads, "qkv", out8)
+        assert np.isnan(untouched).all(), "floats written with a byte output"
+        s4, z4, lo4 = fq[16], fq[17], fq[18]
+        np.testing.assert_array_equal(out8, (np.rint(out / s4) + z4 - lo4).astype(np.uint8))

@@ -217,10 +217,10 @@ def test_int8_model_on_every_target(compile_onnx, quantized, target):
 
 
 def test_layers_hand_the_integer_attention_its_levels(compile_onnx, quantized):
-    """fuse_lut_epilogue, pattern 2: where attention runs on integers (sqc_attention_q8), the
-    Q, K and V layers write their levels as bytes (no floats) and attention reads them as
-    they are: the levels it recovered from the floats before, so the logits are bit for bit
-    those of the build without the pass."""
+    """fuse_lut_epilogue, patterns 2 and 3: where attention runs on integers (sqc_attention_q8),
+    the Q, K and V layers write their levels as bytes (no floats) and attention reads them as
+    they are, and writes its own output's levels for the next layer: the levels recovered
+    from the floats before, so the logits are bit for bit those of the build without it."""
     built = compile_onnx(quantized["qdq_s8"], buckets=(16,), max_batch_size=4)
     if built.manifest["target"]["isa"] not in ("avx512amx", "avx512", "avxvnni"):
         pytest.skip("no integer attention on this target")
@@ -235,6 +235,10 @@ def test_layers_hand_the_integer_attention_its_levels(compile_onnx, quantized):
     assert len(levels) == 6 and all(k in " ".join(levels) for k in ("query", "key", "value"))
     source = (built.path / "model.c").read_text()
     assert source.count("sqc_attention_q8(B") == 2
+    attention = [x for x in built.manifest["layers"] if x["op"] == "Attention"]
+    assert [x.get("uint8_levels") for x in attention] == ["q, k, v, output"] * 2
+    dense = [x for x in built.manifest["layers"] if "attention/output/dense" in x["name"]]
+    assert {x["quantization"]["activations"] for x in dense} == {"uint8 input"}
     for seed in range(3):
         inputs = generate_random_inputs(built, batch_size=4, sequence_length=16, seed=seed)
         for a, b in zip(built.run(inputs), plain.run(inputs)):
