@@ -618,10 +618,10 @@ static void sqc_layernorm_f32(int64_t rows, int n, const float *SQC_RESTRICT x,
 /* sqc_layernorm_f32 with a QDQ graph's roundings (see sqc_layernorm_job): skip8 and y8 may be
  * NULL (then skip and y are read and written as floats) */
 static void sqc_layernorm_q(int64_t rows, int n, const float *x, const float *skip,
-                            const uint8_t *skip8, float skip_s, float skip_zp, const float *sum_fq,
-                            const float *gamma, const float *beta, float eps, float *y,
-                            uint8_t *y8, float y_s, float y_zp, int nthreads) {
-    sqc_layernorm_job job = { n, x, skip, NULL, gamma, beta, eps, y, NULL,
+                            const uint8_t *skip8, float skip_s, float skip_zp, const float *bias,
+                            const float *sum_fq, const float *gamma, const float *beta, float eps,
+                            float *y, uint8_t *y8, float y_s, float y_zp, int nthreads) {
+    sqc_layernorm_job job = { n, x, skip, bias, gamma, beta, eps, y, NULL,
                               skip8, skip_s, skip_zp, sum_fq, y8, y_s, y_zp };
     sqc_layernorm_run(rows, &job, nthreads);
 }

@@ -15,9 +15,9 @@ void sqc_test_layernorm(long rows, int n, const float *x, const float *skip, con
                         const float *gamma, const float *beta, float eps, float *y, float *sum_out,
                         int nthreads);
 void sqc_test_layernorm_q(long rows, int n, const float *x, const float *skip,
-                          const uint8_t *skip8, float skip_s, float skip_zp, const float *sum_fq,
-                          const float *gamma, const float *beta, float eps, float *y, uint8_t *y8,
-                          float y_s, float y_zp, int nthreads);
+                          const uint8_t *skip8, float skip_s, float skip_zp, const float *bias,
+                          const float *sum_fq, const float *gamma, const float *beta, float eps,
+                          float *y, uint8_t *y8, float y_s, float y_zp, int nthreads);
 """
 WRAPPER = """
 void sqc_test_layernorm(long rows, int n, const float *x, const float *skip, const float *bias,
@@ -27,12 +27,12 @@ void sqc_test_layernorm(long rows, int n, const float *x, const float *skip, con
     sqc_layernorm_f32(rows, n, x, skip, bias, gamma, beta, eps, y, sum_out, nthreads);
 }
 void sqc_test_layernorm_q(long rows, int n, const float *x, const float *skip,
-                          const uint8_t *skip8, float skip_s, float skip_zp, const float *sum_fq,
-                          const float *gamma, const float *beta, float eps, float *y, uint8_t *y8,
-                          float y_s, float y_zp, int nthreads)
+                          const uint8_t *skip8, float skip_s, float skip_zp, const float *bias,
+                          const float *sum_fq, const float *gamma, const float *beta, float eps,
+                          float *y, uint8_t *y8, float y_s, float y_zp, int nthreads)
 {
-    sqc_layernorm_q(rows, n, x, skip, skip8, skip_s, skip_zp, sum_fq, gamma, beta, eps, y, y8,
-                    y_s, y_zp, nthreads);
+    sqc_layernorm_q(rows, n, x, skip, skip8, skip_s, skip_zp, bias, sum_fq, gamma, beta, eps, y,
+                    y8, y_s, y_zp, nthreads);
 }
 """
 
@@ -85,7 +85,9 @@ def test_grouped_rows_equal_single_rows(kernel, n, with_skip) -> None:
     assert y2.tobytes() == y.tobytes(), "the thread count changed the result"
 
 
-def _run_q(kernel, x, skip8, skip_grid, sum_fq, gamma, beta, out_grid, nthreads=1):
+def _run_q(
+    kernel, x, skip8, skip_grid, sum_fq, gamma, beta, out_grid, nthreads=1, skip=None, bias=None
+):
     """sqc_layernorm_q: its bytes (out_grid) or floats (out_grid None)."""
     ffi, lib = kernel.ffi, kernel.lib
     rows, n = x.shape
@@ -101,10 +103,11 @@ def _run_q(kernel, x, skip8, skip_grid, sum_fq, gamma, beta, out_grid, nthreads=
         rows,
         n,
         p(x),
-        ffi.NULL,
+        p(skip),
         p(skip8, "uint8_t *"),
         skip_s,
         skip_zp,
+        p(bias),
         p(sum_fq),
         p(gamma),
         p(beta),
@@ -135,9 +138,12 @@ def _quantize_u8(y, s, zp):
 
 
 @pytest.mark.parametrize("n", [768, 37, 16, 3])
-@pytest.mark.parametrize("stages", ["skip-sum-out", "skip-out", "out", "skip-sum"])
+@pytest.mark.parametrize(
+    "stages", ["skip-sum-out", "skip-out", "out", "skip-sum", "skip-bias-sum-out", "fskip-bias-out"]
+)
 def test_quantized_layernorm_is_the_qdq_graphs(kernel, n, stages) -> None:
-    """The sum FQ_c(x + DQ(skip8)) in float32 as the graph rounds it; the floats equal
+    """The sum FQ_c(x + DQ(skip8) (+ bias)) in float32 as the graph rounds it (a float skip
+    where the LayerNorm had one before the pass); the floats equal
     sqc_layernorm_f32's of that sum bit for bit; the bytes are QuantizeLinear's of the floats.
     Rows hold NaN, infinities, huge values, ties and zeros; 23 rows: groups and rows alone."""
     rng = np.random.default_rng(n + len(stages))
@@ -150,8 +156,13 @@ def test_quantized_layernorm_is_the_qdq_graphs(kernel, n, stages) -> None:
     x[11] = np.round(x[11] * 4) / 4  # sums on quarter points of the grid below: ties
     x[21], x[22] = x[1], x[6]
     skip8 = rng.integers(0, 256, (rows, n), dtype=np.uint8) if "skip" in stages else None
+    skip = None
+    if "fskip" in stages:  # a float skip (a SkipLayerNorm before the pass) instead
+        skip, skip8 = rng.standard_normal((rows, n)).astype(np.float32), None
+        skip[21], skip[22] = skip[1], skip[6]
     if skip8 is not None:
         skip8[21], skip8[22] = skip8[1], skip8[6]
+    bias = rng.standard_normal(n).astype(np.float32) if "bias" in stages else None
     skip_grid = (0.03125, 126.0) if skip8 is not None else (0.0, 0.0)
     sum_fq = np.array([0.0625, -3, -128, 127], np.float32) if "sum" in stages else None
     gamma = rng.uniform(0.5, 1.5, n).astype(np.float32)
@@ -162,16 +173,21 @@ def test_quantized_layernorm_is_the_qdq_graphs(kernel, n, stages) -> None:
     if skip8 is not None:
         dq = (skip8.astype(np.float32) - np.float32(skip_grid[1])) * np.float32(skip_grid[0])
         total = (x + dq).astype(np.float32)
+    if skip is not None:
+        total = (x + skip).astype(np.float32)
+    if bias is not None:
+        total = (total + bias).astype(np.float32)
     if sum_fq is not None:
         total = _fake_quant32(total, sum_fq)
     want, _ = _run(kernel, np.ascontiguousarray(total), None, None, gamma, beta)
-    floats = _run_q(kernel, x, skip8, skip_grid, sum_fq, gamma, beta, None)
+    extra = {"skip": skip, "bias": bias}
+    floats = _run_q(kernel, x, skip8, skip_grid, sum_fq, gamma, beta, None, **extra)
     assert floats.tobytes() == want.tobytes()
     if out_grid:
-        got = _run_q(kernel, x, skip8, skip_grid, sum_fq, gamma, beta, out_grid)
+        got = _run_q(kernel, x, skip8, skip_grid, sum_fq, gamma, beta, out_grid, **extra)
         np.testing.assert_array_equal(got, _quantize_u8(want, *out_grid))
         if sum_fq is None:  # (FQ_c takes the NaN to a level)
             assert (got[3] == 128).all()  # a NaN row quantizes to the zero point
         assert got[21].tobytes() == got[1].tobytes() and got[22].tobytes() == got[6].tobytes()
-        two = _run_q(kernel, x, skip8, skip_grid, sum_fq, gamma, beta, out_grid, nthreads=2)
+        two = _run_q(kernel, x, skip8, skip_grid, sum_fq, gamma, beta, out_grid, 2, **extra)
         assert two.tobytes() == got.tobytes()
