@@ -5,12 +5,14 @@ a table of that grid's levels writing the next layer's uint8 input (fuse_quant_e
 patterns 2 and 3). Run apart, the layer writes 4 bytes per value (bert-base at 16 x 128: 25 MB,
 past L2) and the table reads them back only to turn each into a level and one byte.
 
-pattern: sqc.QLinear L (dense kernel, QDQ ``post`` whose last stage puts its output Y on a grid:
-    b, or a with neither b nor a bias; no residual, no activation), Y read only by the next
-    node, an sqc.Elementwise E whose ``lut`` tabulates Y's grid into uint8 (``lut["quantize"]``).
+pattern: sqc.QLinear L (dense or sparse kernel, QDQ ``post`` whose last stage puts its output Y
+    on a grid: b, or a with neither b nor a bias; no residual, no activation), Y read only by
+    the next node, an sqc.Elementwise E whose ``lut`` tabulates Y's grid into uint8
+    (``lut["quantize"]``).
 after: L.attrs["lut_next"] = E's name, E.attrs["lut_with"] = L's name and E.attrs["reads_too"]
     = [L's input]: the emitter makes E's table at L's place and L's GEMM epilogue writes, for
-    each output, the table's byte at its level's index into E's output (sqc_u8s8_gemm's C8);
+    each output, the table's byte at its level's index into E's output (sqc_u8s8_gemm's or
+    sqc_u8s8_spmm's C8);
     nothing runs at E's place, and Y is not written. The bytes are E's: the epilogue's level is
     the one E would recover from Y (Y = level * scale, and E's index is nearbyint(Y / scale)).
     The graph's values and each node's semantics do not change: the interpreter and the other
@@ -134,7 +136,6 @@ def _layer_ok(node) -> bool:
     return (
         node.domain == "sqc"
         and node.op == "QLinear"
-        and a.get("format", "dense") == "dense"
         and bool(a.get("post"))
         and a.get("act", "none") == "none"
         and not node.input(3)

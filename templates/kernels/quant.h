@@ -62,7 +62,7 @@ static void sqc_copy_rows_u8(int M, int K, const void *src, int is_s8, uint8_t *
    post (QDQ rounding stages, see sqc_qpost) Y = FQ_c(FQ_b(FQ_a(product) + bias) + FQ_r(residual)).
    Wsp non-NULL: W is the sparse blob of sparse_packing.pack_s8_sparse (Wp unused) and
    sqc_u8s8_spmm runs instead, with its scratch at scratch + sp_offset.
-   y8 non-NULL (dense W only; see sqc_u8s8_gemm's C8): the bytes lut8[level index of the last
+   y8 non-NULL (see sqc_u8s8_gemm's C8): the bytes lut8[level index of the last
    stage] (lut8 NULL: the index) go to y8 and y is not written (passes/fuse_lut_epilogue.py).
    scratch: B * (rows * ldq + 12 * rows) bytes (+ the sparse kernel's, at sp_offset). */
 static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, float x_scale,
@@ -120,7 +120,7 @@ static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, 
 {% if sparse %}
     if (Wsp) {
         sqc_u8s8_spmm(M, N, K, aq, ldq, Wsp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale,
-                      bias, residual, y, N, act, post, scratch + sp_offset, nt);
+                      bias, residual, y, N, act, post, y8, lut8, scratch + sp_offset, nt);
         return;
     }
 {% endif %}

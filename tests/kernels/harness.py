@@ -384,6 +384,10 @@ void sqc_test_u8s8_spmm_post(int M, int N, int K, const uint8_t *Aq, int ldq, co
                              const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,
                              const float *bias, const float *residual, float *C, int ldc,
                              const float *post, void *scratch, int nthreads);
+void sqc_test_u8s8_spmm_lut8(int M, int N, int K, const uint8_t *Aq, int ldq, const void *Wsp,
+                             const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
+                             const float *w_scale, const float *bias, uint8_t *C8, int ldc,
+                             const float *post, const uint8_t *lut8, void *scratch, int nthreads);
 """
     + F32_GEMM_DECL
     + ";"
@@ -419,7 +423,7 @@ void sqc_test_u8s8_spmm(int M, int N, int K, const uint8_t *Aq, int ldq, const v
                         void *scratch, int nthreads)
 {
     sqc_u8s8_spmm(M, N, K, Aq, ldq, Wsp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
-                  residual, C, ldc, act, NULL, scratch, nthreads);
+                  residual, C, ldc, act, NULL, NULL, NULL, scratch, nthreads);
 }
 void sqc_test_u8s8_spmm_post(int M, int N, int K, const uint8_t *Aq, int ldq, const void *Wsp,
                              const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
@@ -428,7 +432,15 @@ void sqc_test_u8s8_spmm_post(int M, int N, int K, const uint8_t *Aq, int ldq, co
                              const float *post, void *scratch, int nthreads)
 {
     sqc_u8s8_spmm(M, N, K, Aq, ldq, Wsp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
-                  residual, C, ldc, 0, (const sqc_qpost *)post, scratch, nthreads);
+                  residual, C, ldc, 0, (const sqc_qpost *)post, NULL, NULL, scratch, nthreads);
+}
+void sqc_test_u8s8_spmm_lut8(int M, int N, int K, const uint8_t *Aq, int ldq, const void *Wsp,
+                             const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
+                             const float *w_scale, const float *bias, uint8_t *C8, int ldc,
+                             const float *post, const uint8_t *lut8, void *scratch, int nthreads)
+{
+    sqc_u8s8_spmm(M, N, K, Aq, ldq, Wsp, a_scale, a_zp, col_comp, NULL, NULL, w_scale, bias,
+                  NULL, (float *)C8, ldc, 0, (const sqc_qpost *)post, C8, lut8, scratch, nthreads);
 }
 /* the dense kernels of the same target, for the benchmark's side-by-side timing */
 """

@@ -275,3 +275,46 @@ def test_sparse_qdq_epilogue_equals_reference(sparse, stages, shape):
         _ptr(ffi, scratch[s0:], "void *"), 2,
     )  # fmt: skip
     _check(C, ref, f"{variant.name} {shape} {stages}")
+
+
+@pytest.mark.parametrize("stages", [("a", "b"), ("a",)], ids="".join)
+@pytest.mark.parametrize("shape", [(9, 45, 67), (130, 96, 768)])
+@pytest.mark.parametrize("identity", [False, True], ids=["table", "identity"])
+def test_sparse_lut8_output(sparse, stages, shape, identity):
+    """The sparse kernel's C8 (fuse_lut_epilogue on a sparse layer): the bytes lut8[index of the
+    last stage's level] (lut8 NULL: the index), rows ldc bytes apart, nothing past column N."""
+    variant, module = sparse
+    ffi, lib = module.ffi, module.lib
+    M, N, K = shape
+    bias = "b" in stages
+    Aq, W, a_zp, cc, a_s, w_s, b, _, table, ref = _case(
+        M, N, K, stages, bias, False, seed=M + 7, sparsity=0.9
+    )
+    last = table.reshape(4, 4)[1] if "b" in stages else table.reshape(4, 4)[0]
+    scale, zp, lo, hi = (float(x) for x in last)
+    index = np.rint(ref / np.float32(scale)) + zp - lo
+    lut = np.zeros(256 + 3, np.uint8)
+    lut[:256] = np.random.default_rng(M).permutation(256)
+    isa = variant.knobs["int8_isa"]
+    ldq = int8_gemm_lda(K, isa)
+    Aq_pad = np.zeros((M, ldq), np.uint8)
+    Aq_pad[:, :K] = Aq
+    blob = pack_s8_sparse(W, isa)
+    aligned = np.empty(blob.nbytes + 64, np.uint8)
+    start = (-aligned.ctypes.data) % 64
+    aligned[start : start + blob.nbytes] = blob.view(np.uint8).reshape(-1)
+    blob = aligned[start : start + blob.nbytes]
+    scratch = np.empty(spmm_scratch_bytes(M, K, N, "int8", isa) + 64, np.uint8)
+    s0 = (-scratch.ctypes.data) % 64
+    ldc = N + 5
+    C8 = np.full((M, ldc), 0xAB, np.uint8)
+    lib.sqc_test_u8s8_spmm_lut8(
+        M, N, K, _ptr(ffi, Aq_pad, "uint8_t *"), ldq, _ptr(ffi, blob, "void *"),
+        _ptr(ffi, a_s, "float *"), _ptr(ffi, a_zp, "int32_t *"), _ptr(ffi, cc, "int32_t *"),
+        _ptr(ffi, w_s, "float *"), _ptr(ffi, b, "float *") if bias else ffi.NULL,
+        _ptr(ffi, C8, "uint8_t *"), ldc, _ptr(ffi, table, "float *"),
+        ffi.NULL if identity else _ptr(ffi, lut, "uint8_t *"), _ptr(ffi, scratch[s0:], "void *"), 2,
+    )  # fmt: skip
+    want = index.astype(np.uint8) if identity else lut[index.astype(np.int64)]
+    _check(C8[:, :N], want, f"{variant.name} {shape}")
+    assert (C8[:, N:] == 0xAB).all(), "wrote past column N"

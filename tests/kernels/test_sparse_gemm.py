@@ -651,7 +651,7 @@ def test_header_compiles_cleanly(variant: KernelVariant, tmp_path) -> None:
         "{\n    sqc_f32_spmm(M, 768, 768, A, 768, W, NULL, C, C, 768, 1, s, nt);\n}\n"
         "void use_s8(int M, const uint8_t *A, const void *W, const float *as, float *C, void *s)\n"
         "{\n    sqc_u8s8_spmm(M, 768, 768, A, 768, W, as, NULL, NULL, NULL, NULL, as, NULL, C,\n"
-        "                  C, 768, 0, NULL, s, 2);\n}\n"
+        "                  C, 768, 0, NULL, NULL, NULL, s, 2);\n}\n"
         "void *keep[] = {(void *)sqc_f32_gemm, (void *)sqc_u8s8_gemm,\n"
         "                (void *)sqc_quantize_rows_u8, (void *)sqc_dynamic_qparams_u8,\n"
         "                (void *)sqc_range_rows_f32, (void *)sqc_quantize_examples_u8,\n"

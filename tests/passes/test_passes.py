@@ -594,10 +594,10 @@ def test_fuse_quant_epilogue_hands_the_table_output_to_the_next_layer_as_uint8()
 
 
 @pytest.mark.parametrize("sparse", ["never", "always"])
-def test_fuse_lut_epilogue_hands_the_table_to_the_dense_layer(sparse):
-    """A dense int8 layer whose output only the (next) uint8 table reads: the layer writes the
-    table's bytes (lut_next / lut_with), and the table keeps the layer's input alive
-    (reads_too). A sparse layer keeps the table (its kernel has no byte output)."""
+def test_fuse_lut_epilogue_hands_the_table_to_the_layer(sparse):
+    """An int8 layer (dense or sparse kernel) whose output only the (next) uint8 table reads:
+    the layer writes the table's bytes (lut_next / lut_with), and the table keeps the layer's
+    input alive (reads_too)."""
     from sqc.compiler.pipeline import run_passes
 
     graph = import_model(_qdq_layer_with_tail(gelu=True, second_layer=True))
@@ -607,9 +607,7 @@ def test_fuse_lut_epilogue_hands_the_table_to_the_dense_layer(sparse):
     assert not any("lut_next" in n.attrs or "lut_with" in n.attrs for n in plain.nodes)
     table = next(n for n in after.nodes if n.op == "Elementwise")
     layer = next(n for n in after.nodes if n.op == "QLinear" and n.outputs[0] in table.inputs)
-    if sparse == "always":
-        assert "lut_next" not in layer.attrs and "lut_with" not in table.attrs
-        return
+    assert layer.attrs["format"] == ("sparse" if sparse == "always" else "dense")
     assert layer.attrs["lut_next"] == table.name and table.attrs["lut_with"] == layer.name
     assert table.attrs["reads_too"] == [layer.inputs[0]]
 
