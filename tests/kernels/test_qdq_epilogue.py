@@ -245,16 +245,10 @@ def test_amx_qdq_epilogue_with_nan_bias_equals_vnni(vnni_and_amx, stages):
     assert not np.isnan(runs[1]).any() or "b" not in stages
 
 
-@pytest.mark.parametrize("stages", [("a", "b"), ("a", "b", "r", "c")], ids="".join)
-@pytest.mark.parametrize("shape", [(9, 45, 67), (130, 96, 768)])
-def test_sparse_qdq_epilogue_equals_reference(sparse, stages, shape):
-    variant, module = sparse
-    ffi, lib = module.ffi, module.lib
-    M, N, K = shape
-    residual = "c" in stages
-    Aq, W, a_zp, cc, a_s, w_s, b, R, table, ref = _case(
-        M, N, K, stages, True, residual, seed=M, sparsity=0.9
-    )
+def _sparse_operands(variant, Aq, W, N):
+    """The sparse kernel's operands: Aq padded to its row length, W's sparse blob and a
+    scratch buffer, both 64-byte aligned."""
+    M, K = Aq.shape
     isa = variant.knobs["int8_isa"]
     ldq = int8_gemm_lda(K, isa)
     Aq_pad = np.zeros((M, ldq), np.uint8)
@@ -265,14 +259,27 @@ def test_sparse_qdq_epilogue_equals_reference(sparse, stages, shape):
     aligned[start : start + blob.nbytes] = blob.view(np.uint8).reshape(-1)
     blob = aligned[start : start + blob.nbytes]
     scratch = np.empty(spmm_scratch_bytes(M, K, N, "int8", isa) + 64, np.uint8)
-    s0 = (-scratch.ctypes.data) % 64
+    return Aq_pad, ldq, blob, scratch[(-scratch.ctypes.data) % 64 :]
+
+
+@pytest.mark.parametrize("stages", [("a", "b"), ("a", "b", "r", "c")], ids="".join)
+@pytest.mark.parametrize("shape", [(9, 45, 67), (130, 96, 768)])
+def test_sparse_qdq_epilogue_equals_reference(sparse, stages, shape):
+    variant, module = sparse
+    ffi, lib = module.ffi, module.lib
+    M, N, K = shape
+    residual = "c" in stages
+    Aq, W, a_zp, cc, a_s, w_s, b, R, table, ref = _case(
+        M, N, K, stages, True, residual, seed=M, sparsity=0.9
+    )
+    Aq_pad, ldq, blob, scratch = _sparse_operands(variant, Aq, W, N)
     C = np.full((M, N), np.nan, np.float32)
     lib.sqc_test_u8s8_spmm_post(
         M, N, K, _ptr(ffi, Aq_pad, "uint8_t *"), ldq, _ptr(ffi, blob, "void *"),
         _ptr(ffi, a_s, "float *"), _ptr(ffi, a_zp, "int32_t *"), _ptr(ffi, cc, "int32_t *"),
         ffi.NULL, ffi.NULL, _ptr(ffi, w_s, "float *"), _ptr(ffi, b, "float *"),
         _ptr(ffi, R, "float *"), _ptr(ffi, C, "float *"), N, _ptr(ffi, table, "float *"),
-        _ptr(ffi, scratch[s0:], "void *"), 2,
+        _ptr(ffi, scratch, "void *"), 2,
     )  # fmt: skip
     _check(C, ref, f"{variant.name} {shape} {stages}")
 
@@ -295,17 +302,7 @@ def test_sparse_lut8_output(sparse, stages, shape, identity):
     index = np.rint(ref / np.float32(scale)) + zp - lo
     lut = np.zeros(256 + 3, np.uint8)
     lut[:256] = np.random.default_rng(M).permutation(256)
-    isa = variant.knobs["int8_isa"]
-    ldq = int8_gemm_lda(K, isa)
-    Aq_pad = np.zeros((M, ldq), np.uint8)
-    Aq_pad[:, :K] = Aq
-    blob = pack_s8_sparse(W, isa)
-    aligned = np.empty(blob.nbytes + 64, np.uint8)
-    start = (-aligned.ctypes.data) % 64
-    aligned[start : start + blob.nbytes] = blob.view(np.uint8).reshape(-1)
-    blob = aligned[start : start + blob.nbytes]
-    scratch = np.empty(spmm_scratch_bytes(M, K, N, "int8", isa) + 64, np.uint8)
-    s0 = (-scratch.ctypes.data) % 64
+    Aq_pad, ldq, blob, scratch = _sparse_operands(variant, Aq, W, N)
     ldc = N + 5
     C8 = np.full((M, ldc), 0xAB, np.uint8)
     lib.sqc_test_u8s8_spmm_lut8(
@@ -313,7 +310,7 @@ def test_sparse_lut8_output(sparse, stages, shape, identity):
         _ptr(ffi, a_s, "float *"), _ptr(ffi, a_zp, "int32_t *"), _ptr(ffi, cc, "int32_t *"),
         _ptr(ffi, w_s, "float *"), _ptr(ffi, b, "float *") if bias else ffi.NULL,
         _ptr(ffi, C8, "uint8_t *"), ldc, _ptr(ffi, table, "float *"),
-        ffi.NULL if identity else _ptr(ffi, lut, "uint8_t *"), _ptr(ffi, scratch[s0:], "void *"), 2,
+        ffi.NULL if identity else _ptr(ffi, lut, "uint8_t *"), _ptr(ffi, scratch, "void *"), 2,
     )  # fmt: skip
     want = index.astype(np.uint8) if identity else lut[index.astype(np.int64)]
     _check(C8[:, :N], want, f"{variant.name} {shape}")
