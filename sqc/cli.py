@@ -36,6 +36,15 @@ def user_errors():
     return (CompileError, ArtifactError, EngineInputError, FileNotFoundError, ValueError, TypeError)
 
 
+def _print_passes(value: bool) -> None:
+    """--list-passes: the pipeline's passes in order, then exit (before MODEL is asked for)."""
+    if value:
+        from sqc.compiler.pipeline import PASS_NAMES
+
+        typer.echo("\n".join(PASS_NAMES))
+        raise typer.Exit()
+
+
 @app.command("compile")
 def compile_cmd(
     model: Path = typer.Argument(..., help="The ONNX model (.onnx; external data beside it)."),
@@ -89,15 +98,17 @@ def compile_cmd(
     ),
     disable: list[str] = typer.Option([], "--disable", help="Skip an optional pass (repeatable)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if an identical build exists."),
-    list_passes: bool = typer.Option(False, "--list-passes", help="Print the passes and exit."),
+    list_passes: bool = typer.Option(
+        False,
+        "--list-passes",
+        help="Print the passes and exit (no MODEL needed).",
+        is_eager=True,
+        callback=_print_passes,
+    ),
 ) -> None:
     """Compile MODEL into an artifact: generated C, library, weights.bin, manifest.json."""
     from sqc.compiler.driver import compile_model
-    from sqc.compiler.pipeline import PASS_NAMES
 
-    if list_passes:
-        typer.echo("\n".join(PASS_NAMES))
-        return
     try:
         with err.status("compiling", spinner="dots") as status:
 

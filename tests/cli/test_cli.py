@@ -86,6 +86,14 @@ def test_dump_after_and_disable(tmp_path):
     one_line_error(sqc("compile", TINY, "--disable", "fuse_everything"), "unknown pass")
 
 
+def test_list_passes_needs_no_model():
+    from sqc.compiler.pipeline import PASS_NAMES
+
+    out = sqc("compile", "--list-passes")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == PASS_NAMES and "quantize_layernorm" in PASS_NAMES
+
+
 @pytest.mark.parametrize("buckets", ["0", "-3", "abc", "16,x", "1.5", ""])
 def test_bad_bucket_is_one_line_error(buckets):
     one_line_error(sqc("compile", TINY, "--buckets", buckets), "bucket")
