@@ -38,6 +38,12 @@ def quantize_np(x: np.ndarray, scale, zero_point, dtype) -> np.ndarray:
     return np.clip(np.nan_to_num(q, nan=0.0), lo, hi).astype(dtype)
 
 
+def u8_grid(grid: dict) -> tuple[np.float32, int]:
+    """A grid's (scale, zero point) in its uint8 form: the same levels, numbered from 0 (an int8
+    grid's levels shifted by 128), as the uint8 levels sqc's kernels pass between int8 ops."""
+    return np.float32(grid["scale"]), int(grid["zero_point"]) - QRANGE[np.dtype(grid["dtype"])][0]
+
+
 def dequantize_np(q: np.ndarray, scale, zero_point) -> np.ndarray:
     """(q - zero_point) * scale in float32, as onnxruntime computes it."""
     diff = q.astype(np.int64) - np.asarray(zero_point, np.int64)
@@ -233,9 +239,7 @@ def QLinear(node, x, opset):
             r = fake_quant_np(x[3], post["r"])
             y = fake_quant_np((y + r).astype(np.float32), post["c"])
         if a.get("out8"):
-            g = a["out8"]
-            zp = int(g["zero_point"]) - QRANGE[np.dtype(g["dtype"])][0]
-            return [quantize_np(y, np.float32(g["scale"]), zp, np.uint8)]
+            return [quantize_np(y, *u8_grid(a["out8"]), np.uint8)]
         return [y.astype(np.float32)]
     if len(x) > 2 and x[2] is not None:
         y = y + x[2]

@@ -113,11 +113,9 @@ def _operand_np(node, x, key: str) -> np.ndarray:
     (passes/fuse_lut_epilogue.py: the layer before writes them), as that grid's uint8 form."""
     if x.dtype != np.uint8:
         return x
-    from sqc.compiler.ops.quant_ops import QRANGE, dequantize_np
+    from sqc.compiler.ops.quant_ops import dequantize_np, u8_grid
 
-    g = node.attrs["int8"][key]
-    zp = int(g["zero_point"]) - QRANGE[np.dtype(g["dtype"])][0]
-    return dequantize_np(x, np.float32(g["scale"]), zp)
+    return dequantize_np(x, *u8_grid(node.attrs["int8"][key]))
 
 
 @register(
@@ -188,11 +186,9 @@ def Attention(node, x, opset):
 
         out = fake_quant_np(out, quant["out"])
     if a.get("out8"):  # its levels in uint8 form (passes/fuse_lut_epilogue.py)
-        from sqc.compiler.ops.quant_ops import QRANGE, quantize_np
+        from sqc.compiler.ops.quant_ops import quantize_np, u8_grid
 
-        g = a["out8"]
-        zp = int(g["zero_point"]) - QRANGE[np.dtype(g["dtype"])][0]
-        out = quantize_np(out, np.float32(g["scale"]), zp, np.uint8)
+        out = quantize_np(out, *u8_grid(a["out8"]), np.uint8)
     return [out.reshape(a["out_shape"])]
 
 

@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sqc.compiler.passes.fuse_quant_epilogue import output_grid
+from sqc.compiler.ops.quant_ops import u8_grid
+from sqc.compiler.passes.fuse_quant_epilogue import output_grid, small_grid
 from sqc.compiler.passes.rewrite import Matcher
 
 
@@ -84,17 +85,12 @@ def _integer_attention(g, node) -> bool:
 
 
 def _levels_from_attention(g, users, attention) -> None:
-    from sqc.compiler.ops.quant_ops import QRANGE
-
     grid = (attention.attrs.get("quant") or {}).get("out")
     y = attention.outputs[0]
     readers = users.get(y, [])
-    if not grid or _levels(grid) > 256 or y in g.outputs or not readers:
+    if not grid or not small_grid(grid) or y in g.outputs or not readers:
         return
-    scale, zp = (
-        np.float32(grid["scale"]),
-        int(grid["zero_point"]) - QRANGE[np.dtype(grid["dtype"])][0],
-    )
+    scale, zp = u8_grid(grid)
     for n in readers:
         a = n.attrs
         if not (
@@ -124,7 +120,7 @@ def _levels_to_attention(g, m, users, attention, pos: int, key: str) -> None:
         or [n for n in users.get(y, [])] != [attention]
         or attention.inputs[:3].count(y) != 1
         or output_grid(m, y) != grid
-        or _levels(grid) > 256
+        or not small_grid(grid)
     ):
         return
     layer.attrs = {**layer.attrs, "out8": dict(grid)}
@@ -148,12 +144,4 @@ def _table_ok(node) -> bool:
     lut = node.attrs.get("lut") if node.domain == "sqc" and node.op == "Elementwise" else None
     if not lut or not lut.get("quantize") or "lut_with" in node.attrs:
         return False
-    return _levels(lut) <= 256
-
-
-def _levels(grid: dict) -> int:
-    """The levels of a grid (a FakeQuant's attrs), or of a table's (its ``lut``)."""
-    from sqc.compiler.ops.quant_ops import QRANGE
-
-    lo, hi = QRANGE[np.dtype(grid.get("grid", grid)["dtype"])]
-    return hi - lo + 1
+    return small_grid(lut["grid"])

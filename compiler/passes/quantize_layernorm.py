@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from sqc.compiler.ir import Graph, Node
-from sqc.compiler.ops.quant_ops import QRANGE
+from sqc.compiler.ops.quant_ops import u8_grid
 from sqc.compiler.passes.rewrite import new_value
 
 
@@ -124,10 +124,9 @@ def _reader_grid(g: Graph, n: Node, pos: int) -> tuple[np.float32, int] | None:
     if n.outputs[0] in ln.inputs[1:]:
         return None
     r = a["post"]["r"]
-    dt = np.dtype(r["dtype"])
-    if dt not in (np.dtype(np.uint8), np.dtype(np.int8)):
+    if np.dtype(r["dtype"]) not in (np.dtype(np.uint8), np.dtype(np.int8)):
         return None
-    return np.float32(r["scale"]), int(r["zero_point"]) - QRANGE[dt][0]
+    return u8_grid(r)
 
 
 def _to_skip_layernorm(g: Graph, n: Node, attrs: dict, skip: str = "", outputs=None) -> None:

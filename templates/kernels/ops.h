@@ -198,6 +198,16 @@ static inline sqc_v8 sqc_v8_exp(sqc_v8 x) {
     return (sqc_v8)((sqc_v8i)y & ~under);
 }
 
+/* saturate(round(x / scale) + zp) into [lo, hi]; NaN gives zp (clamped). Branch-free, so
+ * loops of it vectorize. */
+static inline int32_t sqc_quantize_f32(float x, float scale, int32_t zp, int32_t lo, int32_t hi) {
+    float r = nearbyintf(x / scale) + (float)zp;
+    r = r == r ? r : (float)zp;
+    r = r < (float)lo ? (float)lo : r;
+    r = r > (float)hi ? (float)hi : r;
+    return (int32_t)r;
+}
+
 /* DequantizeLinear(QuantizeLinear(x)) (QDQ graphs): x rounded to the grid of (scale, zp),
  * saturated to [lo, hi] in quantized units, NaN to zp: (clamp(nearbyint(x / s) + zp, lo, hi) -
  * zp) * s. Computed with the zero point taken out of the clamp (bounds lo - zp, hi - zp, NaN to
@@ -484,12 +494,6 @@ static inline void sqc_rv_quantize_u8(uint8_t *p, sqc_rv v, float s, float zp) {
     sqc_rv_store_u8(p, sqc_v8_level_grid(v, g) + zp, SQC_RW);
 }
 
-static inline uint8_t sqc_quantize_u8_scalar(float v, float s, float zp) {
-    float q = nearbyintf(v / s) + zp;
-    q = q == q ? q : zp;
-    q = q < 0.0f ? 0.0f : q;
-    return (uint8_t)(q > 255.0f ? 255.0f : q);
-}
 
 /* G rows at once, each computed exactly as alone: the sums of a row are one dependent chain
  * of vector adds (each waits on the last), so a row alone runs at the adds' latency; G rows
@@ -585,7 +589,7 @@ static inline __attribute__((always_inline)) void sqc_layernorm_group(const sqc_
             const float v = (sum[g][i] - m[g]) * inv[g];
             const float y = beta ? fmaf(v, gamma[i], beta[i]) : v * gamma[i];
             if (yr8[g])
-                yr8[g][i] = sqc_quantize_u8_scalar(y, y_s, y_zp);
+                yr8[g][i] = (uint8_t)sqc_quantize_f32(y, y_s, (int32_t)y_zp, 0, 255);
             else
                 yr[g][i] = y;
         }

@@ -7,18 +7,8 @@
 #include <stddef.h>
 #include <math.h>
 
-/* saturate(round(x / scale) + zp) into [lo, hi]; NaN gives zp (clamped). Branch-free, so
-   loops of it vectorize. */
-static inline int32_t sqc_quantize_f32(float x, float scale, int32_t zp, int32_t lo, int32_t hi)
-{
-    float r = nearbyintf(x / scale) + (float)zp;
-    r = r == r ? r : (float)zp;
-    r = r < (float)lo ? (float)lo : r;
-    r = r > (float)hi ? (float)hi : r;
-    return (int32_t)r;
-}
-
-/* sqc_fake_quant_f32 (QDQ pairs) is in ops.h: the attention kernel rounds with it too. */
+/* sqc_quantize_f32 (QuantizeLinear) and sqc_fake_quant_f32 (QDQ pairs) are in ops.h: the
+   LayerNorm and the attention kernel round with them too. */
 
 /* ONNX DynamicQuantizeLinear of n floats: y, and (optional) its scale and zero point */
 static void sqc_dynamic_quantize_u8(int64_t n, const float *x, uint8_t *y, float *scale_out,
