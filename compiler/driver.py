@@ -441,6 +441,12 @@ def _layers(planned: dict[int, Graph], isa: str) -> list[dict]:
                 if node.op == "Attention"
                 else _layernorm_kernel(node),
             }
+            if record["kernel"] == "sqc_attention_q8":
+                amx = TARGETS[isa]["int8_gemm"] == "avx512_amx"
+                where = " on AMX tiles (VNNI where the OS withholds AMX)" if amx else " (VNNI)"
+                record["why"] = (
+                    "Q, K, V and the probabilities on QDQ grids: integer products" + where
+                )
             if node.op == "Attention":  # operands and output as levels (fuse_lut_epilogue)
                 names = list(zip(("q", "k", "v"), node.inputs[:3])) + [("output", node.outputs[0])]
                 levels = [k for k, v in names if np.dtype(g.values[v].dtype) == np.uint8]

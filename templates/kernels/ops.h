@@ -1376,6 +1376,56 @@ static inline void sqc_att_q8_pack_v(int32_t *vq, int32_t *vsum, const float *vb
     }
 }
 
+#if defined(__AMX_INT8__) && defined(__AMX_TILE__)
+{% include "kernels/amx.h" %}
+#define SQC_ATT_AMX 1
+#define SQC_ATT_MAX_ROWS 16 /* the query rows of a block on AMX tiles: a tile's rows */
+
+/* c[r][j] (r < 16, j < n, rows ldc int32 apart) = the sum over quads g < kq of a[r][g] (u8
+ * quads, rows lda int32 apart) times b[g][j] (s8 quads, rows ldb apart): sqc_att_q8_block's
+ * product on AMX tiles, the same int32 sums (TDPBUSD adds exactly what vpdpbusd adds). K^T's
+ * and V's packed quads are already a B tile's layout (16 rows of quads x 16 columns x 4 bytes).
+ * kq and n are multiples of 16, the operands zero past their real quads; kq 0 gives zeros.
+ * Tiles: C 0-3 (64 columns at a time), A 4, B 5-7. */
+static void sqc_att_amx_product(int32_t *c, int ldc, const int32_t *a, int lda, const int32_t *b,
+                                int ldb, int kq, int n) {
+    for (int j0 = 0; j0 < n; j0 += 64) {
+        const int t = (n - j0) / 16 < 4 ? (n - j0) / 16 : 4;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int g = 0; g < kq; g += 16) {
+            const int32_t *bg = b + (size_t)g * ldb + j0;
+            _tile_loadd(4, a + g, lda * 4);
+            _tile_loadd(5, bg, ldb * 4);
+            _tile_dpbusd(0, 4, 5);
+            if (t > 1) {
+                _tile_loadd(6, bg + 16, ldb * 4);
+                _tile_dpbusd(1, 4, 6);
+            }
+            if (t > 2) {
+                _tile_loadd(7, bg + 32, ldb * 4);
+                _tile_dpbusd(2, 4, 7);
+            }
+            if (t > 3) {
+                _tile_loadd(5, bg + 48, ldb * 4);
+                _tile_dpbusd(3, 4, 5);
+            }
+        }
+        _tile_stored(0, c + j0, ldc * 4);
+        if (t > 1)
+            _tile_stored(1, c + j0 + 16, ldc * 4);
+        if (t > 2)
+            _tile_stored(2, c + j0 + 32, ldc * 4);
+        if (t > 3)
+            _tile_stored(3, c + j0 + 48, ldc * 4);
+    }
+}
+#else
+#define SQC_ATT_MAX_ROWS SQC_ATT_ROWS
+#endif
+
 typedef struct {
     sqc_attention_job a;
     const float *grids; /* Q, K, V: {scale, zp, lo, hi} each; P is fq stage 3 */
@@ -1383,6 +1433,7 @@ typedef struct {
     const uint8_t *q8, *k8, *v8;
     /* non-NULL: the output as stage 4's levels in uint8 form, instead of floats to out */
     uint8_t *out8;
+    int amx; /* 1: the products on AMX tiles (sqc_att_amx_product) */
 } sqc_attention_q8_job;
 
 /* The keys of one (example, head) whose integer products the staged q8 attention computes:
@@ -1424,6 +1475,62 @@ static int sqc_att_q8_tail(const float *mb, sqc_view mv, int Sk, const sqc_v8_gr
     return ext;
 }
 
+/* One vector of scores of a block's query row: the integer product's zero-point corrections and
+ * scale and, when staged, QDQ stages 0-2 into the row's maximum (see sqc_attention_q8_heads) */
+typedef struct {
+    const int32_t *qsum;
+    int32_t zk, zq, dzz; /* dzz = D zq zk */
+    float sqk, pre, post;
+    int staged, fold12, Sk, Sk8, s0, rows;
+    const float *mb;
+    sqc_view mv;
+    const sqc_v8_grid *g;
+    float *p;
+    sqc_v8 *vmax;
+} sqc_att_q8_scores;
+
+static inline __attribute__((always_inline)) void
+sqc_att_q8_score(const sqc_att_q8_scores *c, sqc_v8i acc, sqc_v8i ks, int r, int j) {
+    const int W = SQC_RW;
+    const sqc_v8i xi = acc - c->zk * c->qsum[r] - c->zq * ks + c->dzz;
+    sqc_v8 x = __builtin_convertvector(xi, sqc_v8) * c->sqk;
+    if (c->staged && j + W <= c->Sk) {
+        const int sr = c->s0 + (r < c->rows ? r : c->rows - 1);
+        x = sqc_att_stages012(x, sqc_v8_load(c->mb + sr * c->mv.ss + j), c->g, c->pre, c->post,
+                              c->fold12);
+        c->vmax[r] = sqc_v8_max(x, c->vmax[r]);
+    }
+    sqc_v8_store(c->p + (size_t)r * c->Sk8 + j, x);
+}
+
+/* One vector of output features d.. of a block's row r: the product's corrections, the scale
+ * and stage 4 (to bytes with out8) */
+typedef struct {
+    const int32_t *psum;
+    const float *norm;
+    int32_t zv, zp, skzz; /* skzz = Sk zp zv */
+    float spv, out8_zp;
+    int out_stage, D, s0;
+    const sqc_v8_grid *g4;
+    float *ob;
+    uint8_t *ob8;
+    sqc_view ov;
+} sqc_att_q8_outs;
+
+static inline __attribute__((always_inline)) void
+sqc_att_q8_out(const sqc_att_q8_outs *c, sqc_v8i acc, sqc_v8i vs, int r, int d) {
+    const sqc_v8i x = acc - c->zv * c->psum[r] - c->zp * vs + c->skzz;
+    sqc_v8 o = __builtin_convertvector(x, sqc_v8) * c->spv * c->norm[r];
+    if (c->ob8) { /* the level in uint8 form (stage 4 is present) */
+        sqc_att_store_row8(c->ob8 + (c->s0 + r) * c->ov.ss, c->ov.sd, d, c->D,
+                           sqc_v8_level_grid(o, *c->g4) + c->out8_zp);
+        return;
+    }
+    if (c->out_stage)
+        o = sqc_v8_fake_quant_grid(o, *c->g4);
+    sqc_att_store_row(c->ob + (c->s0 + r) * c->ov.ss, c->ov.sd, d, c->D, o, NULL);
+}
+
 static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
     const sqc_attention_q8_job *JQ = (const sqc_attention_q8_job *)job;
     const sqc_attention_job *J = &JQ->a;
@@ -1435,23 +1542,29 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
     const uint8_t *q8 = JQ->q8, *k8 = JQ->k8, *v8 = JQ->v8;
     uint8_t *out8 = JQ->out8;
     float *out = J->out;
-    const int W = SQC_RW, R = SQC_ATT_ROWS;
+    /* amx: both products on AMX tiles, 16 query rows a block, the quads of Q and K's features
+     * and of P and V's keys zero-padded to 16 (a tile's 64 bytes) */
+    const int amx = JQ->amx;
+    const int W = SQC_RW, R = amx ? SQC_ATT_MAX_ROWS : SQC_ATT_ROWS;
     const int Sk8 = (Sk + W - 1) / W * W, D8 = (D + W - 1) / W * W;
     const int D4 = (D + 3) / 4, Sk4 = (Sk + 3) / 4;
+    const int D4p = amx ? (D4 + 15) / 16 * 16 : D4, Sk4p = amx ? (Sk4 + 15) / 16 * 16 : Sk4;
     /* u8-domain shifts of Q and P, s8-domain shifts of K and V, and their zero points there */
     const int32_t shq = gq[2] < 0 ? 128 : 0, shp = gp[2] < 0 ? 128 : 0;
     const int32_t shk = gk[2] < 0 ? 0 : -128, shv = gv[2] < 0 ? 0 : -128;
     const int32_t zq = (int32_t)gq[1] + shq, zp = (int32_t)gp[1] + shp;
     const int32_t zk = (int32_t)gk[1] + shk, zv = (int32_t)gv[1] + shv;
     const float iq = 1.0f / gq[0], ik = 1.0f / gk[0], iv = 1.0f / gv[0];
-    const float sqk = gq[0] * gk[0], spv = gp[0] * gv[0];
     /* the usual QDQ graph (every score stage present, a contiguous mask): stages 0-2 run as the
      * scores leave the product (see below), on the grids made into vectors here */
     const int staged = fq[0] != 0.0f && fq[4] != 0.0f && fq[8] != 0.0f && mask && mv.sd == 1;
     const sqc_v8_grid g[3] = { sqc_v8_grid_of(fq), sqc_v8_grid_of(fq + 4), sqc_v8_grid_of(fq + 8) };
-    const int fold12 = J->fold12, out_stage = fq[16] != 0.0f;
+    const int fold12 = J->fold12;
     const sqc_v8_grid g4 = sqc_v8_grid_of(fq + 16);
-    const float out8_zp = fq[17] - fq[18]; /* stage 4's zero point in uint8 form */
+#ifdef SQC_ATT_AMX
+    if (amx)
+        sqc_amx_configure();
+#endif
     for (int64_t t = t0; t < t1; ++t) {
         const int b = (int)(t / H);
         const int h = (int)(t % H);
@@ -1462,38 +1575,63 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
         const uint8_t *vb8 = v8 ? v8 + vo : NULL;
         const float *mb = mask ? mask + b * mv.bs + mv.off + h * mv.sh : NULL;
         const int64_t oo = b * ov.bs + ov.off + h * ov.sh;
-        float *ob = out8 ? NULL : out + oo;
-        uint8_t *ob8 = out8 ? out8 + oo : NULL;
-        int32_t kq[(size_t)D4 * Sk8]; /* K^T in quads of features: kq[d4][j], 4 s8 */
-        int32_t vq[(size_t)Sk4 * D8]; /* V in quads of keys: vq[j4][d], 4 s8 */
-        int32_t ksum[Sk8], vsum[D8];  /* sum over d of K's levels per key; over j of V's per d */
-        int32_t qa[SQC_ATT_ROWS][D4], pa[SQC_ATT_ROWS][Sk4]; /* u8 quads of the block's rows */
-        int32_t qsum[SQC_ATT_ROWS], psum[SQC_ATT_ROWS];
-        float p[(size_t)SQC_ATT_ROWS * Sk8];
-        float norm[SQC_ATT_ROWS];
+        int32_t kq[(size_t)D4p * Sk8]; /* K^T in quads of features: kq[d4][j], 4 s8 */
+        int32_t vq[(size_t)Sk4p * D8]; /* V in quads of keys: vq[j4][d], 4 s8 */
+        int32_t ksum[Sk8], vsum[D8];   /* sum over d of K's levels per key; over j of V's per d */
+        /* u8 quads of the block's rows */
+        int32_t qa[SQC_ATT_MAX_ROWS][D4p], pa[SQC_ATT_MAX_ROWS][Sk4p];
+        int32_t qsum[SQC_ATT_MAX_ROWS], psum[SQC_ATT_MAX_ROWS];
+        float p[(size_t)SQC_ATT_MAX_ROWS * Sk8];
+        float norm[SQC_ATT_MAX_ROWS];
+        sqc_v8 vmax[SQC_ATT_MAX_ROWS];
+        /* amx: the products' int32 sums, as the tiles store them */
+        int32_t sums[amx ? (size_t)SQC_ATT_MAX_ROWS * (Sk8 > D8 ? Sk8 : D8) : 1];
         sqc_att_q8_pack_k(kq, ksum, kb, kb8, kv, Sk, Sk8, D, D4, ik, gk, shk);
         sqc_att_q8_pack_v(vq, vsum, vb, vb8, vv, Sk, Sk4, D, D8, iv, gv, shv);
+        memset(kq + (size_t)D4 * Sk8, 0, sizeof(int32_t) * (size_t)(D4p - D4) * Sk8);
+        memset(vq + (size_t)Sk4 * D8, 0, sizeof(int32_t) * (size_t)(Sk4p - Sk4) * D8);
         /* keys scored: past qext, a masked tail whose staged scores are all tail_c */
         float tail_c = 0.0f;
         const int qext = staged ? sqc_att_q8_tail(mb, mv, Sk, g, pre, post, fold12, &tail_c) : Sk8;
+        sqc_att_q8_scores sc = { qsum, zk, zq, D * zq * zk, gq[0] * gk[0], pre, post, staged,
+                                 fold12, Sk, Sk8, 0, 0, mb, mv, g, p, vmax };
+        sqc_att_q8_outs oc = { psum, norm, zv, zp, Sk * zp * zv, gp[0] * gv[0],
+                               fq[17] - fq[18] /* stage 4's zero point in uint8 form */,
+                               fq[16] != 0.0f, D, 0, &g4, out8 ? NULL : out + oo,
+                               out8 ? out8 + oo : NULL, ov };
         for (int s0 = 0; s0 < Sq; s0 += R) {
             const int rows = Sq - s0 < R ? Sq - s0 : R;
+            sc.s0 = oc.s0 = s0;
+            sc.rows = rows;
             /* the block's query rows as u8 quads; rows past the end repeat the last row */
             for (int r = 0; r < R && s0 + R + r < Sq && qb; ++r)
                 sqc_att_prefetch_row(qb + (s0 + R + r) * qv.ss, qv.sd, D);
             for (int r = 0; r < R; ++r) {
                 const int64_t row = (s0 + (r < rows ? r : rows - 1)) * qv.ss;
                 /* levels already: the uint8 form is the u8 domain's */
-                qsum[r] = qb8 ? sqc_att_row_bytes(qb8 + row, qv.sd, D, D4 * 4, 0, (uint8_t *)qa[r])
-                              : sqc_att_row_levels(qb + row, qv.sd, 1.0f, D, D4 * 4, iq, gq, shq,
+                qsum[r] = qb8 ? sqc_att_row_bytes(qb8 + row, qv.sd, D, D4p * 4, 0, (uint8_t *)qa[r])
+                              : sqc_att_row_levels(qb + row, qv.sd, 1.0f, D, D4p * 4, iq, gq, shq,
                                                    (uint8_t *)qa[r]);
             }
-            /* scores: R rows x SQC_ATT_COLS vectors of keys per register block. When staged,
-             * each whole vector of real keys leaves the block through QDQ stages 0-2 and into
-             * its row's maximum (the first pass of sqc_att_softmax_rows, the same operations);
-             * the row's last partial vector is stored as scores, for the scalar tail below. */
-            sqc_v8 vmax[SQC_ATT_ROWS];
+            /* scores: R rows x SQC_ATT_COLS vectors of keys per register block (or, amx, the
+             * block's sums from the tiles). When staged, each whole vector of real keys leaves
+             * the product through QDQ stages 0-2 and into its row's maximum (the first pass of
+             * sqc_att_softmax_rows, the same operations); the row's last partial vector is
+             * stored as scores, for the scalar tail below. */
             for (int r = 0; r < R; ++r) vmax[r] = (sqc_v8){ 0 } - INFINITY;
+#ifdef SQC_ATT_AMX
+            if (amx) {
+                sqc_att_amx_product(sums, Sk8, &qa[0][0], D4p, kq, Sk8, D4p, qext);
+                for (int j = 0; j < qext; j += W) {
+                    sqc_v8i ks, acc;
+                    memcpy(&ks, ksum + j, sizeof ks);
+                    for (int r = 0; r < rows; ++r) {
+                        memcpy(&acc, sums + (size_t)r * Sk8 + j, sizeof acc);
+                        sqc_att_q8_score(&sc, acc, ks, r, j);
+                    }
+                }
+            } else
+#endif
             for (int j0 = 0; j0 < qext; j0 += SQC_ATT_COLS * W) {
                 const int cols = (qext - j0) / W < SQC_ATT_COLS ? (qext - j0) / W : SQC_ATT_COLS;
                 sqc_v8i acc[SQC_ATT_ROWS][SQC_ATT_COLS];
@@ -1502,23 +1640,14 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                     const int j = j0 + c * W;
                     sqc_v8i ks;
                     memcpy(&ks, ksum + j, sizeof ks);
-                    for (int r = 0; r < SQC_ATT_ROWS; ++r) {
-                        const sqc_v8i xi = acc[r][c] - zk * qsum[r] - zq * ks + D * zq * zk;
-                        sqc_v8 x = __builtin_convertvector(xi, sqc_v8) * sqk;
-                        if (staged && j + W <= Sk) {
-                            const int sr = s0 + (r < rows ? r : rows - 1);
-                            x = sqc_att_stages012(x, sqc_v8_load(mb + sr * mv.ss + j), g, pre,
-                                                  post, fold12);
-                            vmax[r] = sqc_v8_max(x, vmax[r]);
-                        }
-                        sqc_v8_store(p + (size_t)r * Sk8 + j, x);
-                    }
+                    for (int r = 0; r < SQC_ATT_ROWS; ++r)
+                        sqc_att_q8_score(&sc, acc[r][c], ks, r, j);
                 }
             }
             /* the unscored tail: its staged value; the last partial vector as raw scores (0,
              * which the scalar stages below take to the same value) */
             for (int j = qext; j < Sk8; j += W)
-                for (int r = 0; r < SQC_ATT_ROWS; ++r) {
+                for (int r = 0; r < R; ++r) {
                     const sqc_v8 x = (sqc_v8){ 0 } + (j + W <= Sk ? tail_c : 0.0f);
                     if (j + W <= Sk)
                         vmax[r] = sqc_v8_max(x, vmax[r]);
@@ -1538,19 +1667,19 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                         mx = x > mx ? x : mx;
                     }
                     const float inv = 1.0f / sqc_att_exp_row(pr, Sk, Sk8, mx);
-                    psum[r] = sqc_att_row_levels(pr, 1, inv, Sk, Sk4 * 4, 0.0f, gp, shp,
+                    psum[r] = sqc_att_row_levels(pr, 1, inv, Sk, Sk4p * 4, 0.0f, gp, shp,
                                                  (uint8_t *)pa[r]);
                     norm[r] = 1.0f;
                 }
                 for (int r = rows; r < R; ++r)
-                    psum[r] = sqc_att_row_levels(p, 1, 1.0f, 0, Sk4 * 4, 0.0f, gp, shp,
+                    psum[r] = sqc_att_row_levels(p, 1, 1.0f, 0, Sk4p * 4, 0.0f, gp, shp,
                                                  (uint8_t *)pa[r]);
             } else {
                 sqc_att_softmax_rows(p, Sk, Sk8, Sk8, rows, s0, mb, mv, fq, pre, post, scale, norm,
                                      NULL, fold12, 0);
                 for (int r = 0; r < R; ++r)
                     psum[r] = sqc_att_row_levels(p + (size_t)r * Sk8, 1, 1.0f, r < rows ? Sk : 0,
-                                                 Sk4 * 4, 0.0f, gp, shp, (uint8_t *)pa[r]);
+                                                 Sk4p * 4, 0.0f, gp, shp, (uint8_t *)pa[r]);
             }
             /* keys past the block's last nonzero probability level add nothing when level 0 is
              * byte 0 (zp 0: stage 3's usual grid, u8 with zero point 0 or s8 with -128): then
@@ -1567,6 +1696,20 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                 }
             }
             /* out[r] = sum_j p[r][j] v[j], R rows x SQC_ATT_COLS vectors of features */
+#ifdef SQC_ATT_AMX
+            if (amx) {
+                sqc_att_amx_product(sums, D8, &pa[0][0], Sk4p, vq, D8, (k4 + 15) / 16 * 16, D8);
+                for (int d = 0; d < D8; d += W) {
+                    sqc_v8i vs, acc;
+                    memcpy(&vs, vsum + d, sizeof vs);
+                    for (int r = 0; r < rows; ++r) {
+                        memcpy(&acc, sums + (size_t)r * D8 + d, sizeof acc);
+                        sqc_att_q8_out(&oc, acc, vs, r, d);
+                    }
+                }
+                continue;
+            }
+#endif
             for (int d0 = 0; d0 < D8; d0 += SQC_ATT_COLS * W) {
                 const int cols = (D8 - d0) / W < SQC_ATT_COLS ? (D8 - d0) / W : SQC_ATT_COLS;
                 sqc_v8i acc[SQC_ATT_ROWS][SQC_ATT_COLS];
@@ -1574,22 +1717,16 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                 for (int c = 0; c < cols; ++c) {
                     sqc_v8i vs;
                     memcpy(&vs, vsum + d0 + c * W, sizeof vs);
-                    for (int r = 0; r < rows; ++r) {
-                        const sqc_v8i x = acc[r][c] - zv * psum[r] - zp * vs + Sk * zp * zv;
-                        sqc_v8 o = __builtin_convertvector(x, sqc_v8) * spv * norm[r];
-                        if (ob8) { /* the level in uint8 form (stage 4 is present) */
-                            sqc_att_store_row8(ob8 + (s0 + r) * ov.ss, ov.sd, d0 + c * W, D,
-                                               sqc_v8_level_grid(o, g4) + out8_zp);
-                            continue;
-                        }
-                        if (out_stage)
-                            o = sqc_v8_fake_quant_grid(o, g4);
-                        sqc_att_store_row(ob + (s0 + r) * ov.ss, ov.sd, d0 + c * W, D, o, NULL);
-                    }
+                    for (int r = 0; r < rows; ++r)
+                        sqc_att_q8_out(&oc, acc[r][c], vs, r, d0 + c * W);
                 }
             }
         }
     }
+#ifdef SQC_ATT_AMX
+    if (amx)
+        _tile_release();
+#endif
 }
 
 /* sqc_attention_f32's contract for a QDQ graph whose Q, K, V lie on the grids `grids` (12
@@ -1600,9 +1737,14 @@ static void sqc_attention_q8(int batch, int H, int Sq, int Sk, int D, float scal
                              float *out, sqc_view ov, const float *fq, float pre, float post,
                              const float *grids, const uint8_t *q8, const uint8_t *k8,
                              const uint8_t *v8, uint8_t *out8, int nthreads) {
+#ifdef SQC_ATT_AMX
+    const int amx = sqc_amx_permitted();
+#else
+    const int amx = 0;
+#endif
     sqc_attention_q8_job job = { { H, Sq, Sk, D, scale, pre, post, q, k, v, mask, fq,
                                    qv, kv, vv, mv, ov, out, sqc_att_fold12(fq, post) }, grids,
-                                 q8, k8, v8, out8 };
+                                 q8, k8, v8, out8, amx };
     sqc_parallel_for(nthreads, (int64_t)batch * H, 1, sqc_attention_q8_heads, &job);
 }
 #endif /* VNNI */

@@ -50,7 +50,9 @@ void sqc_test_attention_q8(int batch, int H, int Sq, int Sk, int D, const float 
 """
 
 
-@pytest.fixture(scope="module", params=["avx512_vnni", "avx_vnni"])
+# avx512_amx: the products on AMX tiles (16 query rows a block, padded quads), where the CPU
+# has them; the same bits as the VNNI code
+@pytest.fixture(scope="module", params=["avx512_vnni", "avx512_amx", "avx_vnni"])
 def kernel(request, tmp_path_factory):
     return harness.build_ops_module(
         request.param, CDEF, WRAPPER, tmp_path_factory.mktemp(request.param)

@@ -237,6 +237,8 @@ def test_layers_hand_the_integer_attention_its_levels(compile_onnx, quantized):
     assert source.count("sqc_attention_q8(B") == 2
     attention = [x for x in built.manifest["layers"] if x["op"] == "Attention"]
     assert [x.get("uint8_levels") for x in attention] == ["q, k, v, output"] * 2
+    amx = built.manifest["target"]["isa"] == "avx512amx"  # the products' tiles, said
+    assert all(("integer products" in x["why"]) and ("AMX" in x["why"]) == amx for x in attention)
     dense = [x for x in built.manifest["layers"] if "attention/output/dense" in x["name"]]
     assert {x["quantization"]["activations"] for x in dense} == {"uint8 input"}
     for seed in range(3):
