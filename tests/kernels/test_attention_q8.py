@@ -1,7 +1,9 @@
 """Kernel test of the integer attention of QDQ graphs (sqc_attention_q8, templates/kernels/ops.h)
 against a numpy reference of the same computation, over head sizes and sequence lengths that
 reach every packing path (whole register transposes of K, their scalar tails, V rows of odd
-widths), masks shared by the query rows and per row, no mask, and s8 and u8 grids.
+widths), masks shared by the query rows and per row, no mask, and s8 and u8 grids; with the
+products on VNNI registers (avx512_vnni, avx_vnni) and on AMX tiles (avx512_amx, where the CPU
+has AMX: 16-row blocks, quads zero-padded to a tile's 64 bytes, partial 64-column groups).
 
 The reference: exact integer products of the levels, then the graph's QDQ stages in float32
 (stage 0 -> * post -> stage 1 -> + mask -> stage 2 -> softmax -> stage 3 -> the product with V
