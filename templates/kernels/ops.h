@@ -1172,21 +1172,19 @@ static inline int32_t sqc_att_level(float x, float inv, const float *g, int32_t 
 
 typedef int8_t sqc_v8b __attribute__((vector_size(SQC_RW)));
 
-/* sqc_att_level on SQC_RW lanes: clamping before rounding is the same for integer bounds; the
- * magic constant rounds to nearest even (|x| < 2^22) */
-static inline sqc_v8i sqc_att_levels(sqc_v8 x, float inv, const float *g, int32_t shift) {
-    const float magic = 12582912.0f;
-    const sqc_v8 lo = (sqc_v8){ 0 } + (g[2] - g[1]), hi = (sqc_v8){ 0 } + (g[3] - g[1]);
+/* sqc_att_level on SQC_RW lanes, gv = g as vectors (sqc_v8_grid_of), zs = zp + shift: inv != 0,
+ * clamped before rounding (the same for integer bounds; the magic constant rounds to nearest
+ * even, |x| < 2^22); inv 0, the division by a multiply where that is exact
+ * (sqc_v8_level_grid_rcp) */
+static inline sqc_v8i sqc_att_levels(sqc_v8 x, float inv, const sqc_v8_grid *gv, int32_t zs) {
+    sqc_v8 l;
     if (inv != 0.0f) {
-        x = x * inv;
-    } else { /* any value: divided, as QuantizeLinear does, NaN to level zp */
-        x = x / g[0];
-        x = sqc_v8_select(x == x, x, (sqc_v8){ 0 });
+        const float magic = 12582912.0f;
+        l = (sqc_v8_min(gv->hi, sqc_v8_max(gv->lo, x * inv)) + magic) - magic;
+    } else {
+        l = sqc_v8_level_grid_rcp(x, *gv);
     }
-    x = sqc_v8_max(lo, x);
-    x = sqc_v8_min(hi, x);
-    x = (x + magic) - magic;
-    return __builtin_convertvector(x, sqc_v8i) + ((int32_t)g[1] + shift);
+    return __builtin_convertvector(l, sqc_v8i) + zs;
 }
 
 /* the sum of the lanes (int32 sums wrap, so any order is the same), as a tree: gcc makes the
@@ -1214,11 +1212,7 @@ static inline int32_t sqc_att_row_levels(const float *x, int64_t sx, float mul, 
         const sqc_v8_grid gv = sqc_v8_grid_of(g);
         const int32_t zs = (int32_t)g[1] + shift;
         for (; i + SQC_RW <= n; i += SQC_RW) {
-            const sqc_v8 xv = sqc_v8_load(x + i) * mul;
-            /* inv 0 (any value): the division, by a multiply where that is exact */
-            const sqc_v8i l = inv != 0.0f ? sqc_att_levels(xv, inv, g, shift)
-                                          : __builtin_convertvector(sqc_v8_level_grid_rcp(xv, gv),
-                                                                    sqc_v8i) + zs;
+            const sqc_v8i l = sqc_att_levels(sqc_v8_load(x + i) * mul, inv, &gv, zs);
             const sqc_v8b b = __builtin_convertvector(l, sqc_v8b);
             memcpy(dst + i, &b, sizeof b);
             acc += l;
