@@ -2,6 +2,7 @@
 
     python benchmarks/compare_onnxruntime.py [--models bert-base] [--shapes 1x128,16x128]
         [--threads 1,2] [--repeats 7] [--write BENCHMARKS.md] [--section int8] [--dense-too]
+        [--target native] [--withhold-amx]
 
 Models are the kinds of benchmarks/make_models.py (bert-base-int8-qdq: onnxruntime's QDQ file,
 run by both engines). --section names the marked table of BENCHMARKS.md to replace, so the
@@ -10,6 +11,12 @@ fp32 and int8 tables are regenerated separately.
 The two engines are interleaved (A, B, A, B, ...) so that host load hits both alike; each
 configuration reports the median time of each engine and the median of the per-pair ratios.
 onnxruntime runs with all graph optimizations on and intra-op threads = threads.
+
+--withhold-amx (Linux, x86-64): this process is refused the AMX permission before either engine
+runs (sqc.runtime.cpu.withhold_amx), so on a Xeon with AMX both engines run the VNNI code a
+CPU without AMX runs (onnxruntime's MLAS then takes its VNNI GEMMs); pair it with
+--target avx512, the target such a CPU compiles for. Artifacts go to artifacts/bench/KIND-TARGET
+for any target but native.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from make_models import base_kind, model_path  # noqa: E402
 
 from sqc.compiler.driver import compile_model  # noqa: E402
 from sqc.runtime.benchmark import cpu_info  # noqa: E402
+from sqc.runtime.cpu import withhold_amx  # noqa: E402
 from sqc.runtime.engine import Engine, generate_random_inputs  # noqa: E402
 
 PAUSE = 0.2  # seconds between engine calls
@@ -120,20 +128,30 @@ def main() -> None:
         help="also time sqc's build of the same file with --sparse never (every layer dense), "
         "interleaved, to show the sparse kernels' own gain",
     )
+    parser.add_argument("--target", default="native", help="sqc's compile target")
+    parser.add_argument(
+        "--withhold-amx",
+        action="store_true",
+        help="refuse this process the AMX permission first: both engines run their VNNI code",
+    )
     args = parser.parse_args()
+    if args.withhold_amx:
+        withhold_amx()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
     rows = []
     for kind in args.models.split(","):
         path = model_path(kind)
+        folder = kind if args.target == "native" else f"{kind}-{args.target}"
         buckets = sorted({s for _, s in shapes})
         max_batch = max(b for b, _ in shapes)
         began = time.perf_counter()
         artifact = compile_model(
             path,
             buckets,
-            ROOT / "artifacts" / "bench" / kind,
+            ROOT / "artifacts" / "bench" / folder,
             max_batch_size=max_batch,
+            target=args.target,
             progress=None,
         )
         compile_s = time.perf_counter() - began
@@ -145,8 +163,9 @@ def main() -> None:
             dense_artifact = compile_model(
                 path,
                 buckets,
-                ROOT / "artifacts" / "bench" / f"{kind}-dense-kernels",
+                ROOT / "artifacts" / "bench" / f"{folder}-dense-kernels",
                 max_batch_size=max_batch,
+                target=args.target,
                 progress=None,
                 sparse="never",
             )
@@ -193,14 +212,17 @@ def render(rows, args) -> str:
     lines = [
         begin,
         f"Measured {datetime.date.today().isoformat()} on {cpu['model']} "
-        f"({cpu['cores_available']} cores available), Python "
+        f"({cpu['cores_available']} cores available"
+        f"{'; AMX withheld from both engines' if args.withhold_amx else ''}), Python "
         f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}, {gcc}.",
         "",
         "Command: `python benchmarks/compare_onnxruntime.py "
         f"--models {args.models} --shapes {args.shapes} --threads {args.threads} "
         f"--repeats {args.repeats} --write BENCHMARKS.md"
         f"{f' --section {args.section}' if args.section else ''}"
-        f"{' --dense-too' if args.dense_too else ''}`",
+        f"{' --dense-too' if args.dense_too else ''}"
+        f"{f' --target {args.target}' if args.target != 'native' else ''}"
+        f"{' --withhold-amx' if args.withhold_amx else ''}`",
         "",
         "| model | batch x seq | threads | sqc ms | onnxruntime ms | speed-up (median of pairs) "
         "| sqc G(FL)OP/s |"

@@ -216,6 +216,48 @@ def test_int8_model_on_every_target(compile_onnx, quantized, target):
         assert relative_error(g, w) <= TOLERANCE["f32_model"]
 
 
+def test_amx_build_where_the_os_withholds_amx_gives_the_same_bits(
+    compile_onnx, quantized, tmp_path
+):
+    """An avx512amx build in a process that Linux refuses the AMX permission (as a kernel
+    without AMX support would; sqc.runtime.cpu.withhold_amx) runs its VNNI code, integer
+    attention and the GEMMs whose K allows tiles alike, and gives the AMX run's logits bit
+    for bit."""
+    import subprocess
+    import sys
+
+    from sqc.runtime.cpu import amx_granted
+
+    built = compile_onnx(quantized["qdq_s8"], buckets=(16,), max_batch_size=4)
+    if built.manifest["target"]["isa"] != "avx512amx":
+        pytest.skip("not an AMX CPU")
+    inputs = generate_random_inputs(built, batch_size=4, sequence_length=16, seed=2)
+    want = built.run(inputs)
+    assert amx_granted(), "the AMX build ran without asking for its tiles"
+    np.savez(tmp_path / "inputs.npz", *inputs)
+    script = (
+        "import sys, numpy as np\n"
+        "from sqc.runtime.cpu import amx_granted, withhold_amx\n"
+        "from sqc.runtime.engine import Engine\n"
+        "withhold_amx()\n"
+        "saved = np.load(sys.argv[2])\n"
+        "inputs = [saved[f'arr_{i}'] for i in range(len(saved.files))]\n"
+        "out = Engine(sys.argv[1]).run(inputs)\n"
+        "assert not amx_granted()\n"
+        "np.savez(sys.argv[3], *out)\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, built.path, tmp_path / "inputs.npz", tmp_path / "o.npz"],
+        check=True,
+        timeout=120,
+    )
+    got = np.load(tmp_path / "o.npz")
+    assert len(got.files) == len(want)
+    for i, w in enumerate(want):
+        g = got[f"arr_{i}"]
+        assert np.array_equal(g, w), f"output {i}: max |diff| {np.abs(g - w).max()}"
+
+
 def test_layers_hand_the_integer_attention_its_levels(compile_onnx, quantized):
     """fuse_lut_epilogue, patterns 2 and 3: where attention runs on integers (sqc_attention_q8),
     the Q, K and V layers write their levels as bytes (no floats) and attention reads them as
