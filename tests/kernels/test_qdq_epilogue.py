@@ -262,16 +262,18 @@ def _sparse_operands(variant, Aq, W, N):
     return Aq_pad, ldq, blob, scratch[(-scratch.ctypes.data) % 64 :]
 
 
-@pytest.mark.parametrize("stages", [("a", "b"), ("a", "b", "r", "c")], ids="".join)
-@pytest.mark.parametrize("shape", [(9, 45, 67), (130, 96, 768)])
-def test_sparse_qdq_epilogue_equals_reference(sparse, stages, shape):
+def _run_sparse(sparse, stages, shape, seed, sparsity, static=False, bias_nan=False):
+    """Run the case through the sparse kernel; check it against the reference (not with
+    bias_nan, as _run_dense) and return C."""
     variant, module = sparse
     ffi, lib = module.ffi, module.lib
     M, N, K = shape
     residual = "c" in stages
     Aq, W, a_zp, cc, a_s, w_s, b, R, table, ref = _case(
-        M, N, K, stages, True, residual, seed=M, sparsity=0.9
+        M, N, K, stages, True, residual, seed=seed, sparsity=sparsity, static=static
     )
+    if bias_nan:
+        b[::7] = np.nan
     Aq_pad, ldq, blob, scratch = _sparse_operands(variant, Aq, W, N)
     C = np.full((M, N), np.nan, np.float32)
     lib.sqc_test_u8s8_spmm_post(
@@ -281,13 +283,38 @@ def test_sparse_qdq_epilogue_equals_reference(sparse, stages, shape):
         _ptr(ffi, R, "float *"), _ptr(ffi, C, "float *"), N, _ptr(ffi, table, "float *"),
         _ptr(ffi, scratch, "void *"), 2,
     )  # fmt: skip
-    _check(C, ref, f"{variant.name} {shape} {stages}")
+    if not bias_nan:
+        _check(C, ref, f"{variant.name} {shape} {stages}")
+    return C
+
+
+@pytest.mark.parametrize("stages", [("a", "b"), ("a", "b", "r", "c")], ids="".join)
+@pytest.mark.parametrize("shape", [(9, 45, 67), (130, 96, 768)])
+@pytest.mark.parametrize("static", [False, True], ids=["rows_differ", "static"])
+def test_sparse_qdq_epilogue_equals_reference(sparse, stages, shape, static):
+    """static: one a_zp and a_scale for every row (the sparse tile's shared-row epilogue)."""
+    _run_sparse(sparse, stages, shape, seed=shape[0], sparsity=0.9, static=static)
+
+
+@pytest.mark.parametrize("stages", [("a", "b"), ("b",), ("a", "b", "r", "c")], ids="".join)
+def test_sparse_qdq_epilogue_with_nan_bias_equals_dense(sparse, dense, stages):
+    """A NaN in the bias with static rows (where the sparse tile skips the NaN select when a
+    column block's bias is finite): the dense kernel's bits, NaN lanes included."""
+    if dense[0].isa != sparse[0].knobs["int8_isa"]:
+        pytest.skip("the dense kernel of another ISA")
+    shape = (130, 96, 768)
+    want = _run_dense(dense, stages, True, shape, 2, static=True, bias_nan=True)
+    got = _run_sparse(sparse, stages, shape, seed=sum(shape[:2]), sparsity=0.0, static=True,
+                      bias_nan=True)  # fmt: skip
+    np.testing.assert_array_equal(got, want)
+    assert not np.isnan(got).any() or "b" not in stages
 
 
 @pytest.mark.parametrize("stages", [("a", "b"), ("a",)], ids="".join)
 @pytest.mark.parametrize("shape", [(9, 45, 67), (130, 96, 768)])
 @pytest.mark.parametrize("identity", [False, True], ids=["table", "identity"])
-def test_sparse_lut8_output(sparse, stages, shape, identity):
+@pytest.mark.parametrize("static", [False, True], ids=["rows_differ", "static"])
+def test_sparse_lut8_output(sparse, stages, shape, identity, static):
     """The sparse kernel's C8 (fuse_lut_epilogue on a sparse layer): the bytes lut8[index of the
     last stage's level] (lut8 NULL: the index), rows ldc bytes apart, nothing past column N."""
     variant, module = sparse
@@ -295,7 +322,7 @@ def test_sparse_lut8_output(sparse, stages, shape, identity):
     M, N, K = shape
     bias = "b" in stages
     Aq, W, a_zp, cc, a_s, w_s, b, _, table, ref = _case(
-        M, N, K, stages, bias, False, seed=M + 7, sparsity=0.9
+        M, N, K, stages, bias, False, seed=M + 7, sparsity=0.9, static=static
     )
     last = table.reshape(4, 4)[1] if "b" in stages else table.reshape(4, 4)[0]
     scale, zp, lo, hi = (float(x) for x in last)
