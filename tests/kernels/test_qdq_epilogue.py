@@ -262,9 +262,10 @@ def _sparse_operands(variant, Aq, W, N):
     return Aq_pad, ldq, blob, scratch[(-scratch.ctypes.data) % 64 :]
 
 
-def _run_sparse(sparse, stages, shape, seed, sparsity, static=False, bias_nan=False):
+def _run_sparse(sparse, stages, shape, seed, sparsity, static=False, bias_nan=False, w_zp=False):
     """Run the case through the sparse kernel; check it against the reference (not with
-    bias_nan, as _run_dense) and return C."""
+    bias_nan, as _run_dense) and return C. w_zp: pass weight zero points of 0 (the same
+    products; the tile then makes the rows' terms per row, as when rows differ)."""
     variant, module = sparse
     ffi, lib = module.ffi, module.lib
     M, N, K = shape
@@ -275,13 +276,14 @@ def _run_sparse(sparse, stages, shape, seed, sparsity, static=False, bias_nan=Fa
     if bias_nan:
         b[::7] = np.nan
     Aq_pad, ldq, blob, scratch = _sparse_operands(variant, Aq, W, N)
+    zeros = np.zeros(N, np.int32) if w_zp else None
     C = np.full((M, N), np.nan, np.float32)
     lib.sqc_test_u8s8_spmm_post(
         M, N, K, _ptr(ffi, Aq_pad, "uint8_t *"), ldq, _ptr(ffi, blob, "void *"),
         _ptr(ffi, a_s, "float *"), _ptr(ffi, a_zp, "int32_t *"), _ptr(ffi, cc, "int32_t *"),
-        ffi.NULL, ffi.NULL, _ptr(ffi, w_s, "float *"), _ptr(ffi, b, "float *"),
-        _ptr(ffi, R, "float *"), _ptr(ffi, C, "float *"), N, _ptr(ffi, table, "float *"),
-        _ptr(ffi, scratch, "void *"), 2,
+        _ptr(ffi, zeros, "int32_t *"), ffi.NULL, _ptr(ffi, w_s, "float *"),
+        _ptr(ffi, b, "float *"), _ptr(ffi, R, "float *"), _ptr(ffi, C, "float *"), N,
+        _ptr(ffi, table, "float *"), _ptr(ffi, scratch, "void *"), 2,
     )  # fmt: skip
     if not bias_nan:
         _check(C, ref, f"{variant.name} {shape} {stages}")
@@ -297,16 +299,16 @@ def test_sparse_qdq_epilogue_equals_reference(sparse, stages, shape, static):
 
 
 @pytest.mark.parametrize("stages", [("a", "b"), ("b",), ("a", "b", "r", "c")], ids="".join)
-def test_sparse_qdq_epilogue_with_nan_bias_equals_dense(sparse, dense, stages):
-    """A NaN in the bias with static rows (where the sparse tile skips the NaN select when a
-    column block's bias is finite): the dense kernel's bits, NaN lanes included."""
-    if dense[0].isa != sparse[0].knobs["int8_isa"]:
-        pytest.skip("the dense kernel of another ISA")
+def test_sparse_qdq_epilogue_with_nan_bias_as_rows_apart(sparse, stages):
+    """A NaN in the bias with static rows (where the sparse tile makes the rows' terms once
+    and skips the NaN select when a column block's scales and bias are finite): the bits of the
+    per-row path (forced by weight zero points of 0), NaN lanes included."""
     shape = (130, 96, 768)
-    want = _run_dense(dense, stages, True, shape, 2, static=True, bias_nan=True)
-    got = _run_sparse(sparse, stages, shape, seed=sum(shape[:2]), sparsity=0.0, static=True,
-                      bias_nan=True)  # fmt: skip
+    args = dict(seed=5, sparsity=0.9, static=True, bias_nan=True)
+    got = _run_sparse(sparse, stages, shape, **args)
+    want = _run_sparse(sparse, stages, shape, w_zp=True, **args)
     np.testing.assert_array_equal(got, want)
+    # where the NaN bias goes through FQ_b, to level zp (0 in the zero-point-free domain)
     assert not np.isnan(got).any() or "b" not in stages
 
 
