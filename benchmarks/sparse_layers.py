@@ -2,6 +2,7 @@
 
     python benchmarks/sparse_layers.py [--models bert-base-pruned90-1o4i-int8-dynamic]
         [--shapes 1x128,16x128] [--threads 1,2] [--repeats 5] [--write BENCHMARKS.md]
+        [--target native] [--section NAME]
 
 Two builds of the same file: `--sparse auto` (the kernels the cost model chose) and
 `--sparse never` (every layer dense). Both run under `Engine.profile` (each op timed by the
@@ -9,6 +10,9 @@ generated code), interleaved A, B, A, B; the table groups the ops by their name 
 number taken out (so `encoder/layer.N/intermediate/dense/MatMul` sums over the 12 layers) and
 gives, per group, the milliseconds of each build and the gain; then the end-to-end medians. So
 the sparse gain is visible apart from the int8 gain (both builds are int8 when the file is).
+--target builds both for another target than this CPU's best (e.g. avx512: the VNNI code, on a
+CPU with AMX too; artifacts in artifacts/bench/KIND-TARGET); --section writes the table between
+its own markers (`sparse_layers:NAME`), so that tables of several targets can stand side by side.
 """
 
 from __future__ import annotations
@@ -42,6 +46,13 @@ BEGIN = "<!-- sparse_layers:begin -->"
 END = "<!-- sparse_layers:end -->"
 
 
+def markers(section: str | None) -> tuple[str, str]:
+    """The begin / end markers of the table for ``section`` (None: the default table's)."""
+    if not section:
+        return BEGIN, END
+    return f"<!-- sparse_layers:{section}:begin -->", f"<!-- sparse_layers:{section}:end -->"
+
+
 def group_name(node: str) -> str:
     """The op's name with its layer number taken out: one group per role in the encoder."""
     return re.sub(r"layer\.\d+", "layer.N", node).strip("/")
@@ -72,13 +83,19 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--write", type=Path, default=None)
+    parser.add_argument("--target", default="native", help="sqc's compile target")
+    parser.add_argument("--section", default=None, help="which marked table to write")
     args = parser.parse_args()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    begin, end = markers(args.section)
+    on = f" (sqc target {args.target})" if args.target != "native" else ""
     lines = [
-        BEGIN,
-        f"Measured {datetime.date.today().isoformat()} on {cpu_info()['model']}. Command: "
+        begin,
+        f"Measured {datetime.date.today().isoformat()} on {cpu_info()['model']}{on}. Command: "
         f"`python benchmarks/sparse_layers.py --models {args.models} --shapes {args.shapes} "
-        f"--threads {args.threads} --repeats {args.repeats} --write BENCHMARKS.md`",
+        f"--threads {args.threads} --repeats {args.repeats} --write BENCHMARKS.md"
+        f"{f' --target {args.target}' if args.target != 'native' else ''}"
+        f"{f' --section {args.section}' if args.section else ''}`",
         "",
     ]
     for kind in args.models.split(","):
@@ -86,11 +103,11 @@ def main() -> None:
         buckets = sorted({s for _, s in shapes})
         batch = max(b for b, _ in shapes)
         out = ROOT / "artifacts" / "bench"
-        sparse = Engine(compile_model(path, buckets, out / kind, max_batch_size=batch))
+        folder = kind if args.target == "native" else f"{kind}-{args.target}"
+        build = dict(max_batch_size=batch, target=args.target)
+        sparse = Engine(compile_model(path, buckets, out / folder, **build))
         dense = Engine(
-            compile_model(
-                path, buckets, out / f"{kind}-dense-kernels", max_batch_size=batch, sparse="never"
-            )
+            compile_model(path, buckets, out / f"{folder}-dense-kernels", sparse="never", **build)
         )
         for t in [int(x) for x in args.threads.split(",")]:
             for b, s in shapes:
@@ -116,11 +133,11 @@ def main() -> None:
                     )
                 lines.append("")
                 print("\n".join(lines[-len(keys) - 5 :]), flush=True)
-    lines.append(END)
+    lines.append(end)
     table = "\n".join(lines)
     print(table)
     if args.write:
-        write_section(args.write, table, BEGIN, END)
+        write_section(args.write, table, begin, end)
 
 
 if __name__ == "__main__":
