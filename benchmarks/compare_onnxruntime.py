@@ -194,13 +194,11 @@ def main() -> None:
         write_section(args.write, table, *markers(args.section))
 
 
-def markers(section: str) -> tuple[str, str]:
-    if not section:
-        return MARK_BEGIN, MARK_END
-    return (
-        f"<!-- compare_onnxruntime:{section}:begin -->",
-        f"<!-- compare_onnxruntime:{section}:end -->",
-    )
+def markers(section: str | None, tool: str = "compare_onnxruntime") -> tuple[str, str]:
+    """The begin / end markers of ``tool``'s table named ``section`` in a Markdown file (none:
+    the tool's default table), e.g. ``<!-- compare_onnxruntime:int8:begin -->``."""
+    name = f"{tool}:{section}" if section else tool
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 
 
 def render(rows, args) -> str:

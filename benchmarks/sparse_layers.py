@@ -35,22 +35,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from compare_onnxruntime import PAUSE, write_section  # noqa: E402
+from compare_onnxruntime import PAUSE, markers, write_section  # noqa: E402
 from make_models import model_path  # noqa: E402
 
 from sqc.compiler.driver import compile_model  # noqa: E402
 from sqc.runtime.benchmark import cpu_info  # noqa: E402
 from sqc.runtime.engine import Engine, generate_random_inputs  # noqa: E402
-
-BEGIN = "<!-- sparse_layers:begin -->"
-END = "<!-- sparse_layers:end -->"
-
-
-def markers(section: str | None) -> tuple[str, str]:
-    """The begin / end markers of the table for ``section`` (None: the default table's)."""
-    if not section:
-        return BEGIN, END
-    return f"<!-- sparse_layers:{section}:begin -->", f"<!-- sparse_layers:{section}:end -->"
 
 
 def group_name(node: str) -> str:
@@ -87,7 +77,7 @@ def main() -> None:
     parser.add_argument("--section", default=None, help="which marked table to write")
     args = parser.parse_args()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
-    begin, end = markers(args.section)
+    begin, end = markers(args.section, "sparse_layers")
     on = f" (sqc target {args.target})" if args.target != "native" else ""
     lines = [
         begin,
