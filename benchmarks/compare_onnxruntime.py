@@ -136,13 +136,16 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.withhold_amx:
-        withhold_amx()
+        try:
+            withhold_amx()
+        except OSError as e:
+            raise SystemExit(f"--withhold-amx: {e}") from None
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
     rows = []
     for kind in args.models.split(","):
         path = model_path(kind)
-        folder = kind if args.target == "native" else f"{kind}-{args.target}"
+        folder = artifact_folder(kind, args.target)
         buckets = sorted({s for _, s in shapes})
         max_batch = max(b for b, _ in shapes)
         began = time.perf_counter()
@@ -192,6 +195,11 @@ def main() -> None:
     print(table)
     if args.write:
         write_section(args.write, table, *markers(args.section))
+
+
+def artifact_folder(kind: str, target: str) -> str:
+    """The folder under artifacts/bench of a benchmark build of ``kind`` for ``target``."""
+    return kind if target == "native" else f"{kind}-{target}"
 
 
 def markers(section: str | None, tool: str = "compare_onnxruntime") -> tuple[str, str]:

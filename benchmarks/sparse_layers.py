@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from compare_onnxruntime import PAUSE, markers, write_section  # noqa: E402
+from compare_onnxruntime import PAUSE, artifact_folder, markers, write_section  # noqa: E402
 from make_models import model_path  # noqa: E402
 
 from sqc.compiler.driver import compile_model  # noqa: E402
@@ -93,7 +93,7 @@ def main() -> None:
         buckets = sorted({s for _, s in shapes})
         batch = max(b for b, _ in shapes)
         out = ROOT / "artifacts" / "bench"
-        folder = kind if args.target == "native" else f"{kind}-{args.target}"
+        folder = artifact_folder(kind, args.target)
         build = dict(max_batch_size=batch, target=args.target)
         sparse = Engine(compile_model(path, buckets, out / folder, **build))
         dense = Engine(

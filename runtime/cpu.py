@@ -57,6 +57,15 @@ _SYS_ARCH_PRCTL, _SYS_SECCOMP = 158, 317
 _ARCH_GET_XCOMP_PERM, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA = 0x1022, 0x1023, 18
 
 
+def _libc():
+    """The C library, for syscall(2) (returning long) and prctl(2), with errno kept."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc
+
+
 def amx_granted() -> bool:
     """Whether this process holds the AMX permission (Linux grants it on a thread's request:
     sqc's AMX kernels and onnxruntime's ask before their first tile instruction)."""
@@ -65,8 +74,7 @@ def amx_granted() -> bool:
 
     if sys.platform != "linux":
         return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
+    libc = _libc()
     granted = ctypes.c_ulong(0)
     if libc.syscall(_SYS_ARCH_PRCTL, _ARCH_GET_XCOMP_PERM, ctypes.byref(granted)) != 0:
         return False
@@ -89,8 +97,7 @@ def withhold_amx() -> None:
         raise OSError("withholding AMX needs Linux on x86-64")
     if amx_granted():
         raise OSError("this process already has the AMX permission; withhold it first")
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
+    libc = _libc()
 
     def op(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:  # struct sock_filter
         return struct.pack("HBBI", code, jt, jf, k)
