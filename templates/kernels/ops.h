@@ -452,8 +452,9 @@ static inline int sqc_v8_all_less(sqc_v8 a, sqc_v8 b) {
  * NaN) the vector takes the division, which also rounds exact ties to even as before; for an
  * 8-bit grid about 2^-13 of the lanes land that near a half-integer. The integer attention's
  * score stages and probability levels (two divisions a score) use it: bert-base pruned QDQ,
- * 1 thread, +1.6% at 1 x 128, +2.0% at 16 x 128, +1.8% at 8 x 384. (The GEMM epilogue and the
- * LayerNorm, whose divisions overlap other work, were slower with it: see int8_gemm.h.j2.) */
+ * 1 thread, +1.6% at 1 x 128, +2.0% at 16 x 128, +1.8% at 8 x 384. The int8 GEMMs' VNNI and
+ * sparse epilogues have their own form of it (int8_gemm.h.j2, sqc_fq_level_rcp_f32xv); the AMX
+ * blocks' epilogue and the LayerNorm, whose divisions overlap other work, were slower with it. */
 static inline sqc_v8 sqc_v8_level_grid_rcp(sqc_v8 x, sqc_v8_grid g) {
     const float magic = 12582912.0f;
     const sqc_v8 q = x * g.r;

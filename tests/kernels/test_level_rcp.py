@@ -9,6 +9,11 @@ subnormal (a scale near FLT_MAX) or infinite (a subnormal scale), and a grid too
 multiply (the division's own rounding holds to bounds of 2^22, past any QDQ integer type).
 Mutation-checked: a `near` of 0.5 (no margin) fails the near-tie cases of every grid with a
 usable reciprocal.
+
+The int8 GEMM epilogues' QDQ stages (templates/kernels/int8_gemm.h.j2, sqc_fq_level_rcp_f32xv:
+the VNNI micro-kernels and the sparse tiles round each stage that way) are checked the same way
+against their own division (sqc_fq_level_f32xv), with and without the NaN select, for every
+int8 GEMM ISA this CPU runs. Mutation-checked like the first: a `near` of 0.5 fails them.
 """
 
 from __future__ import annotations
@@ -136,4 +141,91 @@ def test_reciprocal_level_is_the_divisions(kernel, g) -> None:
         f"{out[1][bad[:4]]!r} vs {out[0][bad[:4]]!r}"
     )
     bad = np.nonzero(out[1] != want)[0]
+    assert bad.size == 0, f"{bad.size} levels differ from numpy's, e.g. x={x[bad[:4]]!r}"
+
+
+INT8_CDEF = """
+void sqc_test_fq_level(int n, const float *x, const float *g, int rcp, int no_nan, float *out);
+"""
+
+
+def _int8_wrapper(isa: str) -> str:
+    wide = isa in ("avx512_vnni", "avx512_amx")
+    sfx = "avx512_vnni" if wide else isa  # the AMX variant's helpers are the VNNI ones
+    vw, vp, ft = (16, "_mm512", "__m512") if wide else (8, "_mm256", "__m256")
+    return f"""
+__attribute__((unused)) static void *const sqc_test_keep_gemm = (void *)sqc_u8s8_gemm;
+__attribute__((unused)) static void *const sqc_test_keep_f32_gemm = (void *)sqc_f32_gemm;
+void sqc_test_fq_level(int n, const float *x, const float *g, int rcp, int no_nan, float *out)
+{{
+    sqc_fqv__{sfx} f;
+    sqc_fqv_prepare__{sfx}(&f, g);
+    for (int i = 0; i + {vw} <= n; i += {vw}) {{
+        const {ft} v = {vp}_loadu_ps(x + i);
+        {ft} r;
+        if (rcp)
+            r = no_nan ? sqc_fq_level_rcp_f32xv__{sfx}(v, &f, 1)
+                       : sqc_fq_level_rcp_f32xv__{sfx}(v, &f, 0);
+        else
+            r = no_nan ? sqc_fq_level_f32xv__{sfx}(v, &f, 1)
+                       : sqc_fq_level_f32xv__{sfx}(v, &f, 0);
+        {vp}_storeu_ps(out + i, r);
+    }}
+}}
+"""
+
+
+def _int8_variants():
+    from sqc.compiler.codegen.kernels import INT8_GEMM_TEMPLATE, KERNEL_VARIANTS
+
+    int8 = [v for v in KERNEL_VARIANTS if v.template == INT8_GEMM_TEMPLATE]
+    return [v for v in int8 if v.isa != "avx512_amx"]  # its helpers are avx512_vnni's
+
+
+@pytest.fixture(scope="module", params=_int8_variants(), ids=lambda v: v.isa)
+def int8_kernel(request, tmp_path_factory):
+    from sqc.compiler.codegen.kernels import f32_gemm_variant
+
+    variant = request.param
+    if not harness.cpu_supports(variant.isa):
+        pytest.skip(f"{variant.name}: this CPU cannot run it natively")
+    f32 = f32_gemm_variant(harness.INT8_GEMM_F32_ISA[variant.isa])
+    return harness.build_kernel_module(
+        variant,
+        INT8_CDEF,
+        _int8_wrapper(variant.isa),
+        tmp_path_factory.mktemp(variant.name),
+        before=(f32,),
+    )
+
+
+@pytest.mark.parametrize("no_nan", [False, True], ids=["nan_select", "no_nan"])
+@pytest.mark.parametrize("g", GRIDS, ids=IDS)
+def test_int8_epilogue_reciprocal_level_is_the_divisions(int8_kernel, g, no_nan) -> None:
+    rng = np.random.default_rng(int(g[0] * 1e6) % 1000 + int(g[1]) + 700)
+    with np.errstate(over="ignore"):
+        x = _inputs(g[0], g[2] - g[1], g[3] - g[1], rng)
+    if no_nan:  # the callers' promise: no NaN reaches the stage
+        x = np.where(np.isnan(x), np.float32(0.25), x).astype(np.float32)
+    ffi = int8_kernel.ffi
+    gv = np.array(g, np.float32)
+    out = {}
+    for rcp in (0, 1):
+        y = np.full_like(x, np.nan)
+        int8_kernel.lib.sqc_test_fq_level(
+            len(x),
+            ffi.cast("float *", x.ctypes.data),
+            ffi.cast("float *", gv.ctypes.data),
+            rcp,
+            int(no_nan),
+            ffi.cast("float *", y.ctypes.data),
+        )
+        out[rcp] = y
+    assert not np.isnan(out[1]).any()
+    bad = np.nonzero(out[1] != out[0])[0]
+    assert bad.size == 0, (
+        f"{bad.size} levels differ from the division's, e.g. x={x[bad[:4]]!r}: "
+        f"{out[1][bad[:4]]!r} vs {out[0][bad[:4]]!r}"
+    )
+    bad = np.nonzero(out[1] != _numpy_levels(x, g))[0]
     assert bad.size == 0, f"{bad.size} levels differ from numpy's, e.g. x={x[bad[:4]]!r}"
