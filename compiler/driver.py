@@ -432,6 +432,10 @@ def _layers(planned: dict[int, Graph], isa: str) -> list[dict]:
                 gemm = int8_gemm_variant(TARGETS[isa]["int8_gemm"])
                 record["kernel"] = _sparse_kernel("int8", isa) if sparse else gemm.name
                 record["why"] = f"int8 weights ({a['form']} form); " + a.get("why", "dense")
+                pair = a.get("ffn_next") or a.get("ffn_with")
+                if pair:  # pair_sparse_ffn: one sqc_qlinear_ffn call runs both layers
+                    record["ffn_pair"] = pair
+                    record["why"] += f"; one call with {pair} (sqc_qlinear_ffn)"
             records.append(record)
         elif node.domain == "sqc" and node.op in ("Attention", "SkipLayerNorm"):
             record = {

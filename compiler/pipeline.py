@@ -71,11 +71,12 @@ PASSES: list[tuple[str, Pass]] = [
     ("quantize_layernorm", quantize_layernorm),
     # Each linear layer's zero pattern, and its kernel: sparse where a cost model says it pays.
     ("extract_sparsity", extract_sparsity),
-    # A transformer FFN's two sparse fp32 layers as one kernel call (its hidden panel in L2).
-    ("pair_sparse_ffn", pair_sparse_ffn),
     # A dense QDQ layer whose output only a uint8 table (the QDQ GELU) reads: its epilogue
     # writes the table's bytes.
     ("fuse_lut_epilogue", fuse_lut_epilogue),
+    # A transformer FFN's two sparse layers (fp32, or int8 with the table's bytes between them)
+    # as one kernel call (its hidden panel in L2).
+    ("pair_sparse_ffn", pair_sparse_ffn),
     # Must stay last: offsets depend on the final node order.
     ("plan_memory", plan_memory),
 ]

@@ -561,8 +561,7 @@ class Emitter(QuantEmitter):
         if "ffn_with" in node.attrs:  # run by its pair's sqc_f32_spmm_ffn call (pair_sparse_ffn)
             return {"kind": "none"}
         if "ffn_next" in node.attrs:
-            pair = next(n for n in self.g.nodes if n.name == node.attrs["ffn_next"])
-            return self._sparse_ffn(node, pair)
+            return self._sparse_ffn(node, self._named(node.attrs["ffn_next"]))
         f32_isa = TARGETS[self.isa]["f32_isa"]
         rows = x.numel // k
         fn, scratch = "sqc_f32_gemm", None
@@ -826,7 +825,7 @@ def _profiled(g: Graph, node: Node, op: dict, by_name: dict) -> dict | None:
     a pair of nodes run by one call (pair_sparse_ffn, fuse_lut_epilogue) is one timed op."""
     if op["kind"] == "none":
         return None
-    pair = node.attrs.get("ffn_next") if op["kind"] == "ffn" else node.attrs.get("lut_next")
+    pair = node.attrs.get("ffn_next") or node.attrs.get("lut_next")
     if pair is None:
         return {
             "node": node.name,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sqc.compiler.ir import Node, UnsupportedOpError
+from sqc.compiler.ir import CompileError, Node, UnsupportedOpError
 from sqc.compiler.ops.quant_ops import QRANGE
 from sqc.compiler.passes.plan_memory import aligned
 
@@ -163,7 +163,25 @@ class QuantEmitter:
         )
         return rec
 
+    def _named(self, name: str) -> Node:
+        """The node called ``name`` (pair attributes name the other node of a pair)."""
+        return next(n for n in self.g.nodes if n.name == name)
+
     def _sqc_QLinear(self, node: Node) -> dict:
+        if "ffn_with" in node.attrs:  # run by its pair's sqc_qlinear_ffn call (pair_sparse_ffn)
+            return {"kind": "none"}
+        if "ffn_next" in node.attrs:
+            return self._qlinear_ffn(node, self._named(node.attrs["ffn_next"]))
+        args, scratch, table = self._qlinear_args(node)
+        args[15] = self._scratch(scratch)
+        call = f"sqc_qlinear({', '.join(str(s) for s in args)});"
+        if table:
+            return {"kind": "call", "code": "{\n" + table + "    " + call + "\n}"}
+        return {"kind": "call", "code": call}
+
+    def _qlinear_args(self, node: Node) -> tuple[list, int, str]:
+        """sqc_qlinear's arguments for ``node`` (the scratch pointer, [15], left to the caller),
+        the scratch bytes per example it needs, and the C of its lut_next table ("" without)."""
         from sqc.compiler.codegen.build import TARGETS
         from sqc.compiler.codegen.packing import int8_gemm_lda, pack_s8_gemm_weights
 
@@ -213,7 +231,7 @@ class QuantEmitter:
             self.pointer(node.input(2)) if node.input(2) else "NULL",
             self.pointer(node.input(3)) if node.input(3) else "NULL",
             self.pointer(node.outputs[0]),
-            self._scratch(scratch),
+            None,  # scratch
             ldq,
             sparse,
             f"B * (size_t){sp_offset}",
@@ -223,18 +241,32 @@ class QuantEmitter:
             "NULL",
             "nt",
         ]
+        table = ""
         if "out8" in a:  # the levels' bytes for the integer attention (fuse_lut_epilogue):
             # bytes without a table (lut8 NULL: the identity), no floats
             args[14] = "NULL"
             args[-3] = self.pointer(node.outputs[0])
         if "lut_next" in a:  # the next node's table bytes from the epilogue (fuse_lut_epilogue)
-            lut_node = next(n for n in self.g.nodes if n.name == a["lut_next"])
+            lut_node = self._named(a["lut_next"])
             args[-3:-1] = [self.pointer(lut_node.outputs[0]), "lut8"]
             # + 3 bytes: a gather reads 4 from each index (sqc_lut8_storen)
             table = self._lut_table(lut_node, self._chain_exprs(lut_node), "uint8_t", "lut8", 3)
-            call = f"    sqc_qlinear({', '.join(str(s) for s in args)});\n"
-            return {"kind": "call", "code": "{\n" + table + call + "}"}
-        return {"kind": "call", "code": f"sqc_qlinear({', '.join(str(s) for s in args)});"}
+        return args, scratch, table
+
+    def _qlinear_ffn(self, l1: Node, l2: Node) -> dict:
+        """Both int8 layers of a pair_sparse_ffn pair as one sqc_qlinear_ffn call (which runs
+        them as one kernel, or as the two sqc_qlinear calls)."""
+        args1, scratch1, table = self._qlinear_args(l1)
+        args2, scratch2, table2 = self._qlinear_args(l2)
+        if table2:
+            raise CompileError(f"node '{l2.name}': an FFN pair's second layer writes no table")
+        rows = args1[1]
+        q2 = aligned(scratch1)
+        args1[15] = args2[15] = self._scratch(max(q2 + 8 * rows, scratch2))
+        lits = [f"&(sqc_qlinear_args){{ {', '.join(str(s) for s in a)} }}" for a in (args1, args2)]
+        indent = "\n" + " " * 20
+        call = f"    sqc_qlinear_ffn({lits[0]},{indent}{lits[1]}, B * (size_t){q2});\n"
+        return {"kind": "call", "code": "{\n" + table + call + "}"}
 
     def _qpost(self, post: dict | None) -> str:
         """The QDQ stages of an sqc.QLinear as a C sqc_qpost (16 floats in the weights)."""

@@ -10,6 +10,15 @@ back) and nothing at L2's; plan_memory keeps X's bytes alive through L2 (the fus
 X while it writes L2's output). The graph's values and each node's semantics do not change:
 the interpreter and every other pass see two Linear nodes, and H keeps its buffer (the
 kernel's per-thread panels, and the two-call path for short batches, use it).
+
+pattern (int8): sqc.QLinear L1 (format sparse, no residual) whose epilogue writes the bytes of
+its GELU table E (fuse_lut_epilogue: L1.attrs["lut_next"] = E, the node after L1), E's output
+H8 read only by the node after E, an sqc.QLinear L2 (format sparse) taking H8 as its uint8
+input; on a target whose int8 sparse kernels are avx512_vnni's (the 64-token panels).
+after: the same attributes on L1 and L2: the emitter runs both (and E's table) as one
+sqc_qlinear_ffn call at L1's place, which takes each token panel through both layers with the
+hidden bytes in the thread's L2 (sqc_u8s8_spmm_ffn) where its conditions hold at run time, and
+makes the two sqc_qlinear calls otherwise; the same bits either way.
 """
 
 from __future__ import annotations
@@ -39,9 +48,47 @@ def pair_sparse_ffn(graph):
             or by_name.get(l2.name) is not l2
         ):
             continue
-        l1.attrs = {**l1.attrs, "ffn_next": l2.name}
-        l2.attrs = {**l2.attrs, "ffn_with": l1.name, "reads_too": [l1.inputs[0]]}
+        _pair(l1, l2)
+    if _int8_kernel(g):
+        for l1, table, l2 in zip(g.nodes, g.nodes[1:], g.nodes[2:]):
+            if _int8_pair(g, users, by_name, l1, table, l2):
+                _pair(l1, l2)
     return g
+
+
+def _pair(l1, l2) -> None:
+    l1.attrs = {**l1.attrs, "ffn_next": l2.name}
+    l2.attrs = {**l2.attrs, "ffn_with": l1.name, "reads_too": [l1.inputs[0]]}
+
+
+def _int8_kernel(g) -> bool:
+    from sqc.compiler.codegen.build import TARGETS
+
+    target = TARGETS.get(g.meta.get("isa", "avx2"), {})
+    return target.get("int8_isa") == "avx512_vnni"
+
+
+def _int8_pair(g, users, by_name, l1, table, l2) -> bool:
+    if not (_sparse_int8(l1) and _sparse_int8(l2)) or l1.attrs.get("lut_next") != table.name:
+        return False
+    h8 = table.outputs[0]
+    return (
+        not l1.input(3)
+        and l2.attrs.get("x_quant") == "u8"
+        and l2.inputs[0] == h8
+        and h8 not in g.outputs
+        and len(users.get(h8, [])) == 1
+        and "ffn_with" not in l1.attrs
+        and "ffn_next" not in l2.attrs
+        and bool(l1.name)
+        and bool(l2.name)
+        and by_name.get(l1.name) is l1
+        and by_name.get(l2.name) is l2
+    )
+
+
+def _sparse_int8(node) -> bool:
+    return node.domain == "sqc" and node.op == "QLinear" and node.attrs.get("format") == "sparse"
 
 
 def _sparse_f32(g, node) -> bool:

@@ -45,22 +45,12 @@ static void sqc_copy_rows_u8(int M, int K, const void *src, int is_s8, uint8_t *
     }
 }
 
-/* An int8 linear layer (sqc.QLinear) over B examples of `rows` rows:
-   quantize X (mode 0: DynamicQuantizeLinear's range per example; 1: given scale and zero
-   point; 2: X is uint8 already; 3: X is int8 already), then
-   Y = act(float(acc) * (x_scale * w_scale[n]) + bias + residual) by sqc_u8s8_gemm, or with
-   post (QDQ rounding stages, see sqc_qpost) Y = FQ_c(FQ_b(FQ_a(product) + bias) + FQ_r(residual)).
-   Wsp non-NULL: W is the sparse blob of sparse_packing.pack_s8_sparse (Wp unused) and
-   sqc_u8s8_spmm runs instead, with its scratch at scratch + sp_offset.
-   y8 non-NULL (see sqc_u8s8_gemm's C8): the bytes lut8[level index of the last
-   stage] (lut8 NULL: the index) go to y8 and y is not written (passes/fuse_lut_epilogue.py).
-   scratch: B * (rows * ldq + 12 * rows) bytes (+ the sparse kernel's, at sp_offset). */
-static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, float x_scale,
-                        int32_t x_zp, const int8_t *Wp, const int32_t *col_comp,
-                        const int32_t *w_zp, const float *w_scale, const float *bias,
-                        const float *residual, float *y, uint8_t *scratch, int ldq,
-                        const void *Wsp, size_t sp_offset, int act, const sqc_qpost *post,
-                        uint8_t *y8, const uint8_t *lut8, int nt)
+/* sqc_qlinear's first step: X quantized (or taken as it is) into the GEMM's operands: *aq (rows
+   ldq bytes apart), a_scale / a_zp per row, rowsum per row (NULL without w_zp), in scratch */
+static void sqc_qlinear_operands(int B, int rows, int K, const void *x, int mode, float x_scale,
+                                 int32_t x_zp, const int32_t *w_zp, uint8_t *scratch, int ldq,
+                                 int nt, uint8_t **aq_out, float **a_scale_out,
+                                 int32_t **a_zp_out, int32_t **rowsum_out)
 {
     const int M = B * rows;
     uint8_t *aq = scratch;
@@ -107,6 +97,35 @@ static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, 
             sqc_copy_rows_u8(M, K, x, mode == 3, aq, ldq, rowsum);
         }
     }
+    *aq_out = aq;
+    *a_scale_out = a_scale;
+    *a_zp_out = a_zp;
+    *rowsum_out = rowsum;
+}
+
+/* An int8 linear layer (sqc.QLinear) over B examples of `rows` rows:
+   quantize X (mode 0: DynamicQuantizeLinear's range per example; 1: given scale and zero
+   point; 2: X is uint8 already; 3: X is int8 already), then
+   Y = act(float(acc) * (x_scale * w_scale[n]) + bias + residual) by sqc_u8s8_gemm, or with
+   post (QDQ rounding stages, see sqc_qpost) Y = FQ_c(FQ_b(FQ_a(product) + bias) + FQ_r(residual)).
+   Wsp non-NULL: W is the sparse blob of sparse_packing.pack_s8_sparse (Wp unused) and
+   sqc_u8s8_spmm runs instead, with its scratch at scratch + sp_offset.
+   y8 non-NULL (see sqc_u8s8_gemm's C8): the bytes lut8[level index of the last
+   stage] (lut8 NULL: the index) go to y8 and y is not written (passes/fuse_lut_epilogue.py).
+   scratch: B * (rows * ldq + 12 * rows) bytes (+ the sparse kernel's, at sp_offset). */
+static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, float x_scale,
+                        int32_t x_zp, const int8_t *Wp, const int32_t *col_comp,
+                        const int32_t *w_zp, const float *w_scale, const float *bias,
+                        const float *residual, float *y, uint8_t *scratch, int ldq,
+                        const void *Wsp, size_t sp_offset, int act, const sqc_qpost *post,
+                        uint8_t *y8, const uint8_t *lut8, int nt)
+{
+    const int M = B * rows;
+    uint8_t *aq;
+    float *a_scale;
+    int32_t *a_zp, *rowsum;
+    sqc_qlinear_operands(B, rows, K, x, mode, x_scale, x_zp, w_zp, scratch, ldq, nt, &aq, &a_scale,
+                         &a_zp, &rowsum);
 {% if sparse %}
     if (Wsp) {
         sqc_u8s8_spmm(M, N, K, aq, ldq, Wsp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale,
@@ -119,6 +138,74 @@ static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, 
     sqc_u8s8_gemm(M, N, K, aq, ldq, Wp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
                   residual, y, N, act, post, y8, lut8, nt);
 }
+
+{% if sparse %}
+/* The arguments of one sqc_qlinear call */
+typedef struct {
+    int B, rows, N, K;
+    const void *x;
+    int mode;
+    float x_scale;
+    int32_t x_zp;
+    const int8_t *Wp;
+    const int32_t *col_comp, *w_zp;
+    const float *w_scale, *bias, *residual;
+    float *y;
+    uint8_t *scratch;
+    int ldq;
+    const void *Wsp;
+    size_t sp_offset;
+    int act;
+    const sqc_qpost *post;
+    uint8_t *y8;
+    const uint8_t *lut8;
+    int nt;
+} sqc_qlinear_args;
+
+static void sqc_qlinear_call(const sqc_qlinear_args *a)
+{
+    sqc_qlinear(a->B, a->rows, a->N, a->K, a->x, a->mode, a->x_scale, a->x_zp, a->Wp, a->col_comp,
+                a->w_zp, a->w_scale, a->bias, a->residual, a->y, a->scratch, a->ldq, a->Wsp,
+                a->sp_offset, a->act, a->post, a->y8, a->lut8, a->nt);
+}
+
+/* A transformer FFN's two sparse int8 layers (passes/pair_sparse_ffn.py): l1 writes the bytes
+   l1->y8 (its GELU table's) that l2 alone reads, as its uint8 input. Where
+   sqc_u8s8_spmm_ffn applies (the avx512_vnni kernels with 64-token panels), one call runs
+   both, each thread taking token panels through the two layers; l2's per-row a_scale and a_zp
+   go to l1->scratch + q2_offset (8 bytes a row, past what l1's own call uses). Otherwise the
+   two sqc_qlinear calls. The same bits either way. */
+static void sqc_qlinear_ffn(const sqc_qlinear_args *l1, const sqc_qlinear_args *l2, size_t q2_offset)
+{
+#ifdef SQC_HAVE_U8S8_SPMM_FFN
+    const int M = l1->B * l1->rows;
+    if (l1->Wsp && l2->Wsp && l1->y8 && !l1->residual && !l1->act && l2->mode == 2 &&
+        l2->x == (const void *)l1->y8 && l2->K == l1->N && l2->B * l2->rows == M) {
+        uint8_t *aq;
+        float *as1;
+        int32_t *azp1, *rs1;
+        sqc_qlinear_operands(l1->B, l1->rows, l1->K, l1->x, l1->mode, l1->x_scale, l1->x_zp,
+                             l1->w_zp, l1->scratch, l1->ldq, l1->nt, &aq, &as1, &azp1, &rs1);
+        float *as2 = (float *)(l1->scratch + q2_offset);
+        int32_t *azp2 = (int32_t *)(as2 + M);
+        for (int m = 0; m < M; ++m) {
+            as2[m] = l2->x_scale;
+            azp2[m] = l2->x_zp;
+        }
+        if (sqc_u8s8_spmm_ffn(M, l1->K, l1->N, l2->N, aq, l1->ldq, l1->Wsp, as1, azp1, l1->col_comp,
+                              l1->w_zp, l1->w_scale, l1->bias, l1->post, l1->lut8, l1->y8, l2->Wsp,
+                              as2, azp2, l2->col_comp, l2->w_zp, l2->w_scale, l2->bias,
+                              l2->residual, l2->y, l2->N, l2->act, l2->post, l2->y8, l2->lut8,
+                              l1->scratch + l1->sp_offset, l1->nt))
+            return;
+    }
+#else
+    (void)q2_offset; /* no fused kernel for this target's int8 sparse kernels */
+#endif
+    sqc_qlinear_call(l1);
+    sqc_qlinear_call(l2);
+}
+{% endif %}
 
 /* C[M,N] = (A - a_zp) x (B - b_zp[n]) in int32; A, B uint8 or int8 (is_s8 flags), row-major */
 static void sqc_matmul_i8_plain(int M, int N, int K, const void *A, const void *Bm, int32_t *C,

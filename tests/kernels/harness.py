@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 from cffi import FFI
 
 from sqc.compiler.codegen.build import BASE_CFLAGS, TARGETS  # the flags an artifact is built with
@@ -388,6 +389,14 @@ void sqc_test_u8s8_spmm_lut8(int M, int N, int K, const uint8_t *Aq, int ldq, co
                              const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
                              const float *w_scale, const float *bias, uint8_t *C8, int ldc,
                              const float *post, const uint8_t *lut8, void *scratch, int nthreads);
+int sqc_test_u8s8_spmm_ffn(int M, int K, int N1, int N2, const uint8_t *Aq, int ldq,
+                           const void *W1sp, const float *a_scale1, const int32_t *a_zp1,
+                           const int32_t *col_comp1, const float *w_scale1, const float *bias1,
+                           const float *post1, const uint8_t *lut8, uint8_t *H8,
+                           const void *W2sp, const float *a_scale2, const int32_t *a_zp2,
+                           const int32_t *col_comp2, const float *w_scale2, const float *bias2,
+                           const float *residual, float *C, int ldc, const float *post2,
+                           void *scratch, int nthreads);
 """
     + F32_GEMM_DECL
     + ";"
@@ -442,6 +451,25 @@ void sqc_test_u8s8_spmm_lut8(int M, int N, int K, const uint8_t *Aq, int ldq, co
     sqc_u8s8_spmm(M, N, K, Aq, ldq, Wsp, a_scale, a_zp, col_comp, NULL, NULL, w_scale, bias,
                   NULL, (float *)C8, ldc, 0, (const sqc_qpost *)post, C8, lut8, scratch, nthreads);
 }
+/* 1: fused, 0: the caller must make the two calls, -1: not rendered for this variant */
+int sqc_test_u8s8_spmm_ffn(int M, int K, int N1, int N2, const uint8_t *Aq, int ldq,
+                           const void *W1sp, const float *a_scale1, const int32_t *a_zp1,
+                           const int32_t *col_comp1, const float *w_scale1, const float *bias1,
+                           const float *post1, const uint8_t *lut8, uint8_t *H8,
+                           const void *W2sp, const float *a_scale2, const int32_t *a_zp2,
+                           const int32_t *col_comp2, const float *w_scale2, const float *bias2,
+                           const float *residual, float *C, int ldc, const float *post2,
+                           void *scratch, int nthreads)
+{
+#ifdef SQC_HAVE_U8S8_SPMM_FFN
+    return sqc_u8s8_spmm_ffn(M, K, N1, N2, Aq, ldq, W1sp, a_scale1, a_zp1, col_comp1, NULL,
+                             w_scale1, bias1, (const sqc_qpost *)post1, lut8, H8, W2sp, a_scale2,
+                             a_zp2, col_comp2, NULL, w_scale2, bias2, residual, C, ldc, 0,
+                             (const sqc_qpost *)post2, NULL, NULL, scratch, nthreads);
+#else
+    return -1;
+#endif
+}
 /* the dense kernels of the same target, for the benchmark's side-by-side timing */
 """
     + F32_GEMM_WRAPPER
@@ -481,7 +509,6 @@ def output_buffers(M: int, N: int, ldc: int, residual: str, values=None):
     """C and the residual operand R of an epilogue test: C is NaN-filled with a spare row (so a
     write past M or N shows); R is None ("none"), C itself holding ``values`` ("inplace"), or a
     separate NaN-padded buffer holding them ("separate")."""
-    import numpy as np
 
     C = np.full((M + 1, ldc), np.nan, dtype=np.float32)
     if residual == "none":
@@ -498,7 +525,6 @@ def add_epilogue(rng, pre, magnitude, b, residual: str, M: int, N: int, ldc: int
     """The float64 reference ``pre`` and its error scale ``magnitude`` with the bias ``b`` (or
     None) and a random residual added, and the C / R buffers (output_buffers) that hold it:
     returns (pre, magnitude, C, R)."""
-    import numpy as np
 
     if b is not None:
         pre = pre + b
@@ -509,3 +535,17 @@ def add_epilogue(rng, pre, magnitude, b, residual: str, M: int, N: int, ldc: int
         pre = pre + values
         magnitude = magnitude + np.abs(values)
     return (pre, magnitude, *output_buffers(M, N, ldc, residual, values))
+
+
+class Scratch:
+    """spmm_scratch_bytes of NaN garbage, 64-byte aligned, with 64 guard bytes after it."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        raw = np.full(nbytes + 192, 0xFF, dtype=np.uint8)
+        off = (-raw.ctypes.data) % 64
+        self.buf = raw[off : off + nbytes + 64]
+        self.guard = self.buf[nbytes:].copy()
+
+    def intact(self) -> bool:
+        return bool((self.buf[self.nbytes :] == self.guard).all())

@@ -344,3 +344,101 @@ def test_sparse_lut8_output(sparse, stages, shape, identity, static):
     want = index.astype(np.uint8) if identity else lut[index.astype(np.int64)]
     _check(C8[:, :N], want, f"{variant.name} {shape}")
     assert (C8[:, N:] == 0xAB).all(), "wrote past column N"
+
+
+def _blob(W, isa, layout):
+    blob = pack_s8_sparse(W, isa, layout)
+    raw = np.empty(blob.nbytes + 64, np.uint8)
+    start = (-raw.ctypes.data) % 64
+    raw[start : start + blob.nbytes] = blob.view(np.uint8).reshape(-1)
+    return raw[start : start + blob.nbytes]
+
+
+@pytest.mark.parametrize("layouts", ["compact-compact", "quads-quads", "compact-quads"])
+@pytest.mark.parametrize(
+    ("M", "N1"), [(64, 148), (130, 148), (517, 148), (130, 146), (200, 1)], ids=str
+)  # fmt: skip
+@pytest.mark.parametrize("second", ["qdq_residual", "plain"])
+def test_sparse_ffn_pair_equals_two_calls(sparse, layouts, M, N1, second):
+    """sqc_u8s8_spmm_ffn (passes/pair_sparse_ffn.py, int8): the first layer's table bytes
+    handed to the second layer as its token panels, column by column, give the two
+    sqc_u8s8_spmm calls' outputs bit for bit (the first into H8 through its table, the
+    second reading H8), on 1 and 2 threads, for each blob layout of either layer; nothing is
+    written past C's rows and columns or the scratch. M: one token panel (fused on 1 thread
+    only: 2 threads' hidden panels need 128 rows of H8), a short last panel, many panels; N1
+    not a multiple of 4 (fused with compact second weights, the two calls with quads) and 1.
+    Rows that do not share a_scale / a_zp: not fused (0)."""
+    variant, module = sparse
+    ffi, lib = module.ffi, module.lib
+    isa = variant.knobs["int8_isa"]
+    if isa != "avx512_vnni":
+        pytest.skip(f"{isa}: no fused int8 FFN kernel")
+    l1, l2 = layouts.split("-")
+    K, N2 = 67, 45
+    Aq, W1, a_zp, cc1, a_s, w_s1, b1, _, table1, _ = _case(
+        M, N1, K, ("a", "b"), True, False, seed=M + N1, sparsity=0.9, static=True
+    )
+    rng = np.random.default_rng(M)
+    lut = np.zeros(256 + 3, np.uint8)
+    lut[:256] = rng.permutation(256)
+    stages2 = ("a", "b", "r", "c") if second == "qdq_residual" else ()
+    H_ref = np.zeros((M, N1), np.uint8)  # the reference's first call writes it
+    _, W2, _, cc2, _, w_s2, b2, R, table2, _ = _case(
+        M, N2, N1, stages2, True, bool(stages2), seed=M + 3, sparsity=0.9, static=True
+    )
+    x_s2, x_zp2 = np.float32(0.031), 119
+    as2, azp2 = np.full(M, x_s2, np.float32), np.full(M, x_zp2, np.int32)
+    ldq = int8_gemm_lda(K, isa)
+    Aq_pad = np.zeros((M, ldq), np.uint8)
+    Aq_pad[:, :K] = Aq
+    B1, B2 = _blob(W1, isa, l1), _blob(W2, isa, l2)
+    p = lambda a, t: _ptr(ffi, a, t)  # noqa: E731
+    post2 = table2 if stages2 else None
+    ldc = N2 + 3  # the residual's row stride too
+    if R is not None:
+        R = np.pad(R, ((0, 0), (0, ldc - N2)), constant_values=np.nan)
+
+    def fused(a_scale, nthreads):
+        scratch = harness.Scratch(spmm_scratch_bytes(M, K, N1, "int8", isa))
+        H8 = np.full(M * N1 + 64, 0xCD, np.uint8)
+        C = np.full((M + 1, ldc), np.nan, np.float32)
+        ran = lib.sqc_test_u8s8_spmm_ffn(
+            M, K, N1, N2, p(Aq_pad, "uint8_t *"), ldq, p(B1, "void *"), p(a_scale, "float *"),
+            p(a_zp, "int32_t *"), p(cc1, "int32_t *"), p(w_s1, "float *"), p(b1, "float *"),
+            p(table1, "float *"), p(lut, "uint8_t *"), p(H8, "uint8_t *"), p(B2, "void *"),
+            p(as2, "float *"), p(azp2, "int32_t *"), p(cc2, "int32_t *"), p(w_s2, "float *"),
+            p(b2, "float *"), p(R, "float *"), p(C, "float *"), ldc, p(post2, "float *"),
+            p(scratch.buf, "void *"), nthreads,
+        )  # fmt: skip
+        assert ran != -1, f"{variant.name}: the fused kernel was not rendered"
+        assert scratch.intact() and (H8[M * N1 :] == 0xCD).all()
+        assert np.isnan(C[M:]).all() and np.isnan(C[:, N2:]).all()
+        return ran, C[:M, :N2]
+
+    # the reference: the two calls through H8 (its rows padded to the second call's ldq)
+    scratch = harness.Scratch(spmm_scratch_bytes(M, max(K, N1), max(N1, N2), "int8", isa))
+    lib.sqc_test_u8s8_spmm_lut8(
+        M, N1, K, p(Aq_pad, "uint8_t *"), ldq, p(B1, "void *"), p(a_s, "float *"),
+        p(a_zp, "int32_t *"), p(cc1, "int32_t *"), p(w_s1, "float *"), p(b1, "float *"),
+        p(H_ref, "uint8_t *"), N1, p(table1, "float *"), p(lut, "uint8_t *"),
+        p(scratch.buf, "void *"), 1,
+    )  # fmt: skip
+    ldq2 = int8_gemm_lda(N1, isa)
+    H_pad = np.zeros((M, ldq2), np.uint8)
+    H_pad[:, :N1] = H_ref
+    want = np.full((M, ldc), np.nan, np.float32)
+    lib.sqc_test_u8s8_spmm_post(
+        M, N2, N1, p(H_pad, "uint8_t *"), ldq2, p(B2, "void *"), p(as2, "float *"),
+        p(azp2, "int32_t *"), p(cc2, "int32_t *"), ffi.NULL, ffi.NULL, p(w_s2, "float *"),
+        p(b2, "float *"), p(R, "float *"), p(want, "float *"), ldc, p(post2, "float *"),
+        p(scratch.buf, "void *"), 1,
+    )  # fmt: skip
+    expect_fused = l2 == "compact" or N1 % 4 == 0
+    for nthreads in (1, 2):
+        ran, got = fused(a_s, nthreads)
+        assert ran == int(expect_fused and nthreads * 64 <= M), (nthreads, ran)
+        if ran:
+            _check(got, want[:, :N2], f"{variant.name} {layouts} M={M} N1={N1} t={nthreads}")
+    rows_differ = a_s.copy()
+    rows_differ[-1] *= np.float32(1.5)
+    assert fused(rows_differ, 1)[0] == 0

@@ -127,20 +127,6 @@ def aligned_copy(blob: np.ndarray) -> np.ndarray:
     return out
 
 
-class Scratch:
-    """spmm_scratch_bytes of NaN garbage, 64-byte aligned, with 64 guard bytes after it."""
-
-    def __init__(self, nbytes: int) -> None:
-        self.nbytes = nbytes
-        raw = np.full(nbytes + 192, 0xFF, dtype=np.uint8)
-        off = (-raw.ctypes.data) % 64
-        self.buf = raw[off : off + nbytes + 64]
-        self.guard = self.buf[nbytes:].copy()
-
-    def intact(self) -> bool:
-        return bool((self.buf[self.nbytes :] == self.guard).all())
-
-
 def ptr(ffi, array: np.ndarray | None, ctype: str):
     return ffi.NULL if array is None else ffi.cast(ctype, array.ctypes.data)
 
@@ -168,7 +154,7 @@ def run_f32(
     W = rng.standard_normal((K, N)).astype(np.float32)
     W[~sparsity_mask(K, N, sparsity, pattern, rng)] = 0.0
     blob = aligned_copy(pack_f32_sparse(W, spmm.isa))
-    scratch = Scratch(spmm_scratch_bytes(M, K, N, "f32", spmm.isa))
+    scratch = harness.Scratch(spmm_scratch_bytes(M, K, N, "f32", spmm.isa))
     b = rng.standard_normal(N).astype(np.float32) if bias else None
 
     a64 = A[:M, :K].astype(np.float64)
@@ -250,7 +236,7 @@ def run_int8(
     b = rng.standard_normal(N).astype(np.float32) if bias else None
     blob = aligned_copy(pack_s8_sparse(W, isa, layout))
     dense = pack_s8_gemm_weights(W, isa)
-    scratch = Scratch(spmm_scratch_bytes(M, K, N, "int8", isa))
+    scratch = harness.Scratch(spmm_scratch_bytes(M, K, N, "int8", isa))
 
     acc = A @ W.astype(np.int64)
     acc += a_zp.astype(np.int64)[:, None] * col_comp.astype(np.int64)[None, :]
@@ -387,7 +373,7 @@ def test_f32_ffn_equals_two_calls(spmm: Spmm, M: str, residual: str, act: int) -
     f = lambda a, t="float *": ptr(ffi, a, t)  # noqa: E731
     outs = []
     for nthreads in (1, 2):
-        scratch = Scratch(spmm_scratch_bytes(M, max(K, N1), N2, "f32", spmm.isa))
+        scratch = harness.Scratch(spmm_scratch_bytes(M, max(K, N1), N2, "f32", spmm.isa))
         H = aligned_copy(np.full((M + 7) * N1, np.nan, np.float32).view(np.uint8)).view(np.float32)
         C = np.full((M + 1, N2 + 3), np.nan, np.float32)
         lib.sqc_test_f32_spmm_ffn(M, K, N1, N2, f(A), K, f(B1, "void *"), f(b1), act,
@@ -396,7 +382,7 @@ def test_f32_ffn_equals_two_calls(spmm: Spmm, M: str, residual: str, act: int) -
         assert scratch.intact() and np.isnan(C[M:]).all() and np.isnan(C[:, N2:]).all()
         assert np.isnan(H[M * N1 :]).all(), "wrote past H's M rows"
         outs.append(C[:M, :N2].copy())
-    scratch = Scratch(spmm_scratch_bytes(M, max(K, N1), N2, "f32", spmm.isa))
+    scratch = harness.Scratch(spmm_scratch_bytes(M, max(K, N1), N2, "f32", spmm.isa))
     H = np.empty((M, N1), np.float32)
     C = np.full((M + 1, N2 + 3), np.nan, np.float32)
     lib.sqc_test_f32_spmm(M, N1, K, f(A), K, f(B1, "void *"), f(b1), ffi.NULL, f(H), N1, act,
@@ -656,6 +642,9 @@ def test_header_compiles_cleanly(variant: KernelVariant, tmp_path) -> None:
         "                (void *)sqc_quantize_rows_u8, (void *)sqc_dynamic_qparams_u8,\n"
         "                (void *)sqc_range_rows_f32, (void *)sqc_quantize_examples_u8,\n"
         "                (void *)sqc_f32_spmm_ffn};\n"
+        "#ifdef SQC_HAVE_U8S8_SPMM_FFN\n"
+        "void *keep_ffn = (void *)sqc_u8s8_spmm_ffn;\n"
+        "#endif\n"
     )
     flags = ["-O3", "-fopenmp", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
     result = subprocess.run(

@@ -96,6 +96,35 @@ def test_sparse_ffn_pairs_run_as_one_call_with_the_same_bits(compile_onnx, prune
                 assert relative_error(a, w) <= TOLERANCE["f32_model"], (batch, threads)
 
 
+def test_int8_ffn_pairs_run_as_one_call_with_the_same_bits(compile_onnx, pruned, tmp_path):
+    """pair_sparse_ffn on a QDQ file: each encoder layer's FFN (its first layer writing its GELU
+    table's bytes, fuse_lut_epilogue) runs as one sqc_qlinear_ffn call. At 8 x 64 tokens and
+    1 x 64 (fused on 1 thread; on 2, the two calls inside it) the outputs are bit for bit
+    those of the same file built without the pass."""
+    from sqc.compiler.codegen.build import TARGETS
+
+    path = tmp_path / "unstructured-90-qdq.onnx"
+    _quantize(pruned["unstructured-90"], path, "qdq")
+    paired = compile_onnx(path, buckets=(64,), max_batch_size=8, sparse="always")
+    target = json.loads((paired.path / "manifest.json").read_text())["target"]["isa"]
+    if TARGETS[target]["int8_isa"] != "avx512_vnni":
+        pytest.skip(f"target {target}: no fused int8 FFN kernel")
+    plain = compile_onnx(
+        path, buckets=(64,), max_batch_size=8, sparse="always", disable=("pair_sparse_ffn",)
+    )
+    pairs = {x["name"]: x["ffn_pair"] for x in _sparse_layers(paired) if "ffn_pair" in x}
+    assert len(pairs) == 4 and all(pairs[pairs[a]] == a for a in pairs)  # 2 layers x 2
+    assert all("intermediate" in a or "output" in a for a in pairs)
+    assert (paired.path / "model.c").read_text().count("sqc_qlinear_ffn(&") == 2
+    assert not any("ffn_pair" in x for x in _sparse_layers(plain))
+    for batch in (1, 8):
+        inputs = generate_random_inputs(paired, batch, 64, seed=batch)
+        for threads in (1, 2):
+            got = paired.run(inputs, threads=threads)
+            for a, b in zip(got, plain.run(inputs, threads=threads)):
+                assert np.array_equal(a, b), (batch, threads)
+
+
 def _quantize(src, dst, form):
     import onnx
     from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
