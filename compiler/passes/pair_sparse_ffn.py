@@ -1,4 +1,4 @@
-"""Pair a transformer FFN's two sparse fp32 layers, so that one kernel runs both.
+"""Pair a transformer FFN's two sparse layers (fp32, or int8 QDQ), so that one kernel runs both.
 
 pattern: sqc.Linear L1 (format sparse, no residual) whose output H is read only by the next
 sqc.Linear L2 (format sparse, act none, reading H as its input X), both fp32.

@@ -366,6 +366,16 @@ def build_int8_gemm(
     )
 
 
+U8S8_SPMM_FFN_DECL = """\
+int sqc_test_u8s8_spmm_ffn(int M, int K, int N1, int N2, const uint8_t *Aq, int ldq,
+                           const void *W1sp, const float *a_scale1, const int32_t *a_zp1,
+                           const int32_t *col_comp1, const float *w_scale1, const float *bias1,
+                           const float *post1, const uint8_t *lut8, uint8_t *H8,
+                           const void *W2sp, const float *a_scale2, const int32_t *a_zp2,
+                           const int32_t *col_comp2, const float *w_scale2, const float *bias2,
+                           const float *residual, float *C, int ldc, const float *post2,
+                           void *scratch, int nthreads)"""
+
 SPARSE_GEMM_CDEF = (
     """
 void sqc_test_f32_spmm(int M, int N, int K, const float *A, int lda, const void *Wsp,
@@ -389,15 +399,9 @@ void sqc_test_u8s8_spmm_lut8(int M, int N, int K, const uint8_t *Aq, int ldq, co
                              const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
                              const float *w_scale, const float *bias, uint8_t *C8, int ldc,
                              const float *post, const uint8_t *lut8, void *scratch, int nthreads);
-int sqc_test_u8s8_spmm_ffn(int M, int K, int N1, int N2, const uint8_t *Aq, int ldq,
-                           const void *W1sp, const float *a_scale1, const int32_t *a_zp1,
-                           const int32_t *col_comp1, const float *w_scale1, const float *bias1,
-                           const float *post1, const uint8_t *lut8, uint8_t *H8,
-                           const void *W2sp, const float *a_scale2, const int32_t *a_zp2,
-                           const int32_t *col_comp2, const float *w_scale2, const float *bias2,
-                           const float *residual, float *C, int ldc, const float *post2,
-                           void *scratch, int nthreads);
 """
+    + U8S8_SPMM_FFN_DECL
+    + ";\n"
     + F32_GEMM_DECL
     + ";"
     + U8S8_GEMM_DECL
@@ -452,14 +456,9 @@ void sqc_test_u8s8_spmm_lut8(int M, int N, int K, const uint8_t *Aq, int ldq, co
                   NULL, (float *)C8, ldc, 0, (const sqc_qpost *)post, C8, lut8, scratch, nthreads);
 }
 /* 1: fused, 0: the caller must make the two calls, -1: not rendered for this variant */
-int sqc_test_u8s8_spmm_ffn(int M, int K, int N1, int N2, const uint8_t *Aq, int ldq,
-                           const void *W1sp, const float *a_scale1, const int32_t *a_zp1,
-                           const int32_t *col_comp1, const float *w_scale1, const float *bias1,
-                           const float *post1, const uint8_t *lut8, uint8_t *H8,
-                           const void *W2sp, const float *a_scale2, const int32_t *a_zp2,
-                           const int32_t *col_comp2, const float *w_scale2, const float *bias2,
-                           const float *residual, float *C, int ldc, const float *post2,
-                           void *scratch, int nthreads)
+"""
+    + U8S8_SPMM_FFN_DECL
+    + """
 {
 #ifdef SQC_HAVE_U8S8_SPMM_FFN
     return sqc_u8s8_spmm_ffn(M, K, N1, N2, Aq, ldq, W1sp, a_scale1, a_zp1, col_comp1, NULL,

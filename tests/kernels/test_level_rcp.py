@@ -118,20 +118,25 @@ def test_reciprocal_level_is_the_divisions(kernel, g) -> None:
     rng = np.random.default_rng(int(g[0] * 1e6) % 1000 + int(g[1]) + 500)
     with np.errstate(over="ignore"):  # the 3e38 grid's range overflows float32: infinities
         x = _inputs(g[0], g[2] - g[1], g[3] - g[1], rng)
-    ffi = kernel.ffi
+    _check_levels(x, g, kernel.lib.sqc_test_level_grid, kernel.ffi)
+
+
+def _check_levels(x: np.ndarray, g, fn, ffi, *extra) -> None:
+    """fn(n, x, g, rcp, *extra, out) by the division (rcp 0) and by the multiply (rcp 1):
+    the same levels, and numpy's"""
     gv = np.array(g, np.float32)
     out = {}
     for rcp in (0, 1):
         y = np.full_like(x, np.nan)
-        kernel.lib.sqc_test_level_grid(
+        fn(
             len(x),
             ffi.cast("float *", x.ctypes.data),
             ffi.cast("float *", gv.ctypes.data),
             rcp,
+            *extra,
             ffi.cast("float *", y.ctypes.data),
         )
         out[rcp] = y
-    want = _numpy_levels(x, g)
     # levels compare as values (the division's -0 and the multiply's agree as levels); and
     # neither path returns NaN
     assert not np.isnan(out[1]).any()
@@ -140,7 +145,7 @@ def test_reciprocal_level_is_the_divisions(kernel, g) -> None:
         f"{bad.size} levels differ from the division's, e.g. x={x[bad[:4]]!r}: "
         f"{out[1][bad[:4]]!r} vs {out[0][bad[:4]]!r}"
     )
-    bad = np.nonzero(out[1] != want)[0]
+    bad = np.nonzero(out[1] != _numpy_levels(x, g))[0]
     assert bad.size == 0, f"{bad.size} levels differ from numpy's, e.g. x={x[bad[:4]]!r}"
 
 
@@ -207,25 +212,4 @@ def test_int8_epilogue_reciprocal_level_is_the_divisions(int8_kernel, g, no_nan)
         x = _inputs(g[0], g[2] - g[1], g[3] - g[1], rng)
     if no_nan:  # the callers' promise: no NaN reaches the stage
         x = np.where(np.isnan(x), np.float32(0.25), x).astype(np.float32)
-    ffi = int8_kernel.ffi
-    gv = np.array(g, np.float32)
-    out = {}
-    for rcp in (0, 1):
-        y = np.full_like(x, np.nan)
-        int8_kernel.lib.sqc_test_fq_level(
-            len(x),
-            ffi.cast("float *", x.ctypes.data),
-            ffi.cast("float *", gv.ctypes.data),
-            rcp,
-            int(no_nan),
-            ffi.cast("float *", y.ctypes.data),
-        )
-        out[rcp] = y
-    assert not np.isnan(out[1]).any()
-    bad = np.nonzero(out[1] != out[0])[0]
-    assert bad.size == 0, (
-        f"{bad.size} levels differ from the division's, e.g. x={x[bad[:4]]!r}: "
-        f"{out[1][bad[:4]]!r} vs {out[0][bad[:4]]!r}"
-    )
-    bad = np.nonzero(out[1] != _numpy_levels(x, g))[0]
-    assert bad.size == 0, f"{bad.size} levels differ from numpy's, e.g. x={x[bad[:4]]!r}"
+    _check_levels(x, g, int8_kernel.lib.sqc_test_fq_level, int8_kernel.ffi, int(no_nan))

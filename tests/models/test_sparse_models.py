@@ -71,6 +71,16 @@ def test_sparse_and_dense_builds_agree_and_threads_do_not_matter(compile_onnx, p
         assert np.array_equal(a, c)
 
 
+def _check_pairs(paired, plain, call: str) -> None:
+    """paired's manifest pairs each encoder layer's two FFN layers (2 layers) and its C makes
+    one ``call`` for each pair; plain (built without pair_sparse_ffn) pairs none"""
+    pairs = {x["name"]: x["ffn_pair"] for x in _sparse_layers(paired) if "ffn_pair" in x}
+    assert len(pairs) == 4 and all(pairs[pairs[a]] == a for a in pairs)  # 2 layers x 2
+    assert all("intermediate" in a or "output" in a for a in pairs)
+    assert (paired.path / "model.c").read_text().count(call) == 2
+    assert not any("ffn_pair" in x for x in _sparse_layers(plain))
+
+
 def test_sparse_ffn_pairs_run_as_one_call_with_the_same_bits(compile_onnx, pruned):
     """pair_sparse_ffn: each encoder layer's intermediate + output pair runs as one
     sqc_f32_spmm_ffn call. At 8 x 64 tokens (8 token panels: whole panels per thread on 1 and
@@ -81,11 +91,7 @@ def test_sparse_ffn_pairs_run_as_one_call_with_the_same_bits(compile_onnx, prune
     plain = compile_onnx(
         model, buckets=(64,), max_batch_size=8, sparse="always", disable=("pair_sparse_ffn",)
     )
-    pairs = {x["name"]: x["ffn_pair"] for x in _sparse_layers(paired) if "ffn_pair" in x}
-    assert len(pairs) == 4 and all(pairs[pairs[a]] == a for a in pairs)  # 2 layers x 2
-    assert all("intermediate" in a or "output" in a for a in pairs)
-    assert (paired.path / "model.c").read_text().count("sqc_f32_spmm_ffn(B") == 2
-    assert not any("ffn_pair" in x for x in _sparse_layers(plain))
+    _check_pairs(paired, plain, "sqc_f32_spmm_ffn(B")
     for batch in (1, 8):
         inputs = generate_random_inputs(paired, batch, 64, seed=batch)
         want = ort_run(model, dict(zip(paired.input_names, inputs)))
@@ -112,11 +118,7 @@ def test_int8_ffn_pairs_run_as_one_call_with_the_same_bits(compile_onnx, pruned,
     plain = compile_onnx(
         path, buckets=(64,), max_batch_size=8, sparse="always", disable=("pair_sparse_ffn",)
     )
-    pairs = {x["name"]: x["ffn_pair"] for x in _sparse_layers(paired) if "ffn_pair" in x}
-    assert len(pairs) == 4 and all(pairs[pairs[a]] == a for a in pairs)  # 2 layers x 2
-    assert all("intermediate" in a or "output" in a for a in pairs)
-    assert (paired.path / "model.c").read_text().count("sqc_qlinear_ffn(&") == 2
-    assert not any("ffn_pair" in x for x in _sparse_layers(plain))
+    _check_pairs(paired, plain, "sqc_qlinear_ffn(&")
     for batch in (1, 8):
         inputs = generate_random_inputs(paired, batch, 64, seed=batch)
         for threads in (1, 2):
