@@ -30,30 +30,41 @@ def pair_sparse_ffn(graph):
     g = graph.copy()
     users = g.consumers()
     by_name = {n.name: n for n in g.nodes}
-    for i, l1 in enumerate(g.nodes[:-1]):
-        l2 = g.nodes[i + 1]
-        if not (_sparse_f32(g, l1) and _sparse_f32(g, l2)):
-            continue
-        h = l1.outputs[0]
+    for l1, l2 in zip(g.nodes, g.nodes[1:]):
         if (
-            l1.input(3)
-            or l2.attrs.get("act", "none") != "none"
-            or l2.inputs[0] != h
-            or h in g.outputs
-            or len(users.get(h, [])) != 1
-            or "ffn_with" in l1.attrs
-            or not l1.name
-            or not l2.name
-            or by_name.get(l1.name) is not l1
-            or by_name.get(l2.name) is not l2
+            _sparse_f32(g, l1)
+            and _sparse_f32(g, l2)
+            and l2.attrs.get("act", "none") == "none"
+            and _pairable(g, users, by_name, l1, l2, l1.outputs[0])
         ):
-            continue
-        _pair(l1, l2)
+            _pair(l1, l2)
     if _int8_kernel(g):
         for l1, table, l2 in zip(g.nodes, g.nodes[1:], g.nodes[2:]):
-            if _int8_pair(g, users, by_name, l1, table, l2):
+            if (
+                _sparse_int8(l1)
+                and _sparse_int8(l2)
+                and l1.attrs.get("lut_next") == table.name
+                and l2.attrs.get("x_quant") == "u8"
+                and _pairable(g, users, by_name, l1, l2, table.outputs[0])
+            ):
                 _pair(l1, l2)
     return g
+
+
+def _pairable(g, users, by_name, l1, l2, h) -> bool:
+    """L1 (no residual, not already a pair's second layer) hands h, read by L2 alone, to L2 as
+    its input; both named, each name once (the pair attributes name them)"""
+    return (
+        not l1.input(3)
+        and l2.inputs[0] == h
+        and h not in g.outputs
+        and len(users.get(h, [])) == 1
+        and "ffn_with" not in l1.attrs
+        and bool(l1.name)
+        and bool(l2.name)
+        and by_name.get(l1.name) is l1
+        and by_name.get(l2.name) is l2
+    )
 
 
 def _pair(l1, l2) -> None:
@@ -66,25 +77,6 @@ def _int8_kernel(g) -> bool:
 
     target = TARGETS.get(g.meta.get("isa", "avx2"), {})
     return target.get("int8_isa") == "avx512_vnni"
-
-
-def _int8_pair(g, users, by_name, l1, table, l2) -> bool:
-    if not (_sparse_int8(l1) and _sparse_int8(l2)) or l1.attrs.get("lut_next") != table.name:
-        return False
-    h8 = table.outputs[0]
-    return (
-        not l1.input(3)
-        and l2.attrs.get("x_quant") == "u8"
-        and l2.inputs[0] == h8
-        and h8 not in g.outputs
-        and len(users.get(h8, [])) == 1
-        and "ffn_with" not in l1.attrs
-        and "ffn_next" not in l2.attrs
-        and bool(l1.name)
-        and bool(l2.name)
-        and by_name.get(l1.name) is l1
-        and by_name.get(l2.name) is l2
-    )
 
 
 def _sparse_int8(node) -> bool:

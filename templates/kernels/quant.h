@@ -103,43 +103,6 @@ static void sqc_qlinear_operands(int B, int rows, int K, const void *x, int mode
     *rowsum_out = rowsum;
 }
 
-/* An int8 linear layer (sqc.QLinear) over B examples of `rows` rows:
-   quantize X (mode 0: DynamicQuantizeLinear's range per example; 1: given scale and zero
-   point; 2: X is uint8 already; 3: X is int8 already), then
-   Y = act(float(acc) * (x_scale * w_scale[n]) + bias + residual) by sqc_u8s8_gemm, or with
-   post (QDQ rounding stages, see sqc_qpost) Y = FQ_c(FQ_b(FQ_a(product) + bias) + FQ_r(residual)).
-   Wsp non-NULL: W is the sparse blob of sparse_packing.pack_s8_sparse (Wp unused) and
-   sqc_u8s8_spmm runs instead, with its scratch at scratch + sp_offset.
-   y8 non-NULL (see sqc_u8s8_gemm's C8): the bytes lut8[level index of the last
-   stage] (lut8 NULL: the index) go to y8 and y is not written (passes/fuse_lut_epilogue.py).
-   scratch: B * (rows * ldq + 12 * rows) bytes (+ the sparse kernel's, at sp_offset). */
-static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, float x_scale,
-                        int32_t x_zp, const int8_t *Wp, const int32_t *col_comp,
-                        const int32_t *w_zp, const float *w_scale, const float *bias,
-                        const float *residual, float *y, uint8_t *scratch, int ldq,
-                        const void *Wsp, size_t sp_offset, int act, const sqc_qpost *post,
-                        uint8_t *y8, const uint8_t *lut8, int nt)
-{
-    const int M = B * rows;
-    uint8_t *aq;
-    float *a_scale;
-    int32_t *a_zp, *rowsum;
-    sqc_qlinear_operands(B, rows, K, x, mode, x_scale, x_zp, w_zp, scratch, ldq, nt, &aq, &a_scale,
-                         &a_zp, &rowsum);
-{% if sparse %}
-    if (Wsp) {
-        sqc_u8s8_spmm(M, N, K, aq, ldq, Wsp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale,
-                      bias, residual, y, N, act, post, y8, lut8, scratch + sp_offset, nt);
-        return;
-    }
-{% endif %}
-    (void)Wsp;
-    (void)sp_offset;
-    sqc_u8s8_gemm(M, N, K, aq, ldq, Wp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
-                  residual, y, N, act, post, y8, lut8, nt);
-}
-
-{% if sparse %}
 /* The arguments of one sqc_qlinear call */
 typedef struct {
     int B, rows, N, K;
@@ -162,13 +125,58 @@ typedef struct {
     int nt;
 } sqc_qlinear_args;
 
-static void sqc_qlinear_call(const sqc_qlinear_args *a)
+/* sqc_qlinear's second step: the GEMM (sparse where a->Wsp) on the operands of its first */
+static void sqc_qlinear_gemm(const sqc_qlinear_args *a, const uint8_t *aq, const float *a_scale,
+                             const int32_t *a_zp, const int32_t *rowsum)
 {
-    sqc_qlinear(a->B, a->rows, a->N, a->K, a->x, a->mode, a->x_scale, a->x_zp, a->Wp, a->col_comp,
-                a->w_zp, a->w_scale, a->bias, a->residual, a->y, a->scratch, a->ldq, a->Wsp,
-                a->sp_offset, a->act, a->post, a->y8, a->lut8, a->nt);
+    const int M = a->B * a->rows;
+{% if sparse %}
+    if (a->Wsp) {
+        sqc_u8s8_spmm(M, a->N, a->K, aq, a->ldq, a->Wsp, a_scale, a_zp, a->col_comp, a->w_zp,
+                      rowsum, a->w_scale, a->bias, a->residual, a->y, a->N, a->act, a->post,
+                      a->y8, a->lut8, a->scratch + a->sp_offset, a->nt);
+        return;
+    }
+{% endif %}
+    sqc_u8s8_gemm(M, a->N, a->K, aq, a->ldq, a->Wp, a_scale, a_zp, a->col_comp, a->w_zp, rowsum,
+                  a->w_scale, a->bias, a->residual, a->y, a->N, a->act, a->post, a->y8, a->lut8,
+                  a->nt);
 }
 
+static void sqc_qlinear_call(const sqc_qlinear_args *a)
+{
+    uint8_t *aq;
+    float *a_scale;
+    int32_t *a_zp, *rowsum;
+    sqc_qlinear_operands(a->B, a->rows, a->K, a->x, a->mode, a->x_scale, a->x_zp, a->w_zp,
+                         a->scratch, a->ldq, a->nt, &aq, &a_scale, &a_zp, &rowsum);
+    sqc_qlinear_gemm(a, aq, a_scale, a_zp, rowsum);
+}
+
+/* An int8 linear layer (sqc.QLinear) over B examples of `rows` rows:
+   quantize X (mode 0: DynamicQuantizeLinear's range per example; 1: given scale and zero
+   point; 2: X is uint8 already; 3: X is int8 already), then
+   Y = act(float(acc) * (x_scale * w_scale[n]) + bias + residual) by sqc_u8s8_gemm, or with
+   post (QDQ rounding stages, see sqc_qpost) Y = FQ_c(FQ_b(FQ_a(product) + bias) + FQ_r(residual)).
+   Wsp non-NULL: W is the sparse blob of sparse_packing.pack_s8_sparse (Wp unused) and
+   sqc_u8s8_spmm runs instead, with its scratch at scratch + sp_offset.
+   y8 non-NULL (see sqc_u8s8_gemm's C8): the bytes lut8[level index of the last
+   stage] (lut8 NULL: the index) go to y8 and y is not written (passes/fuse_lut_epilogue.py).
+   scratch: B * (rows * ldq + 12 * rows) bytes (+ the sparse kernel's, at sp_offset). */
+static void sqc_qlinear(int B, int rows, int N, int K, const void *x, int mode, float x_scale,
+                        int32_t x_zp, const int8_t *Wp, const int32_t *col_comp,
+                        const int32_t *w_zp, const float *w_scale, const float *bias,
+                        const float *residual, float *y, uint8_t *scratch, int ldq,
+                        const void *Wsp, size_t sp_offset, int act, const sqc_qpost *post,
+                        uint8_t *y8, const uint8_t *lut8, int nt)
+{
+    const sqc_qlinear_args a = { B, rows, N, K, x, mode, x_scale, x_zp, Wp, col_comp, w_zp,
+                                 w_scale, bias, residual, y, scratch, ldq, Wsp, sp_offset, act,
+                                 post, y8, lut8, nt };
+    sqc_qlinear_call(&a);
+}
+
+{% if sparse %}
 /* A transformer FFN's two sparse int8 layers (passes/pair_sparse_ffn.py): l1 writes the bytes
    l1->y8 (its GELU table's) that l2 alone reads, as its uint8 input. Where
    sqc_u8s8_spmm_ffn applies (the avx512_vnni kernels with 64-token panels), one call runs
@@ -198,6 +206,9 @@ static void sqc_qlinear_ffn(const sqc_qlinear_args *l1, const sqc_qlinear_args *
                               l2->residual, l2->y, l2->N, l2->act, l2->post, l2->y8, l2->lut8,
                               l1->scratch + l1->sp_offset, l1->nt))
             return;
+        sqc_qlinear_gemm(l1, aq, as1, azp1, rs1); /* not fused: l1 on the operands made above */
+        sqc_qlinear_call(l2);
+        return;
     }
 #else
     (void)q2_offset; /* no fused kernel for this target's int8 sparse kernels */
