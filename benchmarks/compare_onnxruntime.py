@@ -14,9 +14,9 @@ onnxruntime runs with all graph optimizations on and intra-op threads = threads.
 
 --withhold-amx (Linux, x86-64): this process is refused the AMX permission before either engine
 runs (sqc.runtime.cpu.withhold_amx), so on a Xeon with AMX both engines run the VNNI code a
-CPU without AMX runs (onnxruntime's MLAS then takes its VNNI GEMMs); pair it with
---target avx512, the target such a CPU compiles for. Artifacts go to artifacts/bench/KIND-TARGET
-for any target but native.
+CPU without AMX runs (onnxruntime's MLAS then takes its VNNI GEMMs); pair it with the target
+such a CPU compiles for: --target avx512vbmi (Ice Lake, Zen 4) or avx512 (Cascade Lake).
+Artifacts go to artifacts/bench/KIND-TARGET for any target but native.
 """
 
 from __future__ import annotations

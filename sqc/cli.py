@@ -71,8 +71,8 @@ def compile_cmd(
     target: str = typer.Option(
         "native",
         "--target",
-        help="Instruction set: native (this CPU), avx512amx (AVX-512 with AMX int8), avx512 "
-        "(with VNNI), avxvnni or avx2.",
+        help="Instruction set: native (this CPU), avx512amx (AVX-512 with AMX int8), avx512vbmi "
+        "(AVX-512 with VNNI and VBMI), avx512 (with VNNI), avxvnni or avx2.",
     ),
     quantize: str = typer.Option(
         "none",

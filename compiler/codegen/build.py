@@ -38,7 +38,17 @@ TARGETS = {
         "int8_isa": "avx512_vnni",
         "int8_gemm": "avx512_amx",
     },
-    # AVX-512 with VNNI (Intel Cascade Lake / Ice Lake and later, AMD Zen 4 and later).
+    # AVX-512 with VNNI and VBMI (Intel Ice Lake and later, AMD Zen 4 and later): the avx512
+    # target whose int8 epilogues look their tables up by byte permutes (a QDQ file's GELU table:
+    # vpermi2b where avx512 gathers; int8_gemm.h.j2 sqc_lut8_bytes16). Same results bit for bit.
+    "avx512vbmi": {
+        "cflags": _AVX512_CFLAGS + ["-mavx512vbmi", "-mprefer-vector-width=512"],
+        "cpu_features": _AVX512_FEATURES + ["avx512vbmi"],
+        "f32_isa": "avx512",
+        "int8_isa": "avx512_vnni",
+        "int8_gemm": "avx512_vnni",
+    },
+    # AVX-512 with VNNI (Intel Cascade Lake and later, AMD Zen 4 and later).
     "avx512": {
         "cflags": _AVX512_CFLAGS + ["-mprefer-vector-width=512"],
         "cpu_features": list(_AVX512_FEATURES),

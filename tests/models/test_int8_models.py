@@ -15,6 +15,7 @@ import json
 import numpy as np
 import pytest
 
+from sqc.compiler.codegen.build import TARGETS
 from sqc.runtime.engine import generate_random_inputs
 from tests.conftest import FIXTURES, REAL_MODEL
 from tests.tolerances import TOLERANCE, relative_error
@@ -140,8 +141,8 @@ def test_every_linear_layer_runs_int8(compile_onnx, quantized, form):
     # (Q, K, V and the probabilities on grids) integer products on this VNNI machine.
     assert body.count("(sqc.Attention)") == 2
     kernels = {layer["kernel"] for layer in layers if layer["op"] == "Attention"}
-    vnni_targets = ("avx512amx", "avx512", "avxvnni")
-    if form.startswith("qdq") and engine.manifest["target"]["isa"] in vnni_targets:
+    vnni = TARGETS[engine.manifest["target"]["isa"]]["int8_isa"] != "avx2"
+    if form.startswith("qdq") and vnni:
         assert kernels == {"sqc_attention_q8"} and body.count("sqc_attention_q8(B") == 2
     else:
         assert kernels == {"sqc_attention_f32"}
@@ -264,7 +265,7 @@ def test_layers_hand_the_integer_attention_its_levels(compile_onnx, quantized):
     they are, and writes its own output's levels for the next layer: the levels recovered
     from the floats before, so the logits are bit for bit those of the build without it."""
     built = compile_onnx(quantized["qdq_s8"], buckets=(16,), max_batch_size=4)
-    if built.manifest["target"]["isa"] not in ("avx512amx", "avx512", "avxvnni"):
+    if TARGETS[built.manifest["target"]["isa"]]["int8_isa"] == "avx2":
         pytest.skip("no integer attention on this target")
     plain = compile_onnx(
         quantized["qdq_s8"], buckets=(16,), max_batch_size=4, disable=("fuse_lut_epilogue",)

@@ -127,6 +127,33 @@ def test_int8_ffn_pairs_run_as_one_call_with_the_same_bits(compile_onnx, pruned,
                 assert np.array_equal(a, b), (batch, threads)
 
 
+@pytest.mark.parametrize("sparse", ["always", "never"])
+def test_vbmi_target_gives_the_avx512_bits(compile_onnx, pruned, tmp_path, sparse):
+    """The avx512vbmi target looks the int8 epilogues' tables up by byte permutes (the GELU
+    table of a QDQ file's FFN: in the fused sparse FFN, the sparse tiles and the dense VNNI
+    GEMM) where avx512 gathers them: the same bytes, so the same outputs bit for bit."""
+    from sqc.compiler.driver import host_cpu_features
+
+    if not {"avx512vbmi", "avx512_vnni"} <= host_cpu_features():
+        pytest.skip("this CPU has no AVX512-VBMI")
+    path = tmp_path / "unstructured-90-qdq.onnx"
+    _quantize(pruned["unstructured-90"], path, "qdq")
+    builds = [
+        compile_onnx(path, buckets=(64,), max_batch_size=8, sparse=sparse, target=target)
+        for target in ("avx512vbmi", "avx512")
+    ]
+    for b, flag in zip(builds, (True, False)):
+        assert ("-mavx512vbmi" in b.manifest["target"]["cflags"]) is flag
+        # the FFN's first layer writes its GELU table's bytes
+        assert ", lut8, nt" in (b.path / "model.c").read_text()
+    for batch in (1, 8):
+        inputs = generate_random_inputs(builds[0], batch, 64, seed=batch)
+        for threads in (1, 2):
+            want = builds[1].run(inputs, threads=threads)
+            for a, b in zip(builds[0].run(inputs, threads=threads), want):
+                assert np.array_equal(a, b), (batch, threads)
+
+
 def _quantize(src, dst, form):
     import onnx
     from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static

@@ -115,7 +115,8 @@ def test_artifact_loads_fast_and_refuses_missing_cpu_features(engine, monkeypatc
     Engine(engine.path)
     assert time.perf_counter() - began < 2.0
     isa = json.loads((engine.path / "manifest.json").read_text())["target"]["isa"]
-    feature = {"avx512amx": "amx_int8", "avx512": "avx512f"}.get(isa, "avx2")
+    feature = {"avx512amx": "amx_int8", "avx512vbmi": "avx512vbmi", "avx512": "avx512f"}
+    feature = feature.get(isa, "avx2")
     monkeypatch.setenv("SQC_CPU_FEATURES_MASK", feature)
     with pytest.raises(ArtifactError, match=f"lacks {feature}.*recompile"):
         Engine(engine.path)

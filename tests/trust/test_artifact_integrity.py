@@ -143,6 +143,34 @@ def test_avx512_artifact_on_a_cpu_without_avx512_is_refused_before_any_code_runs
     assert "--target native`" in message
 
 
+@pytest.mark.parametrize(
+    "cpu, target",
+    [
+        ("sapphire rapids", "avx512amx"),
+        ("zen 4", "avx512vbmi"),
+        ("cascade lake", "avx512"),
+        ("alder lake", "avxvnni"),
+        ("zen 3", "avx2"),
+    ],
+)
+def test_native_takes_the_best_target_the_cpu_has(monkeypatch, cpu, target):
+    from sqc.compiler import driver
+
+    avx2 = {"avx2", "fma", "f16c"}
+    avx512 = avx2 | {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"}
+    flags = {
+        "sapphire rapids": avx512 | {"avx512vbmi", "amx_tile", "amx_int8"},
+        "zen 4": avx512 | {"avx512vbmi", "avx512_bf16"},
+        "cascade lake": avx512,
+        "alder lake": avx2 | {"avx_vnni"},
+        "zen 3": avx2,
+    }[cpu]
+    monkeypatch.setattr(driver, "host_cpu_features", lambda: flags)
+    assert driver.resolve_target("native") == target
+    # every target's features are the CPU's: the artifact loads there
+    assert set(driver.TARGETS[target]["cpu_features"]) <= flags
+
+
 def test_verified_weights_are_hashed_once_per_process(artifact_copy, monkeypatch):
     path = artifact_copy()
     hashed = []
