@@ -459,8 +459,8 @@ static inline sqc_v8 sqc_v8_level_grid_rcp(sqc_v8 x, sqc_v8_grid g) {
     const float magic = 12582912.0f;
     const sqc_v8 q = x * g.r;
     const sqc_v8 n = (q + magic) - magic;
-    const sqc_v8 d = q - n;
-    if (!sqc_v8_all_less(sqc_v8_max(d, -d), g.near))
+    const sqc_v8 d = (sqc_v8)((sqc_v8i)(q - n) & 0x7fffffff); /* |q - n|, NaN stays NaN */
+    if (!sqc_v8_all_less(d, g.near))
         return sqc_v8_level_grid(x, g);
     return sqc_v8_min(g.hi, sqc_v8_max(g.lo, n));
 }
@@ -1431,6 +1431,62 @@ typedef struct {
     int amx; /* 1: the products on AMX tiles (sqc_att_amx_product) */
 } sqc_attention_q8_job;
 
+/* A staged row's probabilities as stage 3's levels: exp(p[j] - mx) for its Sk keys (p's values
+ * after stages 0-2, the row's maximum mx), normalized by their sum and rounded to stage 3's grid
+ * g (shifted by shift), as bytes to dst (zero up to n4); returns the levels' sum. The keys of
+ * [c0, c1) (whole vectors: the masked run of sqc_att_q8_tail) all hold the value c and are not
+ * read: their exponential and level are made once, and the run's vectors add that exponential
+ * to the sum as the loop over stored values would (the same lanes, the same order), so the result
+ * is that of sqc_att_exp_row and sqc_att_row_levels over the whole row, bit for bit. */
+static inline int32_t sqc_att_q8_p_levels(float *p, int Sk, int n4, float mx, int c0, int c1,
+                                          float c, const float *g, int32_t shift, uint8_t *dst) {
+    const int W = SQC_RW, Sk8 = (Sk + W - 1) / W * W;
+    const sqc_v8 ec = sqc_v8_exp((c - (sqc_v8){ 0 }) - mx);
+    sqc_v8 sum8 = (sqc_v8){ 0 };
+    for (int j0 = 0; j0 < Sk8; j0 += W) {
+        if (j0 >= c0 && j0 < c1) {
+            sum8 += ec;
+            continue;
+        }
+        sqc_v8 e = sqc_v8_exp(sqc_v8_load(p + j0) - mx);
+        if (j0 + W > Sk) {
+            float lanes[SQC_RW];
+            sqc_v8_store(lanes, e);
+            for (int i = Sk - j0; i < W; ++i) lanes[i] = 0.0f;
+            e = sqc_v8_load(lanes);
+        }
+        sqc_v8_store(p + j0, e);
+        sum8 += e;
+    }
+    const float inv = 1.0f / sqc_rv_tree_sum(sum8);
+    /* sqc_att_row_levels(p, 1, inv, Sk, n4, 0.0f, g, shift, dst) with the run's one level */
+    const sqc_v8_grid gv = sqc_v8_grid_of(g);
+    const int32_t zs = (int32_t)g[1] + shift;
+    const sqc_v8i lc = sqc_att_levels(ec * inv, 0.0f, &gv, zs);
+    const sqc_v8b bc = __builtin_convertvector(lc, sqc_v8b);
+    sqc_v8i acc = (sqc_v8i){ 0 };
+    int i = 0;
+    for (; i + W <= Sk; i += W) {
+        sqc_v8i l = lc;
+        if (i < c0 || i >= c1) {
+            l = sqc_att_levels(sqc_v8_load(p + i) * inv, 0.0f, &gv, zs);
+            const sqc_v8b b = __builtin_convertvector(l, sqc_v8b);
+            memcpy(dst + i, &b, sizeof b);
+        } else {
+            memcpy(dst + i, &bc, sizeof bc);
+        }
+        acc += l;
+    }
+    int32_t sum = sqc_v8i_sum(acc);
+    for (; i < Sk; ++i) {
+        const int32_t l = sqc_att_level(p[i] * inv, 0.0f, g, shift);
+        dst[i] = (uint8_t)l;
+        sum += l;
+    }
+    for (; i < n4; ++i) dst[i] = 0;
+    return sum;
+}
+
 /* The keys of one (example, head) whose integer products the staged q8 attention computes:
  * all (Sk8), or, where the mask is one row for every query (mv.ss == 0) and ends in a run of
  * keys with a negative mask, the keys before that run (to a multiple of SQC_RW), when QDQ
@@ -1477,6 +1533,7 @@ typedef struct {
     int32_t zk, zq, dzz; /* dzz = D zq zk */
     float sqk, pre, post;
     int staged, fold12, Sk, Sk8, s0, rows;
+    int zero_end; /* keys before it: fold12 and a mask of zeros for every row (stage 0 alone) */
     const float *mb;
     sqc_view mv;
     const sqc_v8_grid *g;
@@ -1491,8 +1548,11 @@ sqc_att_q8_score(const sqc_att_q8_scores *c, sqc_v8i acc, sqc_v8i ks, int r, int
     sqc_v8 x = __builtin_convertvector(xi, sqc_v8) * c->sqk;
     if (c->staged && j + W <= c->Sk) {
         const int sr = c->s0 + (r < c->rows ? r : c->rows - 1);
-        x = sqc_att_stages012(x, sqc_v8_load(c->mb + sr * c->mv.ss + j), c->g, c->pre, c->post,
-                              c->fold12);
+        if (j + W <= c->zero_end) /* sqc_att_stages012 with fold12 and a zero mask */
+            x = sqc_v8_fake_quant_grid_rcp(x * c->pre, c->g[0]) * c->post;
+        else
+            x = sqc_att_stages012(x, sqc_v8_load(c->mb + sr * c->mv.ss + j), c->g, c->pre,
+                                  c->post, c->fold12);
         c->vmax[r] = sqc_v8_max(x, c->vmax[r]);
     }
     sqc_v8_store(c->p + (size_t)r * c->Sk8 + j, x);
@@ -1588,8 +1648,12 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
         /* keys scored: past qext, a masked tail whose staged scores are all tail_c */
         float tail_c = 0.0f;
         const int qext = staged ? sqc_att_q8_tail(mb, mv, Sk, g, pre, post, fold12, &tail_c) : Sk8;
+        /* a mask shared by the rows, zero (or -0) up to zero_end: those keys skip its test */
+        int zero_end = 0;
+        if (staged && fold12 && mv.ss == 0)
+            while (zero_end < Sk && mb[zero_end] == 0.0f) ++zero_end;
         sqc_att_q8_scores sc = { qsum, zk, zq, D * zq * zk, gq[0] * gk[0], pre, post, staged,
-                                 fold12, Sk, Sk8, 0, 0, mb, mv, g, p, vmax };
+                                 fold12, Sk, Sk8, 0, 0, zero_end, mb, mv, g, p, vmax };
         sqc_att_q8_outs oc = { psum, norm, zv, zp, Sk * zp * zv, gp[0] * gv[0],
                                fq[17] - fq[18] /* stage 4's zero point in uint8 form */,
                                fq[16] != 0.0f, D, 0, &g4, out8 ? NULL : out + oo,
@@ -1641,12 +1705,16 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
             }
             /* the unscored tail: its staged value; the last partial vector as raw scores (0,
              * which the scalar stages below take to the same value) */
+            /* the run's whole vectors [qext, run_end) are not stored: the exponentials and the
+             * levels below make their one value once (sqc_att_q8_p_levels) */
+            const int run_end = Sk / W * W > qext ? Sk / W * W : qext;
             for (int j = qext; j < Sk8; j += W)
                 for (int r = 0; r < R; ++r) {
                     const sqc_v8 x = (sqc_v8){ 0 } + (j + W <= Sk ? tail_c : 0.0f);
                     if (j + W <= Sk)
                         vmax[r] = sqc_v8_max(x, vmax[r]);
-                    sqc_v8_store(p + (size_t)r * Sk8 + j, x);
+                    else
+                        sqc_v8_store(p + (size_t)r * Sk8 + j, x);
                 }
             if (staged) {
                 /* the rest of the softmax per row: the scalar tail of stages 0-2, then the
@@ -1661,9 +1729,8 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                         pr[j] = x;
                         mx = x > mx ? x : mx;
                     }
-                    const float inv = 1.0f / sqc_att_exp_row(pr, Sk, Sk8, mx);
-                    psum[r] = sqc_att_row_levels(pr, 1, inv, Sk, Sk4p * 4, 0.0f, gp, shp,
-                                                 (uint8_t *)pa[r]);
+                    psum[r] = sqc_att_q8_p_levels(pr, Sk, Sk4p * 4, mx, qext, run_end, tail_c,
+                                                  gp, shp, (uint8_t *)pa[r]);
                     norm[r] = 1.0f;
                 }
                 for (int r = rows; r < R; ++r)

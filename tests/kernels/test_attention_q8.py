@@ -101,22 +101,26 @@ def _reference(lq, lk, lv, gq, gk, gv, fq, pre, post, mask):
 
 
 CASES = [
-    # (D, Sq, Sk, mask kind, signed grids, fold): D 64 and 72 reach the whole K transposes (and
-    # 72 their scalar tail), 8 and 24 only the tail; Sk 37 a partial last vector of keys
-    (64, 37, 37, "shared", True, True),
-    (64, 128, 128, "shared", True, True),
-    (72, 19, 40, "rows", True, False),
-    (8, 16, 16, "shared", False, True),
-    (24, 21, 33, "rows", False, False),
-    (32, 9, 48, None, True, True),
-    (40, 40, 17, "shared", True, False),
-    (64, 24, 200, "shared", False, True),
-    (16, 24, 100, "shared", True, False),
+    # (D, Sq, Sk, mask kind, signed grids, fold, stage 2's lowest level): D 64 and 72 reach the
+    # whole K transposes (and 72 their scalar tail), 8 and 24 only the tail; Sk 37 a partial
+    # last vector of keys. Stage 2 clamped at -40 puts the masked keys' one value (the run
+    # sqc_att_q8_p_levels makes once) near the scores, where it weighs in the softmax's sum.
+    (64, 37, 37, "shared", True, True, -128),
+    (64, 128, 128, "shared", True, True, -128),
+    (72, 19, 40, "rows", True, False, -128),
+    (8, 16, 16, "shared", False, True, -128),
+    (24, 21, 33, "rows", False, False, -128),
+    (32, 9, 48, None, True, True, -128),
+    (40, 40, 17, "shared", True, False, -128),
+    (64, 24, 200, "shared", False, True, -128),
+    (16, 24, 100, "shared", True, False, -128),
+    (64, 24, 160, "shared", True, False, -40),
+    (32, 17, 77, "shared", False, True, -40),
 ]
 
 
-@pytest.mark.parametrize("D, Sq, Sk, mask_kind, signed, fold", CASES)
-def test_attention_q8_matches_numpy_reference(kernel, D, Sq, Sk, mask_kind, signed, fold):
+@pytest.mark.parametrize("D, Sq, Sk, mask_kind, signed, fold, lo2", CASES)
+def test_attention_q8_matches_numpy_reference(kernel, D, Sq, Sk, mask_kind, signed, fold, lo2):
     rng = np.random.default_rng(D * 1000 + Sq * 10 + Sk)
     B, H = 2, 2
     gq = _grid(signed, 0.05, -3 if signed else 120)
@@ -134,7 +138,7 @@ def test_attention_q8_matches_numpy_reference(kernel, D, Sq, Sk, mask_kind, sign
     s1 = s0 * post if fold else s0 * post * 1.37
     p_grid = [1 / 255, -128.0, -128.0, 127.0] if signed else [1 / 255, 0.0, 0.0, 255.0]
     fq = np.array(
-        [s0, -2, -128, 127, s1, 1, -128, 127, s1, 1, -128, 127, *p_grid, 0.004, 3, -128, 127],
+        [s0, -2, -128, 127, s1, 1, -128, 127, s1, 1, lo2, 127, *p_grid, 0.004, 3, -128, 127],
         np.float32,
     )
     grids = np.array([*gq, *gk, *gv], np.float32)
