@@ -48,22 +48,76 @@ def group_name(node: str) -> str:
     return re.sub(r"layer\.\d+", "layer.N", node).strip("/")
 
 
+def op_nodes(node: str) -> tuple[str, ...]:
+    """The group names of the graph nodes one profiled op ran: a fused op's name joins them
+    with " + " (e.g. the FFN's two sparse layers as one call, or a layer and its activation)."""
+    return tuple(group_name(n) for n in node.split(" + "))
+
+
+def join_groups(ops: list[dict[tuple[str, tuple[str, ...]], float]]) -> dict:
+    """Per-build seconds by group, where a group is every op (of either build) that shares a
+    graph node with another, transitively: the sparse build's fused FFN call and the dense
+    build's two FFN layers become one row, timed in both. Keys: (op types, node names), each
+    joined with " + " in order of first appearance."""
+    parent: dict[str, str] = {}
+
+    def find(n: str) -> str:
+        while parent.setdefault(n, n) != n:
+            n = parent[n]
+        return n
+
+    for build in ops:
+        for _, nodes in build:
+            for n in nodes[1:]:
+                parent[find(n)] = find(nodes[0])
+    names: dict[str, list[str]] = defaultdict(list)
+    types: dict[str, list[str]] = defaultdict(list)
+    for build in ops:
+        for op, nodes in build:
+            root = find(nodes[0])
+            for n in nodes:
+                if n not in names[root]:
+                    names[root].append(n)
+            for t in op.split("+"):
+                if t not in types[root]:
+                    types[root].append(t)
+    out = [defaultdict(float) for _ in ops]
+    for i, build in enumerate(ops):
+        for (_op, nodes), seconds in build.items():
+            root = find(nodes[0])
+            out[i][("+".join(types[root]), " + ".join(names[root]))] += seconds
+    return out
+
+
 def profile_pair(sparse: Engine, dense: Engine, inputs, threads: int, repeats: int):
-    """Per-group seconds (mean over repeats) of both builds, and both end-to-end medians."""
-    groups = [defaultdict(float), defaultdict(float)]
+    """Per-group seconds (mean over repeats) of both builds (join_groups), both end-to-end
+    medians, and the K x N of each linear layer's group."""
+    ops = [defaultdict(float), defaultdict(float)]
     ends: list[list[float]] = [[], []]
-    shapes: dict[str, str] = {}
     for _ in range(repeats):
         for i, engine in enumerate((sparse, dense)):
             time.sleep(PAUSE)
             report = engine.profile(inputs, threads=threads, repeats=1)
             ends[i].append(report["end_to_end_seconds"])
             for op in report["ops"]:
-                groups[i][(group_name(op["node"]), op["op"])] += op["seconds"] / repeats
+                ops[i][(op["op"], op_nodes(op["node"]))] += op["seconds"] / repeats
+    groups = join_groups(ops)
+    dims: dict[str, str] = {}
     for layer in sparse.manifest["layers"]:
         if "k" in layer:
-            shapes[group_name(layer["name"])] = f"{layer['k']} x {layer['n']}"
+            dims[group_name(layer["name"])] = f"{layer['k']} x {layer['n']}"
+    shapes = {
+        key[1]: ", ".join(dims[n] for n in key[1].split(" + ") if n in dims) for key in groups[1]
+    }
     return groups, [statistics.median(e) for e in ends], shapes
+
+
+def _short(name: str, width: int = 60) -> str:
+    """A group's node names for the table: each one's last `width` characters (fused groups:
+    each part's last width / 2)."""
+    parts = name.split(" + ")
+    w = width if len(parts) == 1 else width // 2
+    return " + ".join(p[-w:] for p in parts)
 
 
 def main() -> None:
@@ -118,7 +172,7 @@ def main() -> None:
                         continue  # under 1% of the call: noise
                     gain = f"{d / sp:.2f}x" if sp else ""
                     lines.append(
-                        f"| {key[1]} {key[0][-60:]} | {dims.get(key[0], '')} | {d * 1e3:.2f} "
+                        f"| {key[0]} {_short(key[1])} | {dims.get(key[1], '')} | {d * 1e3:.2f} "
                         f"| {sp * 1e3:.2f} | {gain} |"
                     )
                 lines.append("")
