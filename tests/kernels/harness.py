@@ -231,19 +231,21 @@ def build_kernel_module(
     build_dir: str | os.PathLike,
     emulate: bool = False,
     before: tuple[KernelVariant, ...] = (),
+    extra_cflags: tuple[str, ...] = (),
 ) -> ModuleType:
     """Render ``variant``, append ``wrappers``, compile with cffi into ``build_dir`` and load it.
 
     Returns the compiled module: ``module.lib`` holds the ``cdef`` functions, ``module.ffi`` the
     FFI. ``emulate``: compile AVX-512 code on AVX2 through SIMDe (see the module docstring).
     ``before``: variants rendered ahead of ``variant`` in the same source (headers it builds on).
+    ``extra_cflags``: flags after the ISAs' (e.g. -mavx512vbmi, as the avx512vbmi target adds).
     """
     header = "".join(render_kernel(v.template, **v.knobs) for v in (*before, variant))
     prelude = ""
     include_dirs: list[str] = []
     # every header's ISA flags, in order, once
     isa_flags = [f for v in (*before, variant) for f in ISA_CFLAGS[v.isa]]
-    cflags = BASE_CFLAGS + list(dict.fromkeys(isa_flags))
+    cflags = BASE_CFLAGS + list(dict.fromkeys(isa_flags)) + list(extra_cflags)
     if emulate:
         include = simde_include_dir()
         if include is None:
@@ -251,7 +253,7 @@ def build_kernel_module(
         prelude = SIMDE_AVX512_PRELUDE
         include_dirs.append(include)
         cflags = BASE_CFLAGS + ISA_CFLAGS["avx2"] + ["-Wno-psabi"]
-    name = f"{variant.name}_{'emu_' if emulate else ''}"
+    name = f"{variant.name}_{'emu_' if emulate else ''}{'x_' if extra_cflags else ''}"
     return compile_module(name, cdef, prelude + header + wrappers, cflags, build_dir, include_dirs)
 
 
@@ -486,7 +488,10 @@ def sparse_gemm_runnable(variant: KernelVariant) -> tuple[bool, str | None]:
 
 
 def build_sparse_gemm(
-    variant: KernelVariant, build_dir: str | os.PathLike, dense_int8: str | None = None
+    variant: KernelVariant,
+    build_dir: str | os.PathLike,
+    dense_int8: str | None = None,
+    extra_cflags: tuple[str, ...] = (),
 ) -> ModuleType:
     """The sparse GEMM ``variant`` rendered after the dense fp32 and int8 GEMM headers of its
     target, as a module exporting sqc_test_f32_spmm, sqc_test_u8s8_spmm and the two dense GEMMs
@@ -500,7 +505,12 @@ def build_sparse_gemm(
         int8_gemm_variant(dense_int8 or variant.knobs["int8_isa"]),
     )
     return build_kernel_module(
-        variant, SPARSE_GEMM_CDEF, SPARSE_GEMM_WRAPPERS, build_dir, before=before
+        variant,
+        SPARSE_GEMM_CDEF,
+        SPARSE_GEMM_WRAPPERS,
+        build_dir,
+        before=before,
+        extra_cflags=extra_cflags,
     )
 
 

@@ -48,13 +48,25 @@ def dense(request, tmp_path_factory):
     return variant, harness.build_int8_gemm(variant, tmp_path_factory.mktemp(variant.name))
 
 
-@pytest.fixture(scope="module", params=SPARSE_VARIANTS, ids=lambda v: v.name)
+# each sparse variant, and the avx512_vnni one also with VBMI as the avx512vbmi target builds it
+# (the tables' byte permutes: sqc_lut8_bytes16 / bytes64 instead of gathers)
+SPARSE_BUILDS = [(v, ()) for v in SPARSE_VARIANTS] + [
+    (v, ("-mavx512vbmi",)) for v in SPARSE_VARIANTS if v.knobs["int8_isa"] == "avx512_vnni"
+]
+
+
+@pytest.fixture(
+    scope="module", params=SPARSE_BUILDS, ids=lambda b: b[0].name + "_vbmi" * bool(b[1])
+)
 def sparse(request, tmp_path_factory):
-    variant = request.param
+    variant, flags = request.param
     ok, why = harness.sparse_gemm_runnable(variant)
     if not ok:
         pytest.skip(why)
-    return variant, harness.build_sparse_gemm(variant, tmp_path_factory.mktemp(variant.name))
+    if flags and "avx512vbmi" not in harness.cpu_flags():
+        pytest.skip("this CPU has no AVX512-VBMI")
+    folder = tmp_path_factory.mktemp(variant.name)
+    return variant, harness.build_sparse_gemm(variant, folder, extra_cflags=flags)
 
 
 def _grid(rng, dtype: str, step: float) -> dict:
