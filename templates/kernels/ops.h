@@ -540,14 +540,6 @@ static inline sqc_rv sqc_rv_dequantize_u8(const uint8_t *p, float s, float zp) {
     return (l - zp) * s + 0.0f;
 }
 
-/* saturate(nearbyint(v / s) + zp) to uint8 on SQC_RW lanes, NaN to zp: sqc_quantize_f32's value,
- * with the clamp before the rounding (the bounds are integers, so the same) */
-static inline void sqc_rv_quantize_u8(uint8_t *p, sqc_rv v, float s, float zp) {
-    const sqc_v8_grid g = { (sqc_v8){ 0 } + s, (sqc_v8){ 0 } - zp, (sqc_v8){ 0 } + (255.0f - zp) };
-    sqc_rv_store_u8(p, sqc_v8_level_grid(v, g) + zp, SQC_RW);
-}
-
-
 /* G rows at once, each computed exactly as alone: the sums of a row are one dependent chain
  * of vector adds (each waits on the last), so a row alone runs at the adds' latency; G rows
  * interleaved keep G chains in flight. Called with a constant G (inlined, loops unrolled).
