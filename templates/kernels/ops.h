@@ -763,11 +763,18 @@ static inline float sqc_att_stages012_scalar(float x, float m, const float *fq, 
 }
 
 /* exp(p[j] - mx) in place for the Sk real keys of a row, 0 for the padded keys up to Sk8;
- * returns their sum (summed in W lanes, then the lanes as a tree) */
-static inline float sqc_att_exp_row(float *p, int Sk, int Sk8, float mx) {
+ * returns their sum (summed in W lanes, then the lanes as a tree). The whole vectors of keys
+ * [c0, c1) (none: c0 = c1) are neither read nor written: each adds ec, their one exponential
+ * (sqc_att_q8_p_levels). */
+static inline float sqc_att_exp_row(float *p, int Sk, int Sk8, float mx, int c0, int c1,
+                                    sqc_v8 ec) {
     const int W = SQC_RW;
     sqc_v8 sum8 = (sqc_v8){ 0 };
     for (int j0 = 0; j0 < Sk8; j0 += W) {
+        if (j0 >= c0 && j0 < c1) {
+            sum8 += ec;
+            continue;
+        }
         sqc_v8 e = sqc_v8_exp(sqc_v8_load(p + j0) - mx);
         if (j0 + W > Sk) {
             float lanes[SQC_RW];
@@ -865,7 +872,7 @@ static inline void sqc_att_softmax_rows(float *p, int Sk, int Sk8, int ext, int 
             mx = sqc_rv_tree_max(m0);
             for (; j < Sk; ++j) mx = pr[j] > mx ? pr[j] : mx;
         }
-        const float inv = 1.0f / sqc_att_exp_row(pr, Sk, Sk8, mx);
+        const float inv = 1.0f / sqc_att_exp_row(pr, Sk, Sk8, mx, 0, 0, (sqc_v8){ 0 });
         if (fq) { /* the probabilities themselves are rounded: normalize them now, and round
                    * them here unless the caller does (round_p 0) */
             for (int j0 = 0; j0 < Sk8; j0 += W)
@@ -1449,23 +1456,7 @@ static inline int32_t sqc_att_q8_p_levels(float *p, int Sk, int n4, float mx, in
                                           float c, const float *g, int32_t shift, uint8_t *dst) {
     const int W = SQC_RW, Sk8 = (Sk + W - 1) / W * W;
     const sqc_v8 ec = sqc_v8_exp((c - (sqc_v8){ 0 }) - mx);
-    sqc_v8 sum8 = (sqc_v8){ 0 };
-    for (int j0 = 0; j0 < Sk8; j0 += W) {
-        if (j0 >= c0 && j0 < c1) {
-            sum8 += ec;
-            continue;
-        }
-        sqc_v8 e = sqc_v8_exp(sqc_v8_load(p + j0) - mx);
-        if (j0 + W > Sk) {
-            float lanes[SQC_RW];
-            sqc_v8_store(lanes, e);
-            for (int i = Sk - j0; i < W; ++i) lanes[i] = 0.0f;
-            e = sqc_v8_load(lanes);
-        }
-        sqc_v8_store(p + j0, e);
-        sum8 += e;
-    }
-    const float inv = 1.0f / sqc_rv_tree_sum(sum8);
+    const float inv = 1.0f / sqc_att_exp_row(p, Sk, Sk8, mx, c0, c1, ec);
     /* sqc_att_row_levels(p, 1, inv, Sk, n4, 0.0f, g, shift, dst) with the run's one level */
     const sqc_v8_grid gv = sqc_v8_grid_of(g);
     const int32_t zs = (int32_t)g[1] + shift;
