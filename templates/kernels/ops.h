@@ -497,6 +497,15 @@ static inline sqc_v8 sqc_v8_fake_quant(sqc_v8 x, const float *g) {
     return sqc_v8_fake_quant_grid(x, sqc_v8_grid_of(g));
 }
 
+/* SQC_LN_RCP (default 1): sqc_layernorm_q's two roundings (the sum's stage, the output's levels)
+ * by sqc_v8_level_grid_rcp, the same values; 0 (-DSQC_LN_RCP=0 in SQC_EXTRA_CFLAGS): by the
+ * division, for an A/B on a CPU whose divider is fast. The Xeon (avx512vbmi, pruned 90% QDQ):
+ * the LayerNorms ~10% faster, end to end +1.7% / +2.2% at 16 x 128 (1 / 2 threads), +1.5% at
+ * 1 x 128; Zen 4 not measured. */
+#ifndef SQC_LN_RCP
+#define SQC_LN_RCP 1
+#endif
+
 /* y[r, :] = (x[r, :] (+ skip[r, :]) (+ bias) - mean) / sqrt(var + eps) * gamma + beta, over n
  * features, for rows r in [0, rows). sum_out (optional) receives x + skip + bias. Two passes
  * over the row (mean, then the squared deviations from it), each summed in SQC_RW float lanes
@@ -507,15 +516,6 @@ static inline sqc_v8 sqc_v8_fake_quant(sqc_v8 x, const float *g) {
  * whose values (level - zp) * s are added; sum_fq (NULL: none) rounds the sum to its grid
  * {scale, zp, lo, hi} (sqc_fake_quant_f32); and y8 (instead of y) receives the output quantized
  * to uint8 on {y_s, y_zp} (QuantizeLinear: saturate(nearbyint(y / s) + zp)). */
-/* SQC_LN_RCP (default 1): sqc_layernorm_q's two roundings (the sum's stage, the output's levels)
- * by sqc_v8_level_grid_rcp, the same values; 0 (-DSQC_LN_RCP=0 in SQC_EXTRA_CFLAGS): by the
- * division, for an A/B on a CPU whose divider is fast. The Xeon (avx512vbmi, pruned 90% QDQ):
- * the LayerNorms ~10% faster, end to end +1.7% / +2.2% at 16 x 128 (1 / 2 threads), +1.5% at
- * 1 x 128; Zen 4 not measured. */
-#ifndef SQC_LN_RCP
-#define SQC_LN_RCP 1
-#endif
-
 typedef struct {
     int n;
     const float *x, *skip, *bias, *gamma, *beta;
@@ -1455,12 +1455,12 @@ typedef struct {
 static inline int32_t sqc_att_q8_p_levels(float *p, int Sk, int n4, float mx, int c0, int c1,
                                           float c, const float *g, int32_t shift, uint8_t *dst) {
     const int W = SQC_RW, Sk8 = (Sk + W - 1) / W * W;
-    const sqc_v8 ec = sqc_v8_exp((c - (sqc_v8){ 0 }) - mx);
+    const sqc_v8 ec = c0 < c1 ? sqc_v8_exp((c - (sqc_v8){ 0 }) - mx) : (sqc_v8){ 0 };
     const float inv = 1.0f / sqc_att_exp_row(p, Sk, Sk8, mx, c0, c1, ec);
     /* sqc_att_row_levels(p, 1, inv, Sk, n4, 0.0f, g, shift, dst) with the run's one level */
     const sqc_v8_grid gv = sqc_v8_grid_of(g);
     const int32_t zs = (int32_t)g[1] + shift;
-    const sqc_v8i lc = sqc_att_levels(ec * inv, 0.0f, &gv, zs);
+    const sqc_v8i lc = c0 < c1 ? sqc_att_levels(ec * inv, 0.0f, &gv, zs) : (sqc_v8i){ 0 };
     const sqc_v8b bc = __builtin_convertvector(lc, sqc_v8b);
     sqc_v8i acc = (sqc_v8i){ 0 };
     int i = 0;
@@ -1702,9 +1702,9 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                 }
             }
             /* the unscored tail: its staged value; the last partial vector as raw scores (0,
-             * which the scalar stages below take to the same value) */
-            /* the run's whole vectors [qext, run_end) are not stored: the exponentials and the
-             * levels below make their one value once (sqc_att_q8_p_levels) */
+             * which the scalar stages below take to the same value). The run's whole vectors
+             * [qext, run_end) are not stored: the exponentials and the levels below make their
+             * one value once (sqc_att_q8_p_levels) */
             const int run_end = Sk / W * W > qext ? Sk / W * W : qext;
             for (int j = qext; j < Sk8; j += W)
                 for (int r = 0; r < R; ++r) {
