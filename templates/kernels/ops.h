@@ -763,18 +763,11 @@ static inline float sqc_att_stages012_scalar(float x, float m, const float *fq, 
 }
 
 /* exp(p[j] - mx) in place for the Sk real keys of a row, 0 for the padded keys up to Sk8;
- * returns their sum (summed in W lanes, then the lanes as a tree). The whole vectors of keys
- * [c0, c1) (none: c0 = c1) are neither read nor written: each adds ec, their one exponential
- * (sqc_att_q8_p_levels). */
-static inline float sqc_att_exp_row(float *p, int Sk, int Sk8, float mx, int c0, int c1,
-                                    sqc_v8 ec) {
+ * returns their sum (summed in W lanes, then the lanes as a tree) */
+static inline float sqc_att_exp_row(float *p, int Sk, int Sk8, float mx) {
     const int W = SQC_RW;
     sqc_v8 sum8 = (sqc_v8){ 0 };
     for (int j0 = 0; j0 < Sk8; j0 += W) {
-        if (j0 >= c0 && j0 < c1) {
-            sum8 += ec;
-            continue;
-        }
         sqc_v8 e = sqc_v8_exp(sqc_v8_load(p + j0) - mx);
         if (j0 + W > Sk) {
             float lanes[SQC_RW];
@@ -872,7 +865,7 @@ static inline void sqc_att_softmax_rows(float *p, int Sk, int Sk8, int ext, int 
             mx = sqc_rv_tree_max(m0);
             for (; j < Sk; ++j) mx = pr[j] > mx ? pr[j] : mx;
         }
-        const float inv = 1.0f / sqc_att_exp_row(pr, Sk, Sk8, mx, 0, 0, (sqc_v8){ 0 });
+        const float inv = 1.0f / sqc_att_exp_row(pr, Sk, Sk8, mx);
         if (fq) { /* the probabilities themselves are rounded: normalize them now, and round
                    * them here unless the caller does (round_p 0) */
             for (int j0 = 0; j0 < Sk8; j0 += W)
@@ -1445,44 +1438,115 @@ typedef struct {
     int amx; /* 1: the products on AMX tiles (sqc_att_amx_product) */
 } sqc_attention_q8_job;
 
-/* A staged row's probabilities as stage 3's levels: exp(p[j] - mx) for its Sk keys (p's values
- * after stages 0-2, the row's maximum mx), normalized by their sum and rounded to stage 3's grid
- * g (shifted by shift), as bytes to dst (zero up to n4); returns the levels' sum. The keys of
- * [c0, c1) (whole vectors: the masked run of sqc_att_q8_tail) all hold the value c and are not
- * read: their exponential and level are made once, and the run's vectors add that exponential
- * to the sum as the loop over stored values would (the same lanes, the same order), so the result
- * is that of sqc_att_exp_row and sqc_att_row_levels over the whole row, bit for bit. */
-static inline int32_t sqc_att_q8_p_levels(float *p, int Sk, int n4, float mx, int c0, int c1,
-                                          float c, const float *g, int32_t shift, uint8_t *dst) {
-    const int W = SQC_RW, Sk8 = (Sk + W - 1) / W * W;
-    const sqc_v8 ec = c0 < c1 ? sqc_v8_exp((c - (sqc_v8){ 0 }) - mx) : (sqc_v8){ 0 };
-    const float inv = 1.0f / sqc_att_exp_row(p, Sk, Sk8, mx, c0, c1, ec);
-    /* sqc_att_row_levels(p, 1, inv, Sk, n4, 0.0f, g, shift, dst) with the run's one level */
-    const sqc_v8_grid gv = sqc_v8_grid_of(g);
-    const int32_t zs = (int32_t)g[1] + shift;
-    const sqc_v8i lc = c0 < c1 ? sqc_att_levels(ec * inv, 0.0f, &gv, zs) : (sqc_v8i){ 0 };
-    const sqc_v8b bc = __builtin_convertvector(lc, sqc_v8b);
+/* The staged softmax's exponentials by table. Stages 0-2 leave every score of a row on stage
+ * 2's grid, x = k s (k an integer: the level less the zero point; s the grid's scale), so x - mx
+ * = -d s with d = kmax - k in [0, 255], and a key's exponential depends on d alone:
+ * E[d] = A[d % 16] B[d / 16] with A[i] = exp(-i s) and B[h] = exp(-16 h s) rounded to float,
+ * each flushed to 0 below 2^-63 so that no product is subnormal (the flushed values are under
+ * 1e-19 of the row's largest exponential, 1: below the sum's rounding). E is within 3 2^-24 of
+ * exp(-d s) relatively (three roundings; the polynomial, sqc_v8_exp, is within 2 ulp): two
+ * 16-entry permutes and a multiply per 16 keys, where the polynomial took 17 operations.
+ * AVX2 gathers E's 256 products: the same values. */
+typedef struct {
+    float a[16], b[16]; /* A, B */
+    float e[256];       /* E */
+    float r;            /* 1 / s, rounded (the grid's r): d = (mx - x) r to nearest */
+} sqc_att_exp_table;
+
+static void sqc_att_exp_table_of(sqc_att_exp_table *t, const sqc_v8_grid *g2) {
+    const double s = (double)g2->s[0], tiny = 0x1p-63;
+    for (int i = 0; i < 16; ++i) {
+        const double a = exp(-i * s), b = exp(-16 * i * s);
+        t->a[i] = a < tiny ? 0.0f : (float)a;
+        t->b[i] = b < tiny ? 0.0f : (float)b;
+    }
+    for (int d = 0; d < 256; ++d) t->e[d] = t->a[d % 16] * t->b[d / 16];
+    t->r = g2->r[0];
+}
+
+/* E[d] on SQC_RW lanes (ta, tb: the table's A and B as vectors; d in [0, 255]) */
+static inline sqc_v8 sqc_att_exp_of(const sqc_att_exp_table *t, sqc_v8 ta, sqc_v8 tb, sqc_v8i d) {
+#if SQC_RW == 16
+    (void)t;
+    const __m512 a = _mm512_permutexvar_ps((__m512i)d, (__m512)ta);
+    const __m512 b = _mm512_permutexvar_ps(_mm512_srli_epi32((__m512i)d, 4), (__m512)tb);
+    __m512 e = _mm512_mul_ps(a, b);
+    __asm__("" : "+v"(e)); /* E rounded: no fma of the product into a sum (AVX2's E is) */
+    return (sqc_v8)e;
+#else
+    (void)ta;
+    (void)tb;
+    return (sqc_v8)_mm256_i32gather_ps(t->e, (__m256i)(d & 255), 4);
+#endif
+}
+
+/* d = (mx - x) r to nearest, the lanes' integers */
+static inline sqc_v8i sqc_att_exp_index(sqc_v8 x, float mx, float r) {
+    const sqc_v8 y = (mx - x) * r;
+#if SQC_RW == 16
+    return (sqc_v8i)_mm512_cvtps_epi32((__m512)y);
+#else
+    return (sqc_v8i)_mm256_cvtps_epi32((__m256)y);
+#endif
+}
+
+/* The exponentials of a staged row (p: its scores after stages 0-2, mx their maximum), E[d], in
+ * place of the scores (0 past Sk, to a whole vector), summed as sqc_att_exp_row sums (in
+ * SQC_RW lanes in key order, then a tree). The keys of [c0, c1) (whole vectors: the masked run
+ * of sqc_att_q8_tail, not stored) all have d = dc. */
+static inline float sqc_att_q8_exp_sum(float *p, int Sk, float mx, int c0, int c1, int32_t dc,
+                                       const sqc_att_exp_table *t) {
+    const int W = SQC_RW, whole = Sk / W * W;
+    const float r = t->r;
+    const sqc_v8 ta = sqc_v8_load(t->a), tb = sqc_v8_load(t->b);
+    sqc_v8 sum8 = (sqc_v8){ 0 };
+    /* whole vectors, key order: [0, c0), the run, [c1, whole) (no branch per vector) */
+    for (int part = 0; part < 2; ++part) {
+        const int j1 = part == 0 && c0 < whole ? c0 : whole;
+        for (int j0 = part == 0 ? 0 : c1; j0 < j1; j0 += W) {
+            const sqc_v8i d = sqc_att_exp_index(sqc_v8_load(p + j0), mx, r);
+            const sqc_v8 e = sqc_att_exp_of(t, ta, tb, d);
+            sum8 += e;
+            sqc_v8_store(p + j0, e);
+        }
+        if (part == 0 && c0 < c1) {
+            const sqc_v8 ec = sqc_att_exp_of(t, ta, tb, (sqc_v8i){ 0 } + dc);
+            for (int j0 = c0; j0 < c1; j0 += W) {
+                sum8 += ec;
+                sqc_v8_store(p + j0, ec);
+            }
+        }
+    }
+    if (whole < Sk) { /* the last vector: no key past Sk */
+        sqc_v8i live;
+        for (int i = 0; i < W; ++i) live[i] = whole + i < Sk ? -1 : 0;
+        const sqc_v8i d = sqc_att_exp_index(sqc_v8_load(p + whole), mx, r) & live;
+        const sqc_v8 e = (sqc_v8)((sqc_v8i)sqc_att_exp_of(t, ta, tb, d) & live);
+        sum8 += e;
+        sqc_v8_store(p + whole, e);
+    }
+    return sqc_rv_tree_sum(sum8);
+}
+
+/* A staged row's probabilities, e (sqc_att_q8_exp_sum's exponentials) times inv (1 / their sum),
+ * as stage 3's levels (grid g as vectors; zs: its zero point plus the shift to the u8 domain),
+ * bytes to dst, zero from Sk up to n4; returns the levels' sum (as sqc_att_row_levels) */
+static inline int32_t sqc_att_q8_p_levels(const float *e, float inv, int Sk, int n4,
+                                          const sqc_v8_grid *g, int32_t zs, uint8_t *dst) {
+    const int W = SQC_RW;
+    const sqc_v8_grid gv = *g; /* in registers: the stores below may alias *g */
     sqc_v8i acc = (sqc_v8i){ 0 };
     int i = 0;
-    for (; i + W <= Sk; i += W) {
-        sqc_v8i l = lc;
-        if (i < c0 || i >= c1) {
-            l = sqc_att_levels(sqc_v8_load(p + i) * inv, 0.0f, &gv, zs);
-            const sqc_v8b b = __builtin_convertvector(l, sqc_v8b);
-            memcpy(dst + i, &b, sizeof b);
-        } else {
-            memcpy(dst + i, &bc, sizeof bc);
-        }
+    for (; i < Sk; i += W) {
+        sqc_v8i l = sqc_att_levels(sqc_v8_load(e + i) * inv, 0.0f, &gv, zs);
+        if (i + W > Sk) /* the last vector: no key past Sk */
+            for (int k = Sk - i; k < W; ++k) l[k] = 0;
         acc += l;
-    }
-    int32_t sum = sqc_v8i_sum(acc);
-    for (; i < Sk; ++i) {
-        const int32_t l = sqc_att_level(p[i] * inv, 0.0f, g, shift);
-        dst[i] = (uint8_t)l;
-        sum += l;
+        const sqc_v8b b = __builtin_convertvector(l, sqc_v8b);
+        memcpy(dst + i, &b, n4 - i < W ? (size_t)(n4 - i) : sizeof b);
     }
     for (; i < n4; ++i) dst[i] = 0;
-    return sum;
+    return sqc_v8i_sum(acc);
 }
 
 /* The keys of one (example, head) whose integer products the staged q8 attention computes:
@@ -1536,11 +1600,12 @@ typedef struct {
     sqc_view mv;
     const sqc_v8_grid *g;
     float *p;
-    sqc_v8 *vmax;
 } sqc_att_q8_scores;
 
+/* (m: the row's running maximum, a local of the caller's loop over the row's vectors, so that
+ * it stays in a register) */
 static inline __attribute__((always_inline)) void
-sqc_att_q8_score(const sqc_att_q8_scores *c, sqc_v8i acc, sqc_v8i ks, int r, int j) {
+sqc_att_q8_score(const sqc_att_q8_scores *c, sqc_v8i acc, sqc_v8i ks, int r, int j, sqc_v8 *m) {
     const int W = SQC_RW;
     const sqc_v8i xi = acc - c->zk * c->qsum[r] - c->zq * ks + c->dzz;
     sqc_v8 x = __builtin_convertvector(xi, sqc_v8) * c->sqk;
@@ -1551,7 +1616,7 @@ sqc_att_q8_score(const sqc_att_q8_scores *c, sqc_v8i acc, sqc_v8i ks, int r, int
         else
             x = sqc_att_stages012(x, sqc_v8_load(c->mb + sr * c->mv.ss + j), c->g, c->pre,
                                   c->post, c->fold12);
-        c->vmax[r] = sqc_v8_max(x, c->vmax[r]);
+        *m = sqc_v8_max(x, *m);
     }
     sqc_v8_store(c->p + (size_t)r * c->Sk8 + j, x);
 }
@@ -1614,6 +1679,10 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
     const sqc_v8_grid g[3] = { sqc_v8_grid_of(fq), sqc_v8_grid_of(fq + 4), sqc_v8_grid_of(fq + 8) };
     const int fold12 = J->fold12;
     const sqc_v8_grid g4 = sqc_v8_grid_of(fq + 16);
+    const sqc_v8_grid g3 = sqc_v8_grid_of(gp);
+    sqc_att_exp_table et; /* the staged softmax's exponentials */
+    if (staged)
+        sqc_att_exp_table_of(&et, &g[2]);
 #ifdef SQC_ATT_AMX
     if (amx)
         sqc_amx_configure();
@@ -1651,7 +1720,7 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
         if (staged && fold12 && mv.ss == 0)
             while (zero_end < Sk && mb[zero_end] == 0.0f) ++zero_end;
         sqc_att_q8_scores sc = { qsum, zk, zq, D * zq * zk, gq[0] * gk[0], pre, post, staged,
-                                 fold12, Sk, Sk8, 0, 0, zero_end, mb, mv, g, p, vmax };
+                                 fold12, Sk, Sk8, 0, 0, zero_end, mb, mv, g, p };
         sqc_att_q8_outs oc = { psum, norm, zv, zp, Sk * zp * zv, gp[0] * gv[0],
                                fq[17] - fq[18] /* stage 4's zero point in uint8 form */,
                                fq[16] != 0.0f, D, 0, &g4, out8 ? NULL : out + oo,
@@ -1679,13 +1748,15 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
 #ifdef SQC_ATT_AMX
             if (amx) {
                 sqc_att_amx_product(sums, Sk8, &qa[0][0], D4p, kq, Sk8, D4p, qext);
-                for (int j = 0; j < qext; j += W) {
-                    sqc_v8i ks, acc;
-                    memcpy(&ks, ksum + j, sizeof ks);
-                    for (int r = 0; r < rows; ++r) {
+                for (int r = 0; r < rows; ++r) {
+                    sqc_v8 m = vmax[r];
+                    for (int j = 0; j < qext; j += W) {
+                        sqc_v8i ks, acc;
+                        memcpy(&ks, ksum + j, sizeof ks);
                         memcpy(&acc, sums + (size_t)r * Sk8 + j, sizeof acc);
-                        sqc_att_q8_score(&sc, acc, ks, r, j);
+                        sqc_att_q8_score(&sc, acc, ks, r, j, &m);
                     }
+                    vmax[r] = m;
                 }
             } else
 #endif
@@ -1698,7 +1769,7 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                     sqc_v8i ks;
                     memcpy(&ks, ksum + j, sizeof ks);
                     for (int r = 0; r < SQC_ATT_ROWS; ++r)
-                        sqc_att_q8_score(&sc, acc[r][c], ks, r, j);
+                        sqc_att_q8_score(&sc, acc[r][c], ks, r, j, &vmax[r]);
                 }
             }
             /* the unscored tail: its staged value; the last partial vector as raw scores (0,
@@ -1727,8 +1798,11 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                         pr[j] = x;
                         mx = x > mx ? x : mx;
                     }
-                    psum[r] = sqc_att_q8_p_levels(pr, Sk, Sk4p * 4, mx, qext, run_end, tail_c,
-                                                  gp, shp, (uint8_t *)pa[r]);
+                    const int32_t dc =
+                        qext < run_end ? (int32_t)nearbyintf((mx - tail_c) * et.r) : 0;
+                    const float sum = sqc_att_q8_exp_sum(pr, Sk, mx, qext, run_end, dc, &et);
+                    psum[r] = sqc_att_q8_p_levels(pr, 1.0f / sum, Sk, Sk4p * 4, &g3, zp,
+                                                  (uint8_t *)pa[r]);
                     norm[r] = 1.0f;
                 }
                 for (int r = rows; r < R; ++r)

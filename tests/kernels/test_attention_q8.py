@@ -7,7 +7,8 @@ has AMX: 16-row blocks, quads zero-padded to a tile's 64 bytes, partial 64-colum
 
 The reference: exact integer products of the levels, then the graph's QDQ stages in float32
 (stage 0 -> * post -> stage 1 -> + mask -> stage 2 -> softmax -> stage 3 -> the product with V
--> stage 4). Its exponential is numpy's, within 2 ulp of the kernel's, so a probability next to
+-> stage 4). Its exponential is numpy's, within 3 * 2^-24 of the kernel's (a table of stage 2's
+levels, sqc_att_exp_table: test_softmax_exponentials_by_table), so a probability next to
 a rounding boundary of stage 3 could land one level apart: the test asks for 99% of the outputs
 to be the same bits (all of them were, when written) and every output within two steps of the
 output grid. A packing or indexing mistake moves outputs by many steps (mutation-checked: a
@@ -31,6 +32,7 @@ void sqc_test_attention_q8(int batch, int H, int Sq, int Sk, int D, const float 
                            const int64_t *ov, const float *fq, float pre, float post,
                            const float *grids, const uint8_t *q8, const uint8_t *k8,
                            const uint8_t *v8, uint8_t *out8, int nthreads);
+void sqc_test_exp_table(float scale, float *a, float *b, float *e, float *looked_up);
 """
 
 WRAPPER = """
@@ -48,6 +50,22 @@ void sqc_test_attention_q8(int batch, int H, int Sq, int Sk, int D, const float 
     sqc_attention_q8(batch, H, Sq, Sk, D, pre * post, q, sqc_test_view(qv), k, sqc_test_view(kv),
                      v, sqc_test_view(vv), mask, sqc_test_view(mv), out, sqc_test_view(ov), fq,
                      pre, post, grids, q8, k8, v8, out8, nthreads);
+}
+void sqc_test_exp_table(float scale, float *a, float *b, float *e, float *looked_up)
+{
+    const float g[4] = { scale, 0.0f, -128.0f, 127.0f };
+    const sqc_v8_grid g2 = sqc_v8_grid_of(g);
+    sqc_att_exp_table t;
+    sqc_att_exp_table_of(&t, &g2);
+    memcpy(a, t.a, sizeof t.a);
+    memcpy(b, t.b, sizeof t.b);
+    memcpy(e, t.e, sizeof t.e);
+    const sqc_v8 ta = sqc_v8_load(t.a), tb = sqc_v8_load(t.b);
+    for (int d0 = 0; d0 < 256; d0 += SQC_RW) {
+        sqc_v8i d;
+        for (int i = 0; i < SQC_RW; ++i) d[i] = d0 + i;
+        sqc_v8_store(looked_up + d0, sqc_att_exp_of(&t, ta, tb, d));
+    }
 }
 """
 
@@ -249,3 +267,27 @@ def test_attention_q8_matches_numpy_reference(kernel, D, Sq, Sk, mask_kind, sign
         assert np.isnan(untouched).all(), "floats written with a byte output"
         s4, z4, lo4 = fq[16], fq[17], fq[18]
         np.testing.assert_array_equal(out8, (np.rint(out / s4) + z4 - lo4).astype(np.uint8))
+
+
+@pytest.mark.parametrize("scale", [0.0035, 0.05, 0.34, 1.3, 5.5, 40.0, 1.3e36])
+def test_softmax_exponentials_by_table(kernel, scale):
+    """The staged softmax's exponentials (sqc_att_exp_table): E[d] = A[d % 16] B[d / 16], within
+    3 * 2^-24 of exp(-d s) relatively (s: stage 2's scale; three roundings) where that is above
+    2^-60, never subnormal (a
+    product that would be is 0: A's and B's entries are flushed below 2^-63), non-increasing
+    in d; and the kernel's lookup (two permutes, or a gather) gives the table's values."""
+    ffi = kernel.ffi
+    a, b, e, got = (np.zeros(n, np.float32) for n in (16, 16, 256, 256))
+    kernel.lib.sqc_test_exp_table(
+        scale, *(ffi.cast("float *", x.ctypes.data) for x in (a, b, e, got))
+    )
+    d = np.arange(256)
+    np.testing.assert_array_equal(e, a[d % 16] * b[d // 16])
+    np.testing.assert_array_equal(got, e)
+    exact = np.exp(-d * np.float64(np.float32(scale)))
+    normal = exact > 2.0**-60
+    assert np.all(np.abs(e[normal] - exact[normal]) <= 3 * 2.0**-24 * exact[normal])
+    assert np.all((e == 0) | (e >= np.finfo(np.float32).tiny)), "a subnormal exponential"
+    assert np.all(e[~normal] <= 2.0**-60)
+    assert e[0] == 1.0 and np.all(np.diff(e) <= 0)
+
