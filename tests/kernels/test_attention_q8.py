@@ -290,4 +290,3 @@ def test_softmax_exponentials_by_table(kernel, scale):
     assert np.all((e == 0) | (e >= np.finfo(np.float32).tiny)), "a subnormal exponential"
     assert np.all(e[~normal] <= 2.0**-60)
     assert e[0] == 1.0 and np.all(np.diff(e) <= 0)
-
