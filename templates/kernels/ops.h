@@ -1680,7 +1680,7 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
     const int fold12 = J->fold12;
     const sqc_v8_grid g4 = sqc_v8_grid_of(fq + 16);
     const sqc_v8_grid g3 = sqc_v8_grid_of(gp);
-    sqc_att_exp_table et; /* the staged softmax's exponentials */
+    sqc_att_exp_table et = { { 0 } }; /* the staged softmax's exponentials (zeros: for gcc) */
     if (staged)
         sqc_att_exp_table_of(&et, &g[2]);
 #ifdef SQC_ATT_AMX
