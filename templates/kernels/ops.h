@@ -1602,8 +1602,7 @@ typedef struct {
     float *p;
 } sqc_att_q8_scores;
 
-/* (m: the row's running maximum, a local of the caller's loop over the row's vectors, so that
- * it stays in a register) */
+/* (m: row r's running maximum) */
 static inline __attribute__((always_inline)) void
 sqc_att_q8_score(const sqc_att_q8_scores *c, sqc_v8i acc, sqc_v8i ks, int r, int j, sqc_v8 *m) {
     const int W = SQC_RW;
