@@ -1493,8 +1493,8 @@ static inline sqc_v8i sqc_att_exp_index(sqc_v8 x, float mx, float r) {
 /* The exponentials of a staged row (p: its scores after stages 0-2, mx their maximum), E[d], in
  * place of the scores (0 past Sk, to a whole vector), summed as sqc_att_exp_row sums (in
  * SQC_RW lanes in key order, then a tree). The keys of [c0, c1) (whole vectors: the masked run
- * of sqc_att_q8_tail, not stored) all have d = dc. */
-static inline float sqc_att_q8_exp_sum(float *p, int Sk, float mx, int c0, int c1, int32_t dc,
+ * of sqc_att_q8_tail, not stored) all hold the value c. */
+static inline float sqc_att_q8_exp_sum(float *p, int Sk, float mx, int c0, int c1, float c,
                                        const sqc_att_exp_table *t) {
     const int W = SQC_RW, whole = Sk / W * W;
     const float r = t->r;
@@ -1510,7 +1510,8 @@ static inline float sqc_att_q8_exp_sum(float *p, int Sk, float mx, int c0, int c
             sqc_v8_store(p + j0, e);
         }
         if (part == 0 && c0 < c1) {
-            const sqc_v8 ec = sqc_att_exp_of(t, ta, tb, (sqc_v8i){ 0 } + dc);
+            const sqc_v8 ec =
+                sqc_att_exp_of(t, ta, tb, sqc_att_exp_index((sqc_v8){ 0 } + c, mx, r));
             for (int j0 = c0; j0 < c1; j0 += W) {
                 sum8 += ec;
                 sqc_v8_store(p + j0, ec);
@@ -1797,9 +1798,7 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                         pr[j] = x;
                         mx = x > mx ? x : mx;
                     }
-                    const int32_t dc =
-                        qext < run_end ? (int32_t)nearbyintf((mx - tail_c) * et.r) : 0;
-                    const float sum = sqc_att_q8_exp_sum(pr, Sk, mx, qext, run_end, dc, &et);
+                    const float sum = sqc_att_q8_exp_sum(pr, Sk, mx, qext, run_end, tail_c, &et);
                     psum[r] = sqc_att_q8_p_levels(pr, 1.0f / sum, Sk, Sk4p * 4, &g3, zp,
                                                   (uint8_t *)pa[r]);
                     norm[r] = 1.0f;
