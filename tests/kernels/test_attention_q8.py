@@ -119,26 +119,44 @@ def _reference(lq, lk, lv, gq, gk, gv, fq, pre, post, mask):
 
 
 CASES = [
-    # (D, Sq, Sk, mask kind, signed grids, fold, stage 2's lowest level): D 64 and 72 reach the
-    # whole K transposes (and 72 their scalar tail), 8 and 24 only the tail; Sk 37 a partial
-    # last vector of keys. Stage 2 clamped at -40 puts the masked keys' one value (the run
-    # sqc_att_q8_p_levels makes once) near the scores, where it weighs in the softmax's sum.
-    (64, 37, 37, "shared", True, True, -128),
-    (64, 128, 128, "shared", True, True, -128),
-    (72, 19, 40, "rows", True, False, -128),
-    (8, 16, 16, "shared", False, True, -128),
-    (24, 21, 33, "rows", False, False, -128),
-    (32, 9, 48, None, True, True, -128),
-    (40, 40, 17, "shared", True, False, -128),
-    (64, 24, 200, "shared", False, True, -128),
-    (16, 24, 100, "shared", True, False, -128),
-    (64, 24, 160, "shared", True, False, -40),
-    (32, 17, 77, "shared", False, True, -40),
+    # (D, Sq, Sk, mask kind, signed grids, fold, stage 2's lowest level, stage 3's grid): D 64
+    # and 72 reach the whole K transposes (and 72 their scalar tail), 8 and 24 only the tail;
+    # Sk 37 a partial last vector of keys. Stage 2 clamped at -40 puts the masked keys' one
+    # value (the run sqc_att_q8_p_levels makes once) near the scores, where it weighs in the
+    # softmax's sum. Stage 3 (the probabilities' grid, P_GRIDS): the usual 1 / 255 over the
+    # whole 8-bit range, or one whose bounds clip the probabilities' levels, or one so fine
+    # that its levels take QuantizeLinear's own steps (sqc_att_p_grid_of).
+    (64, 37, 37, "shared", True, True, -128, "usual"),
+    (64, 128, 128, "shared", True, True, -128, "usual"),
+    (72, 19, 40, "rows", True, False, -128, "usual"),
+    (8, 16, 16, "shared", False, True, -128, "usual"),
+    (24, 21, 33, "rows", False, False, -128, "usual"),
+    (32, 9, 48, None, True, True, -128, "usual"),
+    (40, 40, 17, "shared", True, False, -128, "usual"),
+    (64, 24, 200, "shared", False, True, -128, "usual"),
+    (16, 24, 100, "shared", True, False, -128, "usual"),
+    (64, 24, 160, "shared", True, False, -40, "usual"),
+    (32, 17, 77, "shared", False, True, -40, "usual"),
+    (64, 37, 37, "shared", False, True, -128, "clipped"),
+    (32, 17, 77, "rows", True, True, -128, "clipped"),
+    (64, 24, 40, "shared", False, True, -128, "fine"),
 ]
 
+# stage 3's grid {scale, zp, lo, hi}, for u8 and s8 operands: "clipped" puts the level of
+# probability 1 past the upper bound (300 > 255; 128 > 127 with zero point 0 on s8) and, on u8,
+# the lower bound above level 0; "fine" has 1 / scale = 2^40, past an int32 (every positive
+# probability's level clips at the top)
+P_GRIDS = {
+    "usual": ([1 / 255, 0.0, 0.0, 255.0], [1 / 255, -128.0, -128.0, 127.0]),
+    "clipped": ([1 / 300, 0.0, 2.0, 255.0], [1 / 128, 0.0, -128.0, 127.0]),
+    "fine": ([2.0**-40, 0.0, 0.0, 255.0], [2.0**-40, -128.0, -128.0, 127.0]),
+}
 
-@pytest.mark.parametrize("D, Sq, Sk, mask_kind, signed, fold, lo2", CASES)
-def test_attention_q8_matches_numpy_reference(kernel, D, Sq, Sk, mask_kind, signed, fold, lo2):
+
+@pytest.mark.parametrize("D, Sq, Sk, mask_kind, signed, fold, lo2, p_kind", CASES)
+def test_attention_q8_matches_numpy_reference(
+    kernel, D, Sq, Sk, mask_kind, signed, fold, lo2, p_kind
+):
     rng = np.random.default_rng(D * 1000 + Sq * 10 + Sk)
     B, H = 2, 2
     gq = _grid(signed, 0.05, -3 if signed else 120)
@@ -154,9 +172,10 @@ def test_attention_q8_matches_numpy_reference(kernel, D, Sq, Sk, mask_kind, sign
     spread = float(np.std((lq[0, :, 0] - gq[1]) @ (lk[0, :, 0] - gk[1]).T)) * gq[0] * gk[0]
     s0 = spread / 30
     s1 = s0 * post if fold else s0 * post * 1.37
-    p_grid = [1 / 255, -128.0, -128.0, 127.0] if signed else [1 / 255, 0.0, 0.0, 255.0]
+    p_grid = P_GRIDS[p_kind][1 if signed else 0]
+    s4 = 0.004 * 255 * p_grid[0]  # the output's grid, scaled with the probabilities'
     fq = np.array(
-        [s0, -2, -128, 127, s1, 1, -128, 127, s1, 1, lo2, 127, *p_grid, 0.004, 3, -128, 127],
+        [s0, -2, -128, 127, s1, 1, -128, 127, s1, 1, lo2, 127, *p_grid, s4, 3, -128, 127],
         np.float32,
     )
     grids = np.array([*gq, *gk, *gv], np.float32)
