@@ -1592,10 +1592,35 @@ static inline __attribute__((always_inline)) sqc_v8i
 sqc_att_q8_p_vector(const sqc_att_p_grid *p, sqc_v8 e, float inv, float c, int fast) {
     if (!fast)
         return sqc_att_levels(e * inv, 0.0f, &p->g, p->zs);
-    sqc_v8i l = sqc_v8_rint_i32(e * c);
+    /* (zs added before the rounding: the same integer, one operation fewer) */
+    sqc_v8i l = sqc_v8_rint_i32(e * c + (float)p->zs);
     if (p->clamp)
-        l = sqc_v8i_min(sqc_v8i_max(l, (sqc_v8i){ 0 } + p->lo), (sqc_v8i){ 0 } + p->hi);
-    return l + p->zs;
+        l = sqc_v8i_min(sqc_v8i_max(l, (sqc_v8i){ 0 } + (p->lo + p->zs)),
+                        (sqc_v8i){ 0 } + (p->hi + p->zs));
+    return l;
+}
+
+/* Four vectors of levels in [0, 255] as 4 SQC_RW bytes in key order to dst, their sum added to
+ * *sum (int64 lanes): two dword-to-word packs, a word-to-byte pack and a dword permute (the
+ * packs work within 128-bit lanes) where four narrowing moves take eight operations; the sum by
+ * one vpsadbw against zero where four vector adds took four */
+static inline void sqc_att_bytes4(sqc_v8i a, sqc_v8i b, sqc_v8i c, sqc_v8i d, uint8_t *dst,
+                                  sqc_v8i *sum) {
+#if SQC_RW == 16
+    const __m512i abcd = _mm512_packus_epi16(_mm512_packus_epi32((__m512i)a, (__m512i)b),
+                                             _mm512_packus_epi32((__m512i)c, (__m512i)d));
+    /* 128-bit lane L holds dwords a[4L..], b[4L..], c[4L..], d[4L..] */
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __m512i bytes = _mm512_permutexvar_epi32(order, abcd);
+    _mm512_storeu_si512(dst, bytes);
+    *sum = (sqc_v8i)_mm512_add_epi64((__m512i)*sum, _mm512_sad_epu8(bytes, _mm512_setzero_si512()));
+#else
+    const __m256i abcd = _mm256_packus_epi16(_mm256_packus_epi32((__m256i)a, (__m256i)b),
+                                             _mm256_packus_epi32((__m256i)c, (__m256i)d));
+    const __m256i bytes = _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)dst, bytes);
+    *sum = (sqc_v8i)_mm256_add_epi64((__m256i)*sum, _mm256_sad_epu8(bytes, _mm256_setzero_si256()));
+#endif
 }
 
 static inline int32_t sqc_att_q8_p_levels(const float *e, float inv, int Sk, int n4,
@@ -1603,23 +1628,30 @@ static inline int32_t sqc_att_q8_p_levels(const float *e, float inv, int Sk, int
     const int W = SQC_RW, whole = Sk / W * W;
     const sqc_att_p_grid p = *pg; /* in registers: the stores below may alias *pg */
     const float c = inv * p.r;
-    sqc_v8i acc = (sqc_v8i){ 0 };
-    /* whole vectors (a loop for each form), then the last one: no key past Sk */
-    if (p.r != 0.0f)
-        for (int i = 0; i < whole; i += W) {
+    sqc_v8i acc = (sqc_v8i){ 0 }, sum64 = (sqc_v8i){ 0 };
+    /* whole vectors (a loop for each form; four at a time in the multiply's), then the last
+     * one: no key past Sk */
+    int i = 0;
+    if (p.r != 0.0f) {
+        for (; i + 4 * W <= whole; i += 4 * W)
+            sqc_att_bytes4(sqc_att_q8_p_vector(&p, sqc_v8_load(e + i), inv, c, 1),
+                           sqc_att_q8_p_vector(&p, sqc_v8_load(e + i + W), inv, c, 1),
+                           sqc_att_q8_p_vector(&p, sqc_v8_load(e + i + 2 * W), inv, c, 1),
+                           sqc_att_q8_p_vector(&p, sqc_v8_load(e + i + 3 * W), inv, c, 1),
+                           dst + i, &sum64);
+        for (; i < whole; i += W) {
             const sqc_v8i l = sqc_att_q8_p_vector(&p, sqc_v8_load(e + i), inv, c, 1);
             const sqc_v8b b = __builtin_convertvector(l, sqc_v8b);
             memcpy(dst + i, &b, sizeof b);
             acc += l;
         }
-    else
-        for (int i = 0; i < whole; i += W) {
+    } else
+        for (; i < whole; i += W) {
             const sqc_v8i l = sqc_att_q8_p_vector(&p, sqc_v8_load(e + i), inv, c, 0);
             const sqc_v8b b = __builtin_convertvector(l, sqc_v8b);
             memcpy(dst + i, &b, sizeof b);
             acc += l;
         }
-    int i = whole;
     if (i < Sk) {
         sqc_v8i l = sqc_att_q8_p_vector(&p, sqc_v8_load(e + i), inv, c, p.r != 0.0f);
         for (int k = Sk - i; k < W; ++k) l[k] = 0;
@@ -1629,7 +1661,11 @@ static inline int32_t sqc_att_q8_p_levels(const float *e, float inv, int Sk, int
         i += W;
     }
     for (; i < n4; ++i) dst[i] = 0;
-    return sqc_v8i_sum(acc);
+    int64_t s64[SQC_RW / 2];
+    memcpy(s64, &sum64, sizeof s64);
+    int32_t total = sqc_v8i_sum(acc);
+    for (int k = 0; k < SQC_RW / 2; ++k) total += (int32_t)s64[k];
+    return total;
 }
 
 /* The keys of one (example, head) whose integer products the staged q8 attention computes:
@@ -1880,9 +1916,13 @@ static void sqc_attention_q8_heads(void *job, int64_t t0, int64_t t1) {
                         pr[j] = x;
                         mx = x > mx ? x : mx;
                     }
-                    const float sum = sqc_att_q8_exp_sum(pr, Sk, mx, qext, run_end, tail_c, &et);
-                    psum[r] = sqc_att_q8_p_levels(pr, 1.0f / sum, Sk, Sk4p * 4, &g3,
-                                                  (uint8_t *)pa[r]);
+                    norm[r] = sqc_att_q8_exp_sum(pr, Sk, mx, qext, run_end, tail_c, &et);
+                }
+                /* then the levels, row by row: each row's sum, its reciprocal and the multiplier
+                 * are a chain of dependent steps that the rows' exponentials now overlap */
+                for (int r = 0; r < rows; ++r) {
+                    psum[r] = sqc_att_q8_p_levels(p + (size_t)r * Sk8, 1.0f / norm[r], Sk,
+                                                  Sk4p * 4, &g3, (uint8_t *)pa[r]);
                     norm[r] = 1.0f;
                 }
                 for (int r = rows; r < R; ++r)
