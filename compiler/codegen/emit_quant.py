@@ -228,7 +228,7 @@ class QuantEmitter:
             ref(col_comp, "int32_t"),
             ref(w_zp.astype(np.int32), "int32_t") if w_zp.any() else "NULL",
             self.pointer(node.inputs[4]),
-            self.pointer(node.input(2)) if node.input(2) else "NULL",
+            self.pointer(node.input(2)) if node.input(2) else "NULL",  # [12]
             self.pointer(node.input(3)) if node.input(3) else "NULL",
             self.pointer(node.outputs[0]),
             None,  # scratch
@@ -236,11 +236,18 @@ class QuantEmitter:
             sparse,
             f"B * (size_t){sp_offset}",
             ACT_CODES[a.get("act", "none")],
-            self._qpost(a.get("post")),
+            "NULL",  # [20] the QDQ stages, below
             "NULL",
             "NULL",
             "nt",
         ]
+        post = a.get("post")
+        if post:
+            bias = self.g.const(node.input(2)) if node.input(2) else np.zeros(n, np.float32)
+            fold = fold_stage_b(post, bias) if bias is not None else None
+            if fold is not None:  # the kernels read k2 where the bias was (sqc_qpost's fold)
+                args[12] = ref(fold[1], "float")
+            args[20] = self._qpost(post, None if fold is None else fold[0])
         table = ""
         if "out8" in a:  # the levels' bytes for the integer attention (fuse_lut_epilogue):
             # bytes without a table (lut8 NULL: the identity), no floats
@@ -268,11 +275,9 @@ class QuantEmitter:
         call = f"    sqc_qlinear_ffn({lits[0]},{indent}{lits[1]}, B * (size_t){q2});\n"
         return {"kind": "call", "code": "{\n" + table + call + "}"}
 
-    def _qpost(self, post: dict | None) -> str:
-        """The QDQ stages of an sqc.QLinear as a C sqc_qpost (16 floats in the weights)."""
-        if not post:
-            return "NULL"
-        table = qpost_table(post)
+    def _qpost(self, post: dict, fold_k: float | None) -> str:
+        """The QDQ stages of an sqc.QLinear as a C sqc_qpost (20 floats in the weights)."""
+        table = qpost_table(post, fold_k)
         return f"(const sqc_qpost *)({self.weights.ref(table, 'float')})"
 
     def _lut_map(self, node: Node, exprs: list[str]) -> dict:
@@ -347,11 +352,74 @@ def fake_quant_grid(attrs: dict | None) -> list[float]:
     return [float(np.float32(attrs["scale"])), float(attrs["zero_point"]), float(lo), float(hi)]
 
 
-def qpost_table(post: dict) -> np.ndarray:
-    """The C sqc_qpost of QDQ stages {"a", "b", "r", "c"} (each FakeQuant attrs or None): 16
-    float32, the 4 grids {scale, zero point, lo, hi}."""
+def qpost_table(post: dict, fold_k: float | None = None) -> np.ndarray:
+    """The C sqc_qpost of QDQ stages {"a", "b", "r", "c"} (each FakeQuant attrs or None): 20
+    float32, the 4 grids {scale, zero point, lo, hi}, then fold: {k, 0, 0, 0} where stage b is
+    folded (fold_stage_b's k; the layer's bias array then holds its k2), zeros where not."""
     grids = [fake_quant_grid(post.get(k)) for k in ("a", "b", "r", "c")]
+    grids.append([float(fold_k or 0.0), 0.0, 0.0, 0.0])
     return np.asarray(grids, np.float32).reshape(-1)
+
+
+def fold_stage_b(post: dict, bias: np.ndarray) -> tuple[np.float32, np.ndarray] | None:
+    """Stage b of an int8 layer's QDQ epilogue folded into one multiply-add, where that is exact.
+
+    The epilogue computes FQ_b(FQ_a(product) + bias[n]): stage a's level q_a (less its zero
+    point), its value q_a * s_a, plus the column's bias, divided by s_b and rounded to stage b's
+    level. That level depends only on q_a (one of at most 256) and the column. The kernels take
+    it as nearbyint(fma(q_a, k, k2[n])) clamped to stage b's bounds (sqc_qpost_level_b_xv),
+    k = s_a / s_b and k2[n] = bias[n] / s_b in float32, three operations where the stage's steps
+    take ten: this checks, for every column and every level q_a, that the two give the same
+    level, computing both as the kernels do (float32 products, sums and quotients rounded to
+    nearest even; the fma in float64, exact for q_a * k, where a sum that float64 rounds (TwoSum
+    tells) is rounded again to float32 the same way unless it lies exactly halfway between two
+    float32 values, which counts as a failure). A column that fails (about 1 in 2500 of random
+    ones: a level within a few ulps of a half-integer of stage b) takes k2[n] moved by a few
+    half-steps of u's spacing. Returns (k, k2), or None where stage a or b is missing, a value
+    is not finite, or a column has no k2 that passes (the layer keeps the stages' steps)."""
+    ga, gb = post.get("a"), post.get("b")
+    if not ga or not gb:
+        return None
+    (sa, za, la, ha), (sb, zb, lb, hb) = fake_quant_grid(ga), fake_quant_grid(gb)
+    f32 = np.float32
+    bias = np.asarray(bias, np.float32).reshape(-1)
+    if not (sa > 0 and sb > 0 and np.all(np.isfinite(bias))):
+        return None
+    qa = np.arange(la - za, ha - za + 1, dtype=np.float32)[:, None]  # every level of stage a
+    lo, hi = f32(lb - zb), f32(hb - zb)
+    # the kernels' stage b of stage a's value plus the bias: division, nearest even, clamp
+    want = np.clip(np.rint((qa * f32(sa) + bias[None, :]) / f32(sb)), lo, hi)
+    k = f32(np.float64(sa) / np.float64(sb))
+    k2 = (bias.astype(np.float64) / np.float64(sb)).astype(np.float32)
+    if not (np.isfinite(k) and k != 0 and np.all(np.isfinite(k2))):
+        return None
+
+    def mismatched(k2v: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """For the columns ``cols`` with k2 values k2v: whether the fast form misses a level
+        (or meets a float64 sum exactly halfway between two float32 values)"""
+        prod, add = qa.astype(np.float64) * np.float64(k), k2v.astype(np.float64)[None, :]
+        u64 = prod + add
+        bb = u64 - prod  # TwoSum: the float64 sum's rounding error, 0 where it is exact
+        inexact = ((prod - (u64 - bb)) + (add - bb)) != 0
+        u = u64.astype(np.float32)
+        toward = np.where(u64 > u, np.inf, -np.inf).astype(np.float32)
+        mid = (u.astype(np.float64) + np.nextafter(u, toward).astype(np.float64)) / 2
+        halfway = inexact & (u64 == mid)
+        return np.any((np.rint(np.clip(u, lo, hi)) != want[:, cols]) | halfway, axis=0)
+
+    bad = np.flatnonzero(mismatched(k2, np.arange(k2.size)))
+    # a failing column's k2 moved by half-steps of the float32 spacing at its largest |u| (a
+    # step of k2's own spacing can be far smaller than one of u's)
+    base = k2[bad]
+    unit = np.spacing(np.abs(qa * k + base[None, :]).max(axis=0)).astype(np.float64) / 2
+    for step in (1, -1, 2, -2, 3, -3, 4, -4, 6, -6, 8, -8):
+        if not bad.size:
+            break
+        trial = (base.astype(np.float64) + step * unit).astype(np.float32)
+        fixed = ~mismatched(trial, bad)
+        k2[bad[fixed]] = trial[fixed]
+        bad, base, unit = bad[~fixed], base[~fixed], unit[~fixed]
+    return (k, k2) if not bad.size else None
 
 
 def _contiguous(shape) -> list[int]:

@@ -1592,7 +1592,8 @@ static inline __attribute__((always_inline)) sqc_v8i
 sqc_att_q8_p_vector(const sqc_att_p_grid *p, sqc_v8 e, float inv, float c, int fast) {
     if (!fast)
         return sqc_att_levels(e * inv, 0.0f, &p->g, p->zs);
-    /* (zs added before the rounding: the same integer, one operation fewer) */
+    /* (zs added before the rounding, one operation fewer: the same integer but within an ulp
+     * of a half-integer) */
     sqc_v8i l = sqc_v8_rint_i32(e * c + (float)p->zs);
     if (p->clamp)
         l = sqc_v8i_min(sqc_v8i_max(l, (sqc_v8i){ 0 } + (p->lo + p->zs)),

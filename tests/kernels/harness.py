@@ -93,7 +93,7 @@ U8S8_GEMM_WRAPPER = (
     sqc_u8s8_gemm(M, N, K, Aq, ldq, Wp, a_scale, a_zp, col_comp, w_zp, rowsum, w_scale, bias,
                   residual, C, ldc, act, NULL, NULL, NULL, nthreads);
 }
-/* with QDQ epilogue stages: post = 16 floats, sqc_qpost's a, b, r, c */
+/* with QDQ epilogue stages: post = 20 floats, sqc_qpost (emit_quant.qpost_table) */
 void sqc_test_u8s8_gemm_post(int M, int N, int K, const uint8_t *Aq, int ldq, const int8_t *Wp,
                              const float *a_scale, const int32_t *a_zp, const int32_t *col_comp,
                              const int32_t *w_zp, const int32_t *rowsum, const float *w_scale,

@@ -11,11 +11,12 @@ saturating at the ends of the int8 range). Every variant this CPU runs natively 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
 
-from sqc.compiler.codegen.emit_quant import qpost_table
+from sqc.compiler.codegen.emit_quant import fake_quant_grid, fold_stage_b, qpost_table
 from sqc.compiler.codegen.kernels import (
     INT8_GEMM_TEMPLATE,
     KERNEL_VARIANTS,
@@ -91,9 +92,13 @@ def _near_ties(rng, shape, grid: dict) -> np.ndarray:
     return x
 
 
-def _case(M, N, K, stages, bias, residual, seed, sparsity=0.0, ties=False, static=False):
+def _case(
+    M, N, K, stages, bias, residual, seed, sparsity=0.0, ties=False, static=False, fold=False
+):
     """static: one a_zp and a_scale for every row, as a QDQ file's static input
-    quantization has them (the AMX epilogue's shared-row path)"""
+    quantization has them (the AMX epilogue's shared-row path). fold: stage b folded as the
+    compiler folds it (emit_quant.fold_stage_b: the table's k, and its k2 given in the bias's
+    place); the reference stays the stages' own steps."""
     rng = np.random.default_rng(seed)
     Aq = rng.integers(0, 256, (M, K), dtype=np.uint8)
     W = rng.integers(-128, 128, (K, N), dtype=np.int8)
@@ -122,6 +127,10 @@ def _case(M, N, K, stages, bias, residual, seed, sparsity=0.0, ties=False, stati
     if R is not None:
         ref = fake_quant_np((ref + fake_quant_np(R, post["r"])).astype(np.float32), post["c"])
     table = qpost_table(post)
+    if fold:
+        folded = fold_stage_b(post, b if b is not None else np.zeros(N, np.float32))
+        assert folded is not None, "no fold for the case"
+        table, b = qpost_table(post, folded[0]), folded[1]
     return Aq, W, a_zp, col_comp, a_scale, w_scale, b, R, table, ref
 
 
@@ -137,7 +146,9 @@ def _check(out, ref, where):
     )
 
 
-def _run_dense(dense, stages, bias, shape, nthreads, ties=False, static=False, bias_nan=False):
+def _run_dense(
+    dense, stages, bias, shape, nthreads, ties=False, static=False, bias_nan=False, fold=False
+):
     """Run the case through the dense kernel; check it against the reference (not with
     bias_nan: a NaN in the bias at a few columns, which the numpy reference sends elsewhere)
     and return C."""
@@ -146,7 +157,7 @@ def _run_dense(dense, stages, bias, shape, nthreads, ties=False, static=False, b
     M, N, K = shape
     residual = "r" in stages or "c" in stages
     Aq, W, a_zp, cc, a_s, w_s, b, R, table, ref = _case(
-        M, N, K, stages, bias, residual, seed=M + N, ties=ties, static=static
+        M, N, K, stages, bias, residual, seed=M + N, ties=ties, static=static, fold=fold
     )
     if bias_nan:
         b[::7] = np.nan
@@ -175,6 +186,74 @@ def test_dense_qdq_epilogue_equals_reference(dense, stages, bias, shape, nthread
     _run_dense(dense, stages, bias, shape, nthreads)
 
 
+FOLDED = [("a", "b"), ("a", "b", "r", "c"), ("a", "b", "c")]
+
+
+@pytest.mark.parametrize("stages", FOLDED, ids="".join)
+@pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("shape", [(37, 45, 67), (130, 96, 768)])
+@pytest.mark.parametrize("static", [False, True], ids=["rows_differ", "static"])
+def test_dense_qdq_epilogue_folded_equals_reference(dense, stages, bias, shape, static):
+    """Stage b folded (sqc_qpost's fold, emit_quant.fold_stage_b): the stages' own bits."""
+    _run_dense(dense, stages, bias, shape, 2, static=static, fold=True)
+
+
+def _f32_nearest(x: Fraction) -> float:
+    """x rounded to the nearest float32, ties to even (exactly: no float64 step between)"""
+    if x == 0:
+        return 0.0
+    a = abs(x)
+    e = a.numerator.bit_length() - a.denominator.bit_length() - 24
+    while a >= Fraction(2) ** (e + 24):
+        e += 1
+    while a < Fraction(2) ** (e + 23):
+        e -= 1
+    e = max(e, -149)  # subnormals: a fixed step
+    m = a / Fraction(2) ** e
+    n = m.numerator // m.denominator
+    rest = m - n
+    n += rest > Fraction(1, 2) or (rest == Fraction(1, 2) and n % 2 == 1)
+    return float(np.float32(math.copysign(float(n * Fraction(2) ** e), x)))
+
+
+@pytest.mark.parametrize("dtypes", [("int8", "int8"), ("uint8", "int8"), ("int8", "uint8")])
+def test_fold_stage_b_gives_every_level_of_the_stages(dtypes):
+    """emit_quant.fold_stage_b against exact arithmetic: for every column and every level q_a
+    of stage a, nearbyint of the float32 nearest q_a k + k2[n] (the fma's one rounding, made
+    here with fractions), clamped, is the level FQ_b(q_a s_a + bias[n]) takes in float32 steps.
+    The bias spreads the columns over many grid offsets; some columns need k2 moved off
+    bias / s_b (the seeds are such that the check has work to do: without it they fail)."""
+    rng = np.random.default_rng(sum(map(len, dtypes)))
+    N = 600
+    post = {"a": _grid(rng, dtypes[0], 0.05), "b": _grid(rng, dtypes[1], 0.07)}
+    bias = (rng.standard_normal(N) * 2.0).astype(np.float32)
+    bias[:10] = 0.0
+    # and columns whose bias puts one level's stage b input within a few ulps of a half-integer
+    # of stage b's grid (where rounding q_a s_a + bias in two steps and q_a k + k2 in one part)
+    sa, sb = np.float64(post["a"]["scale"]), np.float64(post["b"]["scale"])
+    q = rng.integers(-100, 100, 300)
+    near = (rng.integers(-60, 60, 300) + 0.5) * sb * (1 + rng.integers(-4, 5, 300) * 2.0**-23)
+    bias[-300:] = (near - q * sa).astype(np.float32)
+    k, k2 = fold_stage_b(post, bias)
+    sa, za, la, ha = fake_quant_grid(post["a"])
+    sb, zb, lb, hb = fake_quant_grid(post["b"])
+    qa = np.arange(la - za, ha - za + 1, dtype=np.float32)
+    f32 = np.float32
+    want = np.clip(np.rint((qa[:, None] * f32(sa) + bias) / f32(sb)), lb - zb, hb - zb)
+    naive = (bias.astype(np.float64) / np.float64(f32(sb))).astype(np.float32)
+    moved = np.flatnonzero(k2 != naive)
+    assert moved.size > 0, "no column needed its k2 moved: the check is not exercised"
+    kf = Fraction(float(k))
+    for n in list(moved) + list(rng.choice(N, 40, replace=False)):
+        u = [_f32_nearest(Fraction(int(q)) * kf + Fraction(float(k2[n]))) for q in qa]
+        got = np.clip(np.rint(np.array(u, np.float32)), lb - zb, hb - zb)
+        np.testing.assert_array_equal(got, want[:, n], f"column {n}")
+    for n in moved:  # and bias / s_b itself misses a level there
+        u = [_f32_nearest(Fraction(int(q)) * kf + Fraction(float(naive[n]))) for q in qa]
+        got = np.clip(np.rint(np.array(u, np.float32)), lb - zb, hb - zb)
+        assert (got != want[:, n]).any(), f"column {n} moved for nothing"
+
+
 @pytest.mark.parametrize("stages", [("r", "c"), ("a", "b", "r", "c")], ids="".join)
 @pytest.mark.parametrize("static", [False, True], ids=["rows_differ", "static"])
 def test_dense_qdq_epilogue_exact_near_ties(dense, stages, static):
@@ -197,17 +276,20 @@ def test_dense_qdq_epilogue_static_rows(dense, stages, shape):
 @pytest.mark.parametrize("shape", [(1, 1, 4), (37, 45, 67), (130, 96, 768)])
 @pytest.mark.parametrize("static", [False, True], ids=["rows_differ", "static"])
 @pytest.mark.parametrize("identity", [False, True], ids=["table", "identity"])
-def test_dense_lut8_output(dense, stages, bias, shape, static, identity):
+@pytest.mark.parametrize("fold", [False, True], ids=["steps", "folded"])
+def test_dense_lut8_output(dense, stages, bias, shape, static, identity, fold):
     """C8 (passes/fuse_lut_epilogue.py): the bytes lut8[index of the last stage's level], rows
     ldc bytes apart, nothing past column N, and no float written (C is C8's own bytes). lut8
     NULL (the integer attention's operands): the index itself."""
     variant, module = dense
     ffi, lib = module.ffi, module.lib
     M, N, K = shape
+    if fold and stages != ("a", "b"):
+        pytest.skip("stage b folds where stages a and b are both present")
     Aq, W, a_zp, cc, a_s, w_s, b, _, table, ref = _case(
-        M, N, K, stages, bias, False, seed=M + N + 1, static=static
+        M, N, K, stages, bias, False, seed=M + N + 1, static=static, fold=fold
     )
-    last = table.reshape(4, 4)[1] if "b" in stages else table.reshape(4, 4)[0]
+    last = table.reshape(5, 4)[1] if "b" in stages else table.reshape(5, 4)[0]
     scale, zp, lo, hi = (float(x) for x in last)
     index = np.rint(ref / np.float32(scale)) + zp - lo
     assert index.min() >= 0 and index.max() <= hi - lo
@@ -274,7 +356,9 @@ def _sparse_operands(variant, Aq, W, N):
     return Aq_pad, ldq, blob, scratch[(-scratch.ctypes.data) % 64 :]
 
 
-def _run_sparse(sparse, stages, shape, seed, sparsity, static=False, bias_nan=False, w_zp=False):
+def _run_sparse(
+    sparse, stages, shape, seed, sparsity, static=False, bias_nan=False, w_zp=False, fold=False
+):
     """Run the case through the sparse kernel; check it against the reference (not with
     bias_nan, as _run_dense) and return C. w_zp: pass weight zero points of 0 (the same
     products; the tile then makes the rows' terms per row, as when rows differ)."""
@@ -283,7 +367,7 @@ def _run_sparse(sparse, stages, shape, seed, sparsity, static=False, bias_nan=Fa
     M, N, K = shape
     residual = "c" in stages
     Aq, W, a_zp, cc, a_s, w_s, b, R, table, ref = _case(
-        M, N, K, stages, True, residual, seed=seed, sparsity=sparsity, static=static
+        M, N, K, stages, True, residual, seed=seed, sparsity=sparsity, static=static, fold=fold
     )
     if bias_nan:
         b[::7] = np.nan
@@ -305,9 +389,11 @@ def _run_sparse(sparse, stages, shape, seed, sparsity, static=False, bias_nan=Fa
 @pytest.mark.parametrize("stages", [("a", "b"), ("a", "b", "r", "c")], ids="".join)
 @pytest.mark.parametrize("shape", [(9, 45, 67), (130, 96, 768)])
 @pytest.mark.parametrize("static", [False, True], ids=["rows_differ", "static"])
-def test_sparse_qdq_epilogue_equals_reference(sparse, stages, shape, static):
-    """static: one a_zp and a_scale for every row (the sparse tile's shared-row epilogue)."""
-    _run_sparse(sparse, stages, shape, seed=shape[0], sparsity=0.9, static=static)
+@pytest.mark.parametrize("fold", [False, True], ids=["steps", "folded"])
+def test_sparse_qdq_epilogue_equals_reference(sparse, stages, shape, static, fold):
+    """static: one a_zp and a_scale for every row (the sparse tile's shared-row epilogue).
+    fold: stage b folded (emit_quant.fold_stage_b)."""
+    _run_sparse(sparse, stages, shape, seed=shape[0], sparsity=0.9, static=static, fold=fold)
 
 
 @pytest.mark.parametrize("stages", [("a", "b"), ("b",), ("a", "b", "r", "c")], ids="".join)
@@ -328,17 +414,20 @@ def test_sparse_qdq_epilogue_with_nan_bias_as_rows_apart(sparse, stages):
 @pytest.mark.parametrize("shape", [(9, 45, 67), (130, 96, 768)])
 @pytest.mark.parametrize("identity", [False, True], ids=["table", "identity"])
 @pytest.mark.parametrize("static", [False, True], ids=["rows_differ", "static"])
-def test_sparse_lut8_output(sparse, stages, shape, identity, static):
+@pytest.mark.parametrize("fold", [False, True], ids=["steps", "folded"])
+def test_sparse_lut8_output(sparse, stages, shape, identity, static, fold):
     """The sparse kernel's C8 (fuse_lut_epilogue on a sparse layer): the bytes lut8[index of the
     last stage's level] (lut8 NULL: the index), rows ldc bytes apart, nothing past column N."""
     variant, module = sparse
     ffi, lib = module.ffi, module.lib
     M, N, K = shape
     bias = "b" in stages
+    if fold and not bias:
+        pytest.skip("stage b folds where stages a and b are both present")
     Aq, W, a_zp, cc, a_s, w_s, b, _, table, ref = _case(
-        M, N, K, stages, bias, False, seed=M + 7, sparsity=0.9, static=static
+        M, N, K, stages, bias, False, seed=M + 7, sparsity=0.9, static=static, fold=fold
     )
-    last = table.reshape(4, 4)[1] if "b" in stages else table.reshape(4, 4)[0]
+    last = table.reshape(5, 4)[1] if "b" in stages else table.reshape(5, 4)[0]
     scale, zp, lo, hi = (float(x) for x in last)
     index = np.rint(ref / np.float32(scale)) + zp - lo
     lut = np.zeros(256 + 3, np.uint8)
@@ -370,7 +459,7 @@ def _blob(W, isa, layout):
 @pytest.mark.parametrize(
     ("M", "N1"), [(64, 148), (130, 148), (517, 148), (130, 146), (200, 1)], ids=str
 )  # fmt: skip
-@pytest.mark.parametrize("second", ["qdq_residual", "plain"])
+@pytest.mark.parametrize("second", ["qdq_residual", "plain", "folded"])
 def test_sparse_ffn_pair_equals_two_calls(sparse, layouts, M, N1, second):
     """sqc_u8s8_spmm_ffn (passes/pair_sparse_ffn.py, int8): the first layer's table bytes
     handed to the second layer as its token panels, column by column, give the two
@@ -387,16 +476,26 @@ def test_sparse_ffn_pair_equals_two_calls(sparse, layouts, M, N1, second):
         pytest.skip(f"{isa}: no fused int8 FFN kernel")
     l1, l2 = layouts.split("-")
     K, N2 = 67, 45
+    folded = second == "folded"  # both layers' stage b folded (emit_quant.fold_stage_b)
     Aq, W1, a_zp, cc1, a_s, w_s1, b1, _, table1, _ = _case(
-        M, N1, K, ("a", "b"), True, False, seed=M + N1, sparsity=0.9, static=True
+        M, N1, K, ("a", "b"), True, False, seed=M + N1, sparsity=0.9, static=True, fold=folded
     )
     rng = np.random.default_rng(M)
     lut = np.zeros(256 + 3, np.uint8)
     lut[:256] = rng.permutation(256)
-    stages2 = ("a", "b", "r", "c") if second == "qdq_residual" else ()
+    stages2 = ("a", "b", "r", "c") if second != "plain" else ()
     H_ref = np.zeros((M, N1), np.uint8)  # the reference's first call writes it
     _, W2, _, cc2, _, w_s2, b2, R, table2, _ = _case(
-        M, N2, N1, stages2, True, bool(stages2), seed=M + 3, sparsity=0.9, static=True
+        M,
+        N2,
+        N1,
+        stages2,
+        True,
+        bool(stages2),
+        seed=M + 3,
+        sparsity=0.9,
+        static=True,
+        fold=folded,
     )
     x_s2, x_zp2 = np.float32(0.031), 119
     as2, azp2 = np.full(M, x_s2, np.float32), np.full(M, x_zp2, np.int32)
