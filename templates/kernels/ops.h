@@ -1270,6 +1270,17 @@ static inline int32_t sqc_att_row_bytes(const uint8_t *x, int64_t sx, int n, int
     int32_t sum = 0;
     int i = 0;
     if (sx == 1) {
+#if SQC_RW == 16
+        if (n >= 64) { /* 64 bytes a step; the sums of the uint8 form in vpsadbw's 8 lanes */
+            __m512i s8 = _mm512_setzero_si512();
+            for (; i + 64 <= n; i += 64) {
+                const __m512i a = _mm512_loadu_si512(x + i);
+                _mm512_storeu_si512(dst + i, _mm512_xor_si512(a, _mm512_set1_epi8((char)flip)));
+                s8 = _mm512_add_epi64(s8, _mm512_sad_epu8(a, _mm512_setzero_si512()));
+            }
+            sum += (int32_t)_mm512_reduce_add_epi64(s8) - (flip ? 128 * i : 0);
+        }
+#endif
         for (; i + 16 <= n; i += 16) {
             const __m128i a = _mm_loadu_si128((const __m128i *)(x + i));
             _mm_storeu_si128((__m128i *)(dst + i), _mm_xor_si128(a, _mm_set1_epi8((char)flip)));
@@ -1326,7 +1337,30 @@ static inline void sqc_att_q8_pack_k(int32_t *kq, int32_t *ksum, const float *kb
                                      int D4, float ik, const float *gk, int32_t shk) {
     const int W = SQC_RW;
     int32_t rows[SQC_RW][D4];
-    for (int j0 = 0; j0 < Sk8; j0 += W) {
+    int j_first = 0;
+#if SQC_RW == 16
+    if (kb8 && kv.sd == 1 && D4 % 16 == 0 && kv.ss % 4 == 0) {
+        /* levels already, rows of whole zmm: each block of 16 keys transposed straight from K's
+         * rows, then moved to the s8 domain in place (x-or 0x80: lane by lane, so after the
+         * transpose as before it) and summed per key by vpdpbusd with ones, where the rows
+         * went one at a time through sqc_att_row_bytes (3.5x the operations) */
+        for (; j_first + 16 <= Sk; j_first += 16) {
+            const int j0 = j_first;
+            for (int d4 = 0; d4 < D4; d4 += 16)
+                sqc_att_transpose_block((const float *)(kb8 + j0 * kv.ss + 4 * d4), kv.ss / 4,
+                                        (float *)(kq + (size_t)d4 * Sk8 + j0), Sk8);
+            __m512i sum = _mm512_setzero_si512();
+            for (int d4 = 0; d4 < D4; ++d4) {
+                int32_t *q = kq + (size_t)d4 * Sk8 + j0;
+                const __m512i v = _mm512_xor_si512(_mm512_loadu_si512(q), _mm512_set1_epi8((char)0x80));
+                _mm512_storeu_si512(q, v);
+                sum = _mm512_dpbusd_epi32(sum, _mm512_set1_epi32(0x01010101), v);
+            }
+            _mm512_storeu_si512(ksum + j0, sum);
+        }
+    }
+#endif
+    for (int j0 = j_first; j0 < Sk8; j0 += W) {
         for (int i = 0; i < W; ++i) {
             const int j = j0 + i;
             if (j >= Sk) {
@@ -1364,7 +1398,37 @@ static inline void sqc_att_q8_pack_v(int32_t *vq, int32_t *vsum, const float *vb
                                      int D8, float iv, const float *gv, int32_t shv) {
     const int D16 = (D8 + 15) / 16 * 16;
     uint8_t rows[4][D16];
-    for (int j4 = 0; j4 < Sk4; ++j4) {
+    int j4_first = 0;
+#if SQC_RW == 16
+    if (vb8 && vv.sd == 1 && D % 64 == 0) {
+        /* levels already, rows of whole zmm: four keys' rows interleaved 64 features at a
+         * time (byte and word unpacks inside 128-bit lanes, then a 4 x 4 transpose of the
+         * lanes), where sqc_att_row_bytes and the 16-feature unpacks took 3x the operations */
+        const __m512i flip = _mm512_set1_epi8((char)0x80);
+        for (; 4 * j4_first + 4 <= Sk; ++j4_first) {
+            const uint8_t *r = vb8 + (size_t)(4 * j4_first) * vv.ss;
+            int32_t *dst = vq + (size_t)j4_first * D8;
+            for (int d = 0; d < D; d += 64) {
+                const __m512i r0 = _mm512_xor_si512(_mm512_loadu_si512(r + d), flip);
+                const __m512i r1 = _mm512_xor_si512(_mm512_loadu_si512(r + vv.ss + d), flip);
+                const __m512i r2 = _mm512_xor_si512(_mm512_loadu_si512(r + 2 * vv.ss + d), flip);
+                const __m512i r3 = _mm512_xor_si512(_mm512_loadu_si512(r + 3 * vv.ss + d), flip);
+                const __m512i t0 = _mm512_unpacklo_epi8(r0, r1), t1 = _mm512_unpackhi_epi8(r0, r1);
+                const __m512i u0 = _mm512_unpacklo_epi8(r2, r3), u1 = _mm512_unpackhi_epi8(r2, r3);
+                /* q_c, 128-bit lane L: the quads of features 16 L + 4 c .. + 3 */
+                const __m512i q0 = _mm512_unpacklo_epi16(t0, u0), q1 = _mm512_unpackhi_epi16(t0, u0);
+                const __m512i q2 = _mm512_unpacklo_epi16(t1, u1), q3 = _mm512_unpackhi_epi16(t1, u1);
+                const __m512i a = _mm512_shuffle_i32x4(q0, q1, 0x44), b = _mm512_shuffle_i32x4(q2, q3, 0x44);
+                const __m512i c = _mm512_shuffle_i32x4(q0, q1, 0xEE), e = _mm512_shuffle_i32x4(q2, q3, 0xEE);
+                _mm512_storeu_si512(dst + d, _mm512_shuffle_i32x4(a, b, 0x88));
+                _mm512_storeu_si512(dst + d + 16, _mm512_shuffle_i32x4(a, b, 0xDD));
+                _mm512_storeu_si512(dst + d + 32, _mm512_shuffle_i32x4(c, e, 0x88));
+                _mm512_storeu_si512(dst + d + 48, _mm512_shuffle_i32x4(c, e, 0xDD));
+            }
+        }
+    }
+#endif
+    for (int j4 = j4_first; j4 < Sk4; ++j4) {
         for (int i = 0; i < 4; ++i) {
             const int j = 4 * j4 + i;
             if (j >= Sk) {
