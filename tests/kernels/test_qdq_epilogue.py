@@ -269,23 +269,27 @@ def test_dense_qdq_epilogue_static_rows(dense, stages, shape):
     _run_dense(dense, stages, True, shape, 2, static=True)
 
 
+# (stages, bias, fold): stage b folds (emit_quant.fold_stage_b) where stages a and b are present
+LUT8_DENSE = [
+    (("a", "b"), True, False), (("b",), True, False), (("a",), False, False),
+    (("a", "b"), False, False), (("a", "b"), True, True), (("a", "b"), False, True),
+]  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    ("stages", "bias"), [(("a", "b"), True), (("b",), True), (("a",), False), (("a", "b"), False)],
-    ids=["ab_bias", "b_bias", "a", "ab"],
+    ("stages", "bias", "fold"), LUT8_DENSE,
+    ids=["ab_bias", "b_bias", "a", "ab", "ab_bias_folded", "ab_folded"],
 )  # fmt: skip
 @pytest.mark.parametrize("shape", [(1, 1, 4), (37, 45, 67), (130, 96, 768)])
 @pytest.mark.parametrize("static", [False, True], ids=["rows_differ", "static"])
 @pytest.mark.parametrize("identity", [False, True], ids=["table", "identity"])
-@pytest.mark.parametrize("fold", [False, True], ids=["steps", "folded"])
-def test_dense_lut8_output(dense, stages, bias, shape, static, identity, fold):
+def test_dense_lut8_output(dense, stages, bias, fold, shape, static, identity):
     """C8 (passes/fuse_lut_epilogue.py): the bytes lut8[index of the last stage's level], rows
     ldc bytes apart, nothing past column N, and no float written (C is C8's own bytes). lut8
     NULL (the integer attention's operands): the index itself."""
     variant, module = dense
     ffi, lib = module.ffi, module.lib
     M, N, K = shape
-    if fold and stages != ("a", "b"):
-        pytest.skip("stage b folds where stages a and b are both present")
     Aq, W, a_zp, cc, a_s, w_s, b, _, table, ref = _case(
         M, N, K, stages, bias, False, seed=M + N + 1, static=static, fold=fold
     )
@@ -410,20 +414,20 @@ def test_sparse_qdq_epilogue_with_nan_bias_as_rows_apart(sparse, stages):
     assert not np.isnan(got).any() or "b" not in stages
 
 
-@pytest.mark.parametrize("stages", [("a", "b"), ("a",)], ids="".join)
+@pytest.mark.parametrize(
+    ("stages", "fold"), [(("a", "b"), False), (("a",), False), (("a", "b"), True)],
+    ids=["ab", "a", "ab_folded"],
+)  # fmt: skip
 @pytest.mark.parametrize("shape", [(9, 45, 67), (130, 96, 768)])
 @pytest.mark.parametrize("identity", [False, True], ids=["table", "identity"])
 @pytest.mark.parametrize("static", [False, True], ids=["rows_differ", "static"])
-@pytest.mark.parametrize("fold", [False, True], ids=["steps", "folded"])
-def test_sparse_lut8_output(sparse, stages, shape, identity, static, fold):
+def test_sparse_lut8_output(sparse, stages, fold, shape, identity, static):
     """The sparse kernel's C8 (fuse_lut_epilogue on a sparse layer): the bytes lut8[index of the
     last stage's level] (lut8 NULL: the index), rows ldc bytes apart, nothing past column N."""
     variant, module = sparse
     ffi, lib = module.ffi, module.lib
     M, N, K = shape
     bias = "b" in stages
-    if fold and not bias:
-        pytest.skip("stage b folds where stages a and b are both present")
     Aq, W, a_zp, cc, a_s, w_s, b, _, table, ref = _case(
         M, N, K, stages, bias, False, seed=M + 7, sparsity=0.9, static=static, fold=fold
     )
