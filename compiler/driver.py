@@ -421,6 +421,10 @@ def _layers(planned: dict[int, Graph], isa: str) -> list[dict]:
                     record["quantization"]["epilogue"] = (
                         "QDQ rounding fused (stages " + ", ".join(stages) + ")"
                     )
+                    if a.get("stage_b_folded"):  # emit_quant.fold_stage_b
+                        record["quantization"]["epilogue"] += (
+                            ", stage b folded into one multiply-add (checked exact)"
+                        )
                     if "lut_next" in a:  # passes/fuse_lut_epilogue.py
                         record["quantization"]["epilogue"] += (
                             f", then {a['lut_next']}'s table: uint8 output"

@@ -247,6 +247,7 @@ class QuantEmitter:
             fold = fold_stage_b(post, bias) if bias is not None else None
             if fold is not None:  # the kernels read k2 where the bias was (sqc_qpost's fold)
                 args[12] = ref(fold[1], "float")
+            a["stage_b_folded"] = fold is not None  # for the manifest (driver._layers)
             args[20] = self._qpost(post, None if fold is None else fold[0])
         table = ""
         if "out8" in a:  # the levels' bytes for the integer attention (fuse_lut_epilogue):

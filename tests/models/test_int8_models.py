@@ -295,7 +295,8 @@ def test_qdq_epilogue_fusion_changes_no_bit(compile_onnx, quantized, form):
     """passes/fuse_quant_epilogue.py moves the QDQ rounding after each int8 layer into the GEMM
     epilogue and tabulates the QDQ GELU, fuse_lut_epilogue has the layer before the table
     look its bytes up, and quantize_layernorm has the LayerNorms write bytes and take the
-    residual stages: the same float operations in the same order, so the logits are
+    residual stages: the same float operations in the same order (or, for stage b folded,
+    operations checked at compile time to give the same levels), so the logits are
     bit-identical to the unfused build's."""
     # int8_attention (integer products, not bit-identical by design) is off in both builds
     fused = compile_onnx(
@@ -319,6 +320,9 @@ def test_qdq_epilogue_fusion_changes_no_bit(compile_onnx, quantized, form):
     # the GELU table runs in the first FFN layer's epilogue (passes/fuse_lut_epilogue.py)
     assert "sqc.QLinear+Elementwise" in ops
     assert any("table: uint8" in str(x["quantization"]) for x in layers)
+    # stage b folded into one multiply-add (emit_quant.fold_stage_b) where stages a and b meet:
+    # still the same bits
+    assert any("stage b folded" in x["quantization"].get("epilogue", "") for x in layers)
     # the LayerNorms write the bytes the next layers read, and add the residual from them
     # (passes/quantize_layernorm.py): no QuantizeLinear pass is left
     kernels = [x["kernel"] for x in fused.manifest["layers"] if x["op"] == "SkipLayerNorm"]
