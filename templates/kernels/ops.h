@@ -1272,13 +1272,13 @@ static inline int32_t sqc_att_row_bytes(const uint8_t *x, int64_t sx, int n, int
     if (sx == 1) {
 #if SQC_RW == 16
         if (n >= 64) { /* 64 bytes a step; the sums of the uint8 form in vpsadbw's 8 lanes */
-            __m512i s8 = _mm512_setzero_si512();
+            __m512i sums = _mm512_setzero_si512();
             for (; i + 64 <= n; i += 64) {
                 const __m512i a = _mm512_loadu_si512(x + i);
                 _mm512_storeu_si512(dst + i, _mm512_xor_si512(a, _mm512_set1_epi8((char)flip)));
-                s8 = _mm512_add_epi64(s8, _mm512_sad_epu8(a, _mm512_setzero_si512()));
+                sums = _mm512_add_epi64(sums, _mm512_sad_epu8(a, _mm512_setzero_si512()));
             }
-            sum += (int32_t)_mm512_reduce_add_epi64(s8) - (flip ? 128 * i : 0);
+            sum += (int32_t)_mm512_reduce_add_epi64(sums) - (flip ? 128 * i : 0);
         }
 #endif
         for (; i + 16 <= n; i += 16) {
@@ -1344,8 +1344,8 @@ static inline void sqc_att_q8_pack_k(int32_t *kq, int32_t *ksum, const float *kb
          * rows, then moved to the s8 domain in place (x-or 0x80: lane by lane, so after the
          * transpose as before it) and summed per key by vpdpbusd with ones, where the rows
          * went one at a time through sqc_att_row_bytes (3.5x the operations) */
-        for (; j_first + 16 <= Sk; j_first += 16) {
-            const int j0 = j_first;
+        j_first = Sk / 16 * 16;
+        for (int j0 = 0; j0 < j_first; j0 += 16) {
             for (int d4 = 0; d4 < D4; d4 += 16)
                 sqc_att_transpose_block((const float *)(kb8 + j0 * kv.ss + 4 * d4), kv.ss / 4,
                                         (float *)(kq + (size_t)d4 * Sk8 + j0), Sk8);
@@ -1571,12 +1571,7 @@ static inline sqc_v8 sqc_att_exp_of(const sqc_att_exp_table *t, sqc_v8 ta, sqc_v
 
 /* d = (mx - x) r to nearest, the lanes' integers */
 static inline sqc_v8i sqc_att_exp_index(sqc_v8 x, float mx, float r) {
-    const sqc_v8 y = (mx - x) * r;
-#if SQC_RW == 16
-    return (sqc_v8i)_mm512_cvtps_epi32((__m512)y);
-#else
-    return (sqc_v8i)_mm256_cvtps_epi32((__m256)y);
-#endif
+    return sqc_v8_rint_i32((mx - x) * r);
 }
 
 /* The exponentials of a staged row (p: its scores after stages 0-2, mx their maximum), E[d], in
@@ -1643,15 +1638,8 @@ static inline sqc_att_p_grid sqc_att_p_grid_of(const float *gp, int32_t zs) {
     return pg;
 }
 
-/* A staged row's probabilities, e (sqc_att_q8_exp_sum's exponentials) times inv (1 / their
- * sum), as stage 3's levels, bytes to dst, zero from Sk up to n4; returns the levels' sum (as
- * sqc_att_row_levels). Each level is nearbyint(e * c) + zs, c = inv * (1 / s): one multiply and
- * one conversion per 16 keys, where QuantizeLinear's division (sqc_att_levels: the
- * multiply-with-check that stands in for it) takes eleven operations. The two differ only where
- * e * inv / s lies within a few units in the last place of a half-integer, a difference the
- * table's exponentials (within 3 * 2^-24 of exp) already make there: the probabilities are
- * onnxruntime's within its tolerance, not its bits. (attention kernel, 1 thread: -5% at
- * 2 x 384, -9% at 16 x 128; output bytes of the benchmark's inputs unchanged) */
+/* One vector of a staged row's probability levels (sqc_att_q8_p_levels): fast, by the one
+ * multiply c = inv / s; otherwise by QuantizeLinear's division (sqc_att_levels) */
 static inline __attribute__((always_inline)) sqc_v8i
 sqc_att_q8_p_vector(const sqc_att_p_grid *p, sqc_v8 e, float inv, float c, int fast) {
     if (!fast)
@@ -1688,6 +1676,15 @@ static inline void sqc_att_bytes4(sqc_v8i a, sqc_v8i b, sqc_v8i c, sqc_v8i d, ui
 #endif
 }
 
+/* A staged row's probabilities, e (sqc_att_q8_exp_sum's exponentials) times inv (1 / their
+ * sum), as stage 3's levels, bytes to dst, zero from Sk up to n4; returns the levels' sum (as
+ * sqc_att_row_levels). Each level is nearbyint(e * c) + zs, c = inv * (1 / s): one multiply and
+ * one conversion per 16 keys, where QuantizeLinear's division (sqc_att_levels: the
+ * multiply-with-check that stands in for it) takes eleven operations. The two differ only where
+ * e * inv / s lies within a few units in the last place of a half-integer, a difference the
+ * table's exponentials (within 3 * 2^-24 of exp) already make there: the probabilities are
+ * onnxruntime's within its tolerance, not its bits. (attention kernel, 1 thread: -5% at
+ * 2 x 384, -9% at 16 x 128; output bytes of the benchmark's inputs unchanged) */
 static inline int32_t sqc_att_q8_p_levels(const float *e, float inv, int Sk, int n4,
                                           const sqc_att_p_grid *pg, uint8_t *dst) {
     const int W = SQC_RW, whole = Sk / W * W;
