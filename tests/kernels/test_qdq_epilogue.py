@@ -463,7 +463,7 @@ def _blob(W, isa, layout):
 @pytest.mark.parametrize(
     ("M", "N1"), [(64, 148), (130, 148), (517, 148), (130, 146), (200, 1)], ids=str
 )  # fmt: skip
-@pytest.mark.parametrize("second", ["qdq_residual", "plain", "folded"])
+@pytest.mark.parametrize("second", ["qdq_residual", "plain", "folded", "nan_bias1"])
 def test_sparse_ffn_pair_equals_two_calls(sparse, layouts, M, N1, second):
     """sqc_u8s8_spmm_ffn (passes/pair_sparse_ffn.py, int8): the first layer's table bytes
     handed to the second layer as its token panels, column by column, give the two
@@ -484,6 +484,9 @@ def test_sparse_ffn_pair_equals_two_calls(sparse, layouts, M, N1, second):
     Aq, W1, a_zp, cc1, a_s, w_s1, b1, _, table1, _ = _case(
         M, N1, K, ("a", "b"), True, False, seed=M + N1, sparsity=0.9, static=True, fold=folded
     )
+    if second == "nan_bias1":  # the hidden tile's NaN select (its columns' finite test)
+        b1 = b1.copy()
+        b1[::7] = np.nan
     rng = np.random.default_rng(M)
     lut = np.zeros(256 + 3, np.uint8)
     lut[:256] = rng.permutation(256)
