@@ -207,6 +207,7 @@ def run_int8(
     data: str = "random",  # "random" full range | "extreme": A all 255, W all -128 where kept
     layout: str | None = None,  # pack_s8_sparse's layout (None: its own choice)
     seed: int = 0,
+    shared_rows: bool = False,  # every row one a_scale and a_zp (a static layer's, an example's)
 ) -> np.ndarray:
     """Run sqc_u8s8_spmm; check it against the int64 reference and the dense kernel."""
     rng = np.random.default_rng(seed)
@@ -232,6 +233,8 @@ def run_int8(
     rowsum = A.sum(axis=1).astype(np.int32)
     col_comp = (K * (wzp if w_zp else 0) - s8_gemm_col_sums(W).astype(np.int64)).astype(np.int32)
     a_scale = (rng.uniform(0.5, 1.5, M) * 0.02).astype(np.float32)
+    if shared_rows:
+        a_scale[:], a_zp[:] = a_scale[0], a_zp[0]
     w_scale = (rng.uniform(0.5, 1.5, N) * 1e-3 / math.sqrt(max(K, 1))).astype(np.float32)
     b = rng.standard_normal(N).astype(np.float32) if bias else None
     blob = aligned_copy(pack_s8_sparse(W, isa, layout))
@@ -462,6 +465,19 @@ def test_int8_extreme_values(spmm: Spmm, K: int, w_zp: bool) -> None:
 def test_int8_epilogue(spmm: Spmm, bias: bool, residual: str, act: int) -> None:
     run_int8(spmm, 17, spmm.size("lanes+3", "int8"), 131,
              bias=bias, residual=residual, act=act, nthreads=2, seed=15)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "act", [ACT_NONE, ACT_GELU_ERF, ACT_GELU_TANH], ids=["none", "erf", "tanh"]
+)
+@pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_int8_epilogue_rows_share_qparams(spmm: Spmm, pattern: str, bias: bool, act: int) -> None:
+    """Rows sharing a_scale and a_zp and no weight zero points (the tile's fast path for layers
+    without QDQ stages: whole blocks of columns, the short last token panel and the column tail
+    through the general loop): the dense kernel's bits."""
+    run_int8(spmm, spmm.size("tt+7", "int8"), spmm.size("2*lanes+3", "int8"), 200, pattern=pattern,
+             w_zp=False, bias=bias, act=act, nthreads=2, seed=21, shared_rows=True)  # fmt: skip
 
 
 @pytest.mark.parametrize("M", ["tt", "4*tt+5"])  # tt: one panel, whole on 1 thread, not on 2
