@@ -100,6 +100,10 @@ def pack_f32_panels(W: np.ndarray, nr: int) -> np.ndarray:
 # vpdpbusd peak (independent chains: 24 zmm, 12 ymm): zmm 1083-1126 GOP/s on 1 thread, 2128-2162
 # on 2; ymm 537-565 on 1, 1067-1086 on 2. So on this Zen 4 a zmm vpdpbusd is worth two ymm ones:
 # zmm (avx512_vnni) is 2x faster than ymm (avx_vnni), unlike fp32 FMA.
+# AMD EPYC Zen 5 (CPU family 26, KVM, 2 vCPUs; 2026-12-02, `--rounds 2`, same knobs): zmm peak
+# 975 GOP/s on 1 thread, ymm 488 (zmm again 2x); the 8x32 kernel 829-934 GOP/s (87-98%) on 1
+# thread, 1687-1764 (88-92%) on 2, at the M = 2048 rows and 128 x 768 x 3072; 6x16 avx_vnni
+# 434-474 (90-99%) on 1 thread; avx2 116-122.
 #
 #     GOP/s (% of the peak of the variant's own vector width)
 #                  sqc_u8s8_gemm_8x32__avx512_vnni    sqc_u8s8_gemm_6x16__avx_vnni   6x16__avx2
