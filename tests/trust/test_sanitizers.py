@@ -28,10 +28,10 @@ import sqc
 from sqc.runtime.cpu import cpu_features
 from tests.conftest import FIXTURES
 
-# -O1 keeps the sanitized builds to about 4 s each (-O3, as shipped, takes 3-4 times longer:
-# 141 s for this test's ten models); the kernels are explicit intrinsics, so the loads and
-# stores checked are the same. SQC_SANITIZE_O3=1 checks the -O3 builds (all ten clean when this
-# was written).
+# -O0 keeps the sanitized builds to 2-12 s each on Zen 5 (-O1 took 12-34 s, 181 s of the suite
+# for this test's ten models; -O3, as shipped, 3-4 times -O1); the kernels are explicit
+# intrinsics, so the loads and stores checked are the same, and -O0 checks every spill besides.
+# SQC_SANITIZE_O3=1 checks the -O3 builds (all ten clean when this was written).
 #
 # Chunks (model.c.j2, sqc_batch_chunk): 32 tokens a chunk whatever the threads, so at bucket 16
 # a batch of 3 runs as chunks of 2 and 1 in a workspace of 2 examples, and at bucket 32 as 3
@@ -39,7 +39,7 @@ from tests.conftest import FIXTURES
 SANITIZE = (
     "-fsanitize=address,undefined -fno-omit-frame-pointer -g"
     " -DSQC_CHUNK_ROWS_PER_THREAD=32 -DSQC_CHUNK_THREADS_MAX=1"
-    + ("" if os.environ.get("SQC_SANITIZE_O3") == "1" else " -O1")
+    + ("" if os.environ.get("SQC_SANITIZE_O3") == "1" else " -O0")
 )
 
 
@@ -145,7 +145,7 @@ def _build_sanitized(path: Path, out: Path, options: dict) -> Path:
 @pytest.fixture(scope="module")
 def sanitized(tmp_path_factory, request):
     """id -> artifact built with the sanitizers (those this CPU can run). The builds are gcc
-    bound and one-threaded (about 9 s each), so they run two at a time in worker processes (not
+    bound and one-threaded (2-12 s each), so they run two at a time in worker processes (not
     threads: cffi's build changes the working directory)."""
     libasan = _sanitizer_runtime()
     out = tmp_path_factory.mktemp("sanitized")
