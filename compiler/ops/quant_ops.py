@@ -11,7 +11,7 @@ import numpy as np
 
 from sqc.compiler.ir import CompileError, Node
 from sqc.compiler.ops import register
-from sqc.compiler.ops.onnx_ops import onnx_dtype
+from sqc.compiler.ops.onnx_ops import matmul_shape, onnx_dtype
 from sqc.compiler.ops.sqc_ops import gelu_np
 
 QRANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
@@ -125,10 +125,6 @@ def DynamicQuantizeLinear(node, x, opset):
     return [q, np.asarray(scale, np.float32), np.asarray(zp, np.uint8)]
 
 
-def _matmul_shape(sa, sb):
-    return np.matmul(np.zeros(sa, np.int8), np.zeros(sb, np.int8)).shape
-
-
 def _int_matmul(a, b, a_zp, b_zp) -> np.ndarray:
     """(a - a_zp) @ (b - b_zp) in int64; a_zp scalar or per row of a, b_zp scalar or per column."""
     a64 = a.astype(np.int64)
@@ -143,7 +139,7 @@ def _int_matmul(a, b, a_zp, b_zp) -> np.ndarray:
 
 @register(
     "MatMulInteger",
-    infer=lambda n, x, o: [(np.dtype(np.int32), _matmul_shape(x[0][1], x[1][1]))],
+    infer=lambda n, x, o: [(np.dtype(np.int32), matmul_shape(x[0][1], x[1][1]))],
     since=10,
 )
 def MatMulInteger(node, x, opset):
@@ -160,7 +156,7 @@ def requantize_multiplier(a_scale, b_scale, y_scale) -> np.ndarray:
 
 @register(
     "QLinearMatMul",
-    infer=lambda n, x, o: [(x[7][0], _matmul_shape(x[0][1], x[3][1]))],
+    infer=lambda n, x, o: [(x[7][0], matmul_shape(x[0][1], x[3][1]))],
     since=10,
 )
 def QLinearMatMul(node, x, opset):

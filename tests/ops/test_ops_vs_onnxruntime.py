@@ -563,3 +563,26 @@ def test_op_matches_onnxruntime(zoo, opset, case_name):
             assert err <= TOLERANCE[case.tolerance], (
                 f"opset {opset} batch {batch}: {name} error {err:.2e} > {case.tolerance}"
             )
+
+
+def test_matmul_shape_rule_is_numpys():
+    """MatMul's, MatMulInteger's and QLinearMatMul's shape rule (from the shapes alone) gives
+    np.matmul's output shape, and refuses what np.matmul refuses: 1-D operands, broadcast batch
+    axes, inner dimensions that differ, scalars."""
+    import itertools
+
+    from sqc.compiler.ops.onnx_ops import matmul_shape
+
+    shapes = [(), (3,), (4,), (2, 3), (3, 4), (4, 3), (5, 2, 3), (1, 3, 4), (5, 1, 3, 4)]
+    shapes += [(2, 1, 3), (7, 3, 2), (1, 3), (6, 3, 4)]
+    refused = 0
+    for sa, sb in itertools.product(shapes, repeat=2):
+        try:
+            want = np.matmul(np.zeros(sa), np.zeros(sb)).shape
+        except ValueError:
+            with pytest.raises(ValueError, match="matmul"):
+                matmul_shape(sa, sb)
+            refused += 1
+            continue
+        assert matmul_shape(sa, sb) == want, (sa, sb)
+    assert 0 < refused < len(shapes) ** 2
