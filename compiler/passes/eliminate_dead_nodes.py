@@ -11,6 +11,12 @@ from sqc.compiler.ir import Graph
 
 def eliminate_dead_nodes(graph: Graph) -> Graph:
     g = graph.copy()
+    drop_dead_nodes(g)
+    return g
+
+
+def drop_dead_nodes(g: Graph) -> None:
+    """eliminate_dead_nodes in place, for a graph its caller owns (the rewrite driver's)."""
     needed = set(g.outputs)
     kept = []
     for node in reversed(g.nodes):
@@ -20,4 +26,3 @@ def eliminate_dead_nodes(graph: Graph) -> Graph:
     g.nodes = kept[::-1]
     used = needed | set(g.inputs) | {o for n in g.nodes for o in n.outputs if o}
     g.values = {k: v for k, v in g.values.items() if k in used}
-    return g
