@@ -74,7 +74,14 @@ def _lower_embed_layernorm(m: Matcher, node: Node):
     if position_ids:
         pe = gather(pos, position_ids, "position")
     else:
-        pe = m.g.add_const(f"{node.name}/positions", m.g.const(pos)[:S].reshape(1, S, H))
+        table = m.g.const(pos)
+        if table.shape[0] < S:
+            raise CompileError(
+                f"node '{node.name}' ({node.op}): the bucket's {S} tokens are more than the "
+                f"model's position table holds ({table.shape[0]}); use buckets of at most "
+                f"{table.shape[0]}"
+            )
+        pe = m.g.add_const(f"{node.name}/positions", table[:S].reshape(1, S, H))
     parts = [pe] + ([gather(seg_emb, segment, "segment")] if segment else [])
     for i, p in enumerate(parts):
         y = new_value(m.g, f"{node.name}/sum{i}", dtype, shape)

@@ -428,6 +428,15 @@ def test_bucket_longer_than_position_table_is_named():
         specialize_shapes(g, 256)
 
 
+def test_bucket_longer_than_a_fused_embeddings_position_table_is_named(tmp_path):
+    """The same for ONNX Runtime's EmbedLayerNormalization (its lowering slices the table)."""
+    from sqc.compiler.driver import compile_model
+    from tests.conftest import FIXTURES
+
+    with pytest.raises(CompileError, match=r"128 tokens are more than the model's position table"):
+        compile_model(FIXTURES / "bert_qa_ort_optimized.onnx", [128], tmp_path / "out")
+
+
 # ------------------------------------------------------------------ quantization
 
 
