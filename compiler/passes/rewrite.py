@@ -65,9 +65,11 @@ Rule = Callable[[Matcher, Node], "list[Node] | None"]
 def rewrite(graph: Graph, rule: Rule) -> Graph:
     """Apply ``rule`` at every node, in order, until it no longer applies; then drop dead nodes.
     After each replacement the scan starts again from the first node (a replacement changes
-    who reads what: a node before it may match now). The graph is copied once, on entry, and
-    pruned in place after a replacement (a copy per replacement made this quadratic: 20 s of
-    the pruned 1o4i QDQ bert-base's compile), and only when something may have died."""
+    who reads what: a node before it may match now), on the graph as a full prune would leave
+    it. The graph is copied once, on entry. After a replacement, what it killed is removed
+    (_died), or, where that is not simple, the whole graph is pruned in place; a copy and a
+    prune of the whole graph per replacement made every fusion pass quadratic (20 s of the
+    pruned 1o4i QDQ bert-base's compile)."""
     g = graph.copy()
     i = 0
     m = Matcher(g)
@@ -95,11 +97,11 @@ def rewrite(graph: Graph, rule: Rule) -> Graph:
     return g
 
 
-def _died(m: Matcher, old: Node, new: list[Node], added: int) -> tuple[set[int], list[str]] | None:
+def _died(m: Matcher, old: Node, new: list[Node], added: int) -> tuple[set[int], set[str]] | None:
     """What pruning would remove after ``old`` (a node of a pruned graph: every node live and
     every value used; m its matcher before the replacement) was replaced by ``new``: the nodes
     (ids) that fed only ``old`` and those that fed only them, and the values no node makes or
-    reads any more, in the order the graph holds them. None where the answer is not that simple
+    reads any more. None where the answer is not that simple
     (a node of ``new`` whose outputs nobody reads, an output of ``old`` that ``new`` does not
     make, a value the rule declared and ``new`` does not use): the caller prunes the graph."""
     made = {o for n in new for o in n.outputs if o}
@@ -140,7 +142,7 @@ def _died(m: Matcher, old: Node, new: list[Node], added: int) -> tuple[set[int],
         dead_values.update(o for o in producer.outputs if o and o not in g.inputs)
         todo.extend(i for i in producer.inputs if i)
     dead_nodes.discard(id(old))
-    return dead_nodes, [v for v in g.values if v in dead_values]
+    return dead_nodes, dead_values
 
 
 def replaced(node: Node, attrs: dict, inputs=None, outputs=None) -> list[Node]:
