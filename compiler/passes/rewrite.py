@@ -101,9 +101,9 @@ def _died(m: Matcher, old: Node, new: list[Node], added: int) -> tuple[set[int],
     """What pruning would remove after ``old`` (a node of a pruned graph: every node live and
     every value used; m its matcher before the replacement) was replaced by ``new``: the nodes
     (ids) that fed only ``old`` and those that fed only them, and the values no node makes or
-    reads any more. None where the answer is not that simple
-    (a node of ``new`` whose outputs nobody reads, an output of ``old`` that ``new`` does not
-    make, a value the rule declared and ``new`` does not use): the caller prunes the graph."""
+    reads any more. None where the answer is not that simple (a node of ``new`` whose outputs
+    nobody reads, an output of ``old`` that ``new`` does not make, a value the rule declared
+    and ``new`` does not use): the caller prunes the graph."""
     made = {o for n in new for o in n.outputs if o}
     read = {i for n in new for i in n.inputs if i}
     outs, g = m.outputs, m.g

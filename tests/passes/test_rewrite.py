@@ -80,8 +80,8 @@ def _split_rule(m: Matcher, node: Node):
 
 
 def _drop_rule(m: Matcher, node: Node):
-    """C(p, ...) whose outputs nobody reads any more is replaced by nothing; a C that reads a
-    constant loses that input (the constant may die)."""
+    """C(p, ..., const, ...) -> E without its constant inputs (a constant read by nobody else
+    dies, a value that no node makes)."""
     if node.op != "C":
         return None
     consts = [i for i in node.inputs if m.g.const(i) is not None]
