@@ -66,6 +66,24 @@ def test_batch_of_several_chunks_equals_rows_run_alone(compile_onnx, threads, qu
     assert ws(37) > ws(36) and ws(255) < ws(256) == ws(257) == ws(10_000)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_chunks_round_up_to_whole_examples(compile_onnx, threads):
+    # At a bucket that does not divide 256, a chunk is the examples of 256 tokens per thread
+    # rounded up (model.c.j2, sqc_batch_chunk): at 48, 6 examples on 1 thread (288 tokens), 11
+    # on 2; rounded down (5 and 10), 384 tokens on 2 threads had run as one example a chunk.
+    # 13 examples: chunks (6, 6, 1) or (11, 2); the same bits as alone.
+    engine = compile_onnx(MODEL, buckets=(48,), max_batch_size=16)
+    x = generate_random_inputs(engine, 13, 48, seed=5)
+    together = engine.run(x, threads=threads)
+    for row in (0, 5, 6, 10, 11, 12):
+        alone = engine.run([a[row : row + 1] for a in x], threads=threads)
+        for t, a in zip(together, alone):
+            np.testing.assert_array_equal(t[row], a[0])
+    # The largest chunk (16 threads, 4096 tokens): 86 examples of 48 (4128 tokens), not 85.
+    ws = engine._ws_size[48]
+    assert ws(85) < ws(86) == ws(87) == ws(10_000)
+
+
 def test_random_inputs_are_realistic(engine):
     ids, mask, types = generate_random_inputs(engine, 3, 32, seed=0)
     assert ids.dtype == np.int64 and ids.min() >= 0 and ids.max() < 1024
