@@ -46,6 +46,15 @@ def test_every_batch_up_to_max_equals_rows_run_alone(engine, batch):
         np.testing.assert_array_equal(together[row], alone[0])
 
 
+def _assert_rows_as_alone(engine, x, rows, threads):
+    """Each of ``rows`` of the batch ``x`` run whole gives the same bits as that row run alone."""
+    together = engine.run(x, threads=threads)
+    for row in rows:
+        alone = engine.run([a[row : row + 1] for a in x], threads=threads)
+        for t, a in zip(together, alone):
+            np.testing.assert_array_equal(t[row], a[0])
+
+
 @pytest.mark.parametrize("quantize", ["none", "dynamic"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_batch_of_several_chunks_equals_rows_run_alone(compile_onnx, threads, quantize):
@@ -55,11 +64,7 @@ def test_batch_of_several_chunks_equals_rows_run_alone(compile_onnx, threads, qu
     # alone, with int8 layers too (their activation range is per example).
     engine = compile_onnx(MODEL, buckets=(16,), max_batch_size=40, quantize=quantize)
     x = generate_random_inputs(engine, 37, 16, seed=11)
-    together = engine.run(x, threads=threads)
-    for row in (0, 15, 16, 31, 32, 36):
-        alone = engine.run([a[row : row + 1] for a in x], threads=threads)
-        for t, a in zip(together, alone):
-            np.testing.assert_array_equal(t[row], a[0])
+    _assert_rows_as_alone(engine, x, (0, 15, 16, 31, 32, 36), threads)
     # The workspace holds the largest chunk (16 threads: 4096 rows, 256 examples of 16), not
     # the whole batch.
     ws = engine._ws_size[16]
@@ -74,11 +79,7 @@ def test_chunks_round_up_to_whole_examples(compile_onnx, threads):
     # 13 examples: chunks (6, 6, 1) or (11, 2); the same bits as alone.
     engine = compile_onnx(MODEL, buckets=(48,), max_batch_size=16)
     x = generate_random_inputs(engine, 13, 48, seed=5)
-    together = engine.run(x, threads=threads)
-    for row in (0, 5, 6, 10, 11, 12):
-        alone = engine.run([a[row : row + 1] for a in x], threads=threads)
-        for t, a in zip(together, alone):
-            np.testing.assert_array_equal(t[row], a[0])
+    _assert_rows_as_alone(engine, x, (0, 5, 6, 10, 11, 12), threads)
     # The largest chunk (16 threads, 4096 tokens): 86 examples of 48 (4128 tokens), not 85.
     ws = engine._ws_size[48]
     assert ws(85) < ws(86) == ws(87) == ws(10_000)
