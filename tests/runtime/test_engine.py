@@ -40,13 +40,10 @@ def test_every_batch_up_to_max_equals_rows_run_alone(engine, batch):
     """An example's outputs are the same bits whatever else is in its batch and wherever it sits
     (every kernel computes a row the same way in any tile, chunk or thread)."""
     x = generate_random_inputs(engine, batch, 32, seed=batch)
-    together = engine.run(x)[0]
-    for row in range(batch):
-        alone = engine.run([a[row : row + 1] for a in x])[0]
-        np.testing.assert_array_equal(together[row], alone[0])
+    _assert_rows_as_alone(engine, x, range(batch))
 
 
-def _assert_rows_as_alone(engine, x, rows, threads):
+def _assert_rows_as_alone(engine, x, rows, threads=None):
     """Each of ``rows`` of the batch ``x`` run whole gives the same bits as that row run alone."""
     together = engine.run(x, threads=threads)
     for row in rows:
@@ -74,8 +71,8 @@ def test_batch_of_several_chunks_equals_rows_run_alone(compile_onnx, threads, qu
 @pytest.mark.parametrize("threads", [1, 2])
 def test_chunks_round_up_to_whole_examples(compile_onnx, threads):
     # At a bucket that does not divide 256, a chunk is the examples of 256 tokens per thread
-    # rounded up (model.c.j2, sqc_batch_chunk): at 48, 6 examples on 1 thread (288 tokens), 11
-    # on 2; rounded down (5 and 10), 384 tokens on 2 threads had run as one example a chunk.
+    # rounded up (model.c.j2, sqc_batch_chunk): at 48, 6 examples on 1 thread (288 tokens) and
+    # 11 on 2, where rounding down gave 5 and 10 (and, at bucket 384 on 2 threads, 1 example).
     # 13 examples: chunks (6, 6, 1) or (11, 2); the same bits as alone.
     engine = compile_onnx(MODEL, buckets=(48,), max_batch_size=16)
     x = generate_random_inputs(engine, 13, 48, seed=5)
