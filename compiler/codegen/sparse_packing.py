@@ -18,7 +18,13 @@ import numpy as np
 # bursty process on the second CPU), 35.1 -> 32.3 ms on 1 thread (fp32); int8 1o4i QDQ on the
 # VNNI kernels +1.6% / +5%; 16 x 128 unchanged.
 # 16 ymm: 2 x 4 accumulators (32 tokens) + 4 panel vectors + 2 broadcasts (both avx2 targets;
-# f32_kb: as many bytes of panel rows per block as avx512's 256 rows of 64 tokens).
+# f32_kb: as many bytes of panel rows per block as avx512's 256 rows of 64 tokens; f32_cw 4:
+# the avx2 fp32 kernel has 4 broadcasts and 2 accumulator vectors per chunk in 16 ymm).
+# f32_cw 8 (avx512): chunks of 8 nonzeros, half the accumulator loads and stores per FMA of 4.
+# Zen 5, bert-base pruned 90% fp32, interleaved, identical outputs: 4.1% faster at 16 x 128
+# and 2.7% at 1 x 128 (1 thread); the kernel alone 7-10% (768 x 3072, M 64). 12 and 16 were no
+# faster than 8 (+1.0%, -3.9%), and f32_kb 1024 against 256 with chunks of 8 read +2.3% at
+# 1 x 128 and -4.4% at 16 x 128 in two runs: noise, so the Xeon's 256 stays.
 _AVX2_KNOBS = {
     "f32_tt": 32,
     "i8_tt": 32,
@@ -26,6 +32,7 @@ _AVX2_KNOBS = {
     "i8_nc": 64,
     "l2_budget": 524288,
     "f32_kb": 512,
+    "f32_cw": 4,
     "whole_panels": 1,
 }
 _SPARSE_GEMM_KNOBS: dict[tuple[str, str], dict[str, int]] = {
@@ -37,6 +44,7 @@ _SPARSE_GEMM_KNOBS: dict[tuple[str, str], dict[str, int]] = {
         "i8_nc": 64,
         "l2_budget": 524288,
         "f32_kb": 256,
+        "f32_cw": 8,
         "whole_panels": 1,
     },
     ("avx2", "avx_vnni"): _AVX2_KNOBS,
@@ -142,12 +150,12 @@ def _check_weights(W: np.ndarray, dtype: type, what: str) -> np.ndarray:
     return W
 
 
-def f32_chunks(W: np.ndarray, nc: int, kb: int) -> tuple[np.ndarray, ...]:
+def f32_chunks(W: np.ndarray, nc: int, kb: int, cw: int = 4) -> tuple[np.ndarray, ...]:
     """The fp32 chunk layout of W[K, N]: (ptr uint32[tiles + 1], col uint16[chunks],
-    k uint16[chunks, 4], w float32[chunks, 4]).
+    k uint16[chunks, cw], w float32[chunks, cw]).
 
     Columns go in tiles of ``nc``, k in blocks of ``kb`` rows. A column's nonzeros inside one
-    block (ascending k) fill chunks of 4; its last chunk there is padded with weight 0 at the
+    block (ascending k) fill chunks of ``cw``; its last chunk there is padded with weight 0 at the
     run's largest k (a row the kernel reads anyway). Inside a (tile, block) the chunks go round
     robin over the columns (every column's first chunk, then every second one, ...), so
     consecutive chunks add into different accumulators. A tile's chunks are its blocks' chunks in
@@ -162,7 +170,7 @@ def f32_chunks(W: np.ndarray, nc: int, kb: int) -> tuple[np.ndarray, ...]:
     n, k, run = n[order], k[order], run[order]
     counts = np.bincount(run, minlength=tiles * blocks * nc)
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    nchunks = -(-counts // 4)
+    nchunks = -(-counts // cw)
     # chunks of each run, listed run by run; their sort key puts them round robin per (tile, block)
     chunk_run = np.repeat(np.arange(counts.size), nchunks)
     chunk_first = np.concatenate([[0], np.cumsum(nchunks)[:-1]])
@@ -171,9 +179,9 @@ def f32_chunks(W: np.ndarray, nc: int, kb: int) -> tuple[np.ndarray, ...]:
     place = np.empty(chunk_run.size, dtype=np.int64)
     place[np.lexsort((jj, chunk_rank, tb))] = np.arange(chunk_run.size)
     rank = np.arange(n.size) - first[run]
-    slot = place[chunk_first[run] + rank // 4] * 4 + rank % 4
-    ks = np.zeros((chunk_run.size, 4), dtype=np.uint16)
-    ws = np.zeros((chunk_run.size, 4), dtype=np.float32)
+    slot = place[chunk_first[run] + rank // cw] * cw + rank % cw
+    ks = np.zeros((chunk_run.size, cw), dtype=np.uint16)
+    ws = np.zeros((chunk_run.size, cw), dtype=np.float32)
     has = counts > 0
     last_k = np.zeros(counts.size, dtype=np.int64)
     last_k[has] = k[(first + counts - 1)[has]]
@@ -196,11 +204,11 @@ def pack_f32_sparse(W: np.ndarray, isa: str) -> np.ndarray:
     zero.
     """
     W = _check_weights(W, np.float32, "fp32 sparse packing")
-    nc, kb = _knob("f32", isa, "nc"), _knob("f32", isa, "kb")
+    nc, kb, cw = (_knob("f32", isa, name) for name in ("nc", "kb", "cw"))
     K, N = W.shape
-    ptr, col, ks, ws = f32_chunks(W, nc, kb)
+    ptr, col, ks, ws = f32_chunks(W, nc, kb, cw)
     return _blob(
-        _KIND_F32_CHUNKS, K, N, ptr, ks.reshape(-1), ws.reshape(-1), ks.shape[0], 4,
+        _KIND_F32_CHUNKS, K, N, ptr, ks.reshape(-1), ws.reshape(-1), ks.shape[0], cw,
         G=nc, extra=kb, col=col,
     )  # fmt: skip
 
@@ -429,7 +437,8 @@ def spmm_scratch_bytes(
 #   costs 0.9 ns with the rows in L1 and 1.4-1.75 ns from L2 (K = 768 / 3072 panels are 192 /
 #   768 KiB), plus a mispredicted branch at the end of every column. The chunk layout (kind 5,
 #   f32_chunks) reads a panel block by block and runs one branch-free loop over chunks of 4
-#   nonzeros, adding into accumulators in L1 (prefetching the tile's C lines first, so the
+#   (f32_cw; 8 on avx512 since the twenty-third session) nonzeros, adding into accumulators
+#   in L1 (prefetching the tile's C lines first, so the
 #   epilogue's stores do not stall the next tile's accumulator stores behind memory): 1.1-1.3x
 #   the kind-1 kernel at 90% on the Xeon, 1.3-1.4x at 80% and for 1o4i, and bert-base pruned
 #   90% 16 x 128 went 637 -> 553 ms. Break-even about 50% sparsity there.
@@ -550,7 +559,8 @@ def sparse_cost_ns(kind: str, isa: str, stats: dict, M: int) -> tuple[float, flo
     compact = False
     if kind == "f32":
         # the chunk kernel costs the same per nonzero whatever the pattern (1o4i fills its
-        # chunks exactly; unstructured pads about 6% at 90% sparsity)
+        # chunks exactly; unstructured pads about 6% at 90% sparsity with chunks of 4, 12% with
+        # avx512's 8, whose kernel is faster per nonzero: fitted with 4, the model errs dense)
         work, k_units = c["entry"] * stats["nnz"], K
     else:
         k_units = -(-K // 4)

@@ -513,13 +513,20 @@ def test_f32_chunk_layout() -> None:
     blob = pack_f32_sparse(W, "avx512")
     hdr = blob[:64].view("<u4")
     assert hdr[0] == 0x50535153 and hdr[1] == 2 and hdr[2] == 5 and hdr[3] == 6 and hdr[4] == 3
-    # one tile of 64 columns, one block of f32_kb = 256 rows: column 0's 5 nonzeros in 2 chunks
-    assert hdr[5] == 64 and hdr[6] == 1 and hdr[7] == 4 and hdr[8] == 3 and hdr[9] == 256
+    # one tile of 64 columns, one block of f32_kb = 256 rows, chunks of f32_cw = 8: column 0's
+    # 5 nonzeros and column 1's one in a chunk each
+    assert hdr[5] == 64 and hdr[6] == 1 and hdr[7] == 8 and hdr[8] == 2 and hdr[9] == 256
     assert all(int(o) % 64 == 0 for o in hdr[10:14]) and blob.size % 64 == 0
+    # chunks of 8: the same runs, one chunk each, padded at the run's largest k
+    ptr, col, ks, ws = f32_chunks(W, nc=2, kb=4, cw=8)
+    assert ptr.tolist() == [0, 3, 3] and col.tolist() == [0, 1, 0]
+    assert ks.tolist() == [[0, 1, 3] + [3] * 5, [3] * 8, [4, 5] + [5] * 6]
+    assert ws.tolist() == [[1, 2, 3] + [0] * 5, [4] + [0] * 7, [5, 6] + [0] * 6]
 
 
+@pytest.mark.parametrize("cw", [4, 8])
 @pytest.mark.parametrize("pattern", PATTERNS)
-def test_f32_chunks_hold_every_nonzero_in_order(pattern: str) -> None:
+def test_f32_chunks_hold_every_nonzero_in_order(pattern: str, cw: int) -> None:
     """Random W: the chunks rebuild W exactly; a tile's chunks go block by block; inside a block
     a column's chunks ascend in k and no two consecutive chunks of a block share a column unless
     it is the block's only column with chunks left (round robin)."""
@@ -527,7 +534,8 @@ def test_f32_chunks_hold_every_nonzero_in_order(pattern: str) -> None:
     K, N, nc, kb = 300, 130, 64, 128
     W = rng.standard_normal((K, N)).astype(np.float32)
     W[~sparsity_mask(K, N, 0.8, pattern, rng)] = 0.0
-    ptr, col, ks, ws = f32_chunks(W, nc, kb)
+    ptr, col, ks, ws = f32_chunks(W, nc, kb, cw)
+    assert ks.shape[1] == ws.shape[1] == cw
     R = np.zeros((K, N), np.float64)
     for t in range(ptr.size - 1):
         last_k: dict[int, int] = {}
