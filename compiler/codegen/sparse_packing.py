@@ -18,13 +18,14 @@ import numpy as np
 # bursty process on the second CPU), 35.1 -> 32.3 ms on 1 thread (fp32); int8 1o4i QDQ on the
 # VNNI kernels +1.6% / +5%; 16 x 128 unchanged.
 # 16 ymm: 2 x 4 accumulators (32 tokens) + 4 panel vectors + 2 broadcasts (both avx2 targets;
-# f32_kb: as many bytes of panel rows per block as avx512's 256 rows of 64 tokens; f32_cw 4:
-# the avx2 fp32 kernel has 4 broadcasts and 2 accumulator vectors per chunk in 16 ymm).
-# f32_cw 8 (avx512): chunks of 8 nonzeros, half the accumulator loads and stores per FMA of 4.
-# Zen 5, bert-base pruned 90% fp32, interleaved, identical outputs: 4.1% faster at 16 x 128
-# and 2.7% at 1 x 128 (1 thread); the kernel alone 7-10% (768 x 3072, M 64). 12 and 16 were no
-# faster than 8 (+1.0%, -3.9%), and f32_kb 1024 against 256 with chunks of 8 read +2.3% at
-# 1 x 128 and -4.4% at 16 x 128 in two runs: noise, so the Xeon's 256 stays.
+# f32_kb: as many bytes of panel rows per block as avx512's 256 rows of 64 tokens).
+# f32_cw 8 (every target): chunks of 8 nonzeros, half the accumulator loads and stores per FMA
+# of 4. Zen 5, bert-base pruned 90% fp32, interleaved, identical outputs, against 4: avx512
+# 4.1% faster at 16 x 128 and 2.7% at 1 x 128 (1 thread), the kernel alone 7-10% (768 x 3072,
+# M 64); the avx2 target 4.9% and 3.6% (8 broadcasts and 4 accumulator vectors fit 16 ymm).
+# 12 and 16 were no faster than 8 on avx512 (+1.0%, -3.9%), and f32_kb 1024 against 256 with
+# chunks of 8 read +2.3% at 1 x 128 and -4.4% at 16 x 128 in two runs: noise, so the Xeon's 256
+# stays.
 _AVX2_KNOBS = {
     "f32_tt": 32,
     "i8_tt": 32,
@@ -32,7 +33,7 @@ _AVX2_KNOBS = {
     "i8_nc": 64,
     "l2_budget": 524288,
     "f32_kb": 512,
-    "f32_cw": 4,
+    "f32_cw": 8,
     "whole_panels": 1,
 }
 _SPARSE_GEMM_KNOBS: dict[tuple[str, str], dict[str, int]] = {
@@ -437,7 +438,7 @@ def spmm_scratch_bytes(
 #   costs 0.9 ns with the rows in L1 and 1.4-1.75 ns from L2 (K = 768 / 3072 panels are 192 /
 #   768 KiB), plus a mispredicted branch at the end of every column. The chunk layout (kind 5,
 #   f32_chunks) reads a panel block by block and runs one branch-free loop over chunks of 4
-#   (f32_cw; 8 on avx512 since the twenty-third session) nonzeros, adding into accumulators
+#   (f32_cw; 8 since the twenty-third session) nonzeros, adding into accumulators
 #   in L1 (prefetching the tile's C lines first, so the
 #   epilogue's stores do not stall the next tile's accumulator stores behind memory): 1.1-1.3x
 #   the kind-1 kernel at 90% on the Xeon, 1.3-1.4x at 80% and for 1o4i, and bert-base pruned
@@ -560,7 +561,8 @@ def sparse_cost_ns(kind: str, isa: str, stats: dict, M: int) -> tuple[float, flo
     if kind == "f32":
         # the chunk kernel costs the same per nonzero whatever the pattern (1o4i fills its
         # chunks exactly; unstructured pads about 6% at 90% sparsity with chunks of 4, 12% with
-        # avx512's 8, whose kernel is faster per nonzero: fitted with 4, the model errs dense)
+        # the 8 of today's kernels, which are faster per nonzero: fitted with 4, the model errs
+        # dense)
         work, k_units = c["entry"] * stats["nnz"], K
     else:
         k_units = -(-K // 4)
