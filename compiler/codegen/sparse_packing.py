@@ -151,7 +151,7 @@ def _check_weights(W: np.ndarray, dtype: type, what: str) -> np.ndarray:
     return W
 
 
-def f32_chunks(W: np.ndarray, nc: int, kb: int, cw: int = 4) -> tuple[np.ndarray, ...]:
+def f32_chunks(W: np.ndarray, nc: int, kb: int, cw: int) -> tuple[np.ndarray, ...]:
     """The fp32 chunk layout of W[K, N]: (ptr uint32[tiles + 1], col uint16[chunks],
     k uint16[chunks, cw], w float32[chunks, cw]).
 
@@ -438,11 +438,11 @@ def spmm_scratch_bytes(
 #   costs 0.9 ns with the rows in L1 and 1.4-1.75 ns from L2 (K = 768 / 3072 panels are 192 /
 #   768 KiB), plus a mispredicted branch at the end of every column. The chunk layout (kind 5,
 #   f32_chunks) reads a panel block by block and runs one branch-free loop over chunks of 4
-#   (f32_cw; 8 since the twenty-third session) nonzeros, adding into accumulators
-#   in L1 (prefetching the tile's C lines first, so the
-#   epilogue's stores do not stall the next tile's accumulator stores behind memory): 1.1-1.3x
-#   the kind-1 kernel at 90% on the Xeon, 1.3-1.4x at 80% and for 1o4i, and bert-base pruned
-#   90% 16 x 128 went 637 -> 553 ms. Break-even about 50% sparsity there.
+#   nonzeros (f32_cw; 8 since the twenty-third session), adding into accumulators in L1
+#   (prefetching the tile's C lines first, so the epilogue's stores do not stall the next
+#   tile's accumulator stores behind memory): 1.1-1.3x the kind-1 kernel at 90% on the Xeon,
+#   1.3-1.4x at 80% and for 1o4i, and bert-base pruned 90% 16 x 128 went 637 -> 553 ms.
+#   Break-even about 50% sparsity there.
 # - int8 quads (1o4i): 4 zmm loads + 4 vpdpbusd per non-empty quad per 64 tokens, load bound;
 #   the dense kernel runs ~2 vpdpbusd per cycle: 2.9-3.6x at 90% 1o4i (2.0x at M=2048,
 #   N=3072). Break-even about 55-70%.

@@ -505,7 +505,7 @@ def test_f32_chunk_layout() -> None:
     W = np.zeros((6, 3), np.float32)
     W[[0, 1, 3, 4, 5], 0] = [1, 2, 3, 5, 6]
     W[3, 1] = 4  # column 2: empty
-    ptr, col, ks, ws = f32_chunks(W, nc=2, kb=4)  # tiles {0, 1}, {2}; blocks k 0-3, 4-5
+    ptr, col, ks, ws = f32_chunks(W, nc=2, kb=4, cw=4)  # tiles {0, 1}, {2}; blocks k 0-3, 4-5
     assert ptr.tolist() == [0, 3, 3]
     assert col.tolist() == [0, 1, 0]
     assert ks.tolist() == [[0, 1, 3, 3], [3, 3, 3, 3], [4, 5, 5, 5]]
