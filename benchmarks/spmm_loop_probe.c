@@ -121,6 +121,32 @@ __attribute__((noinline)) static void loop_quads(void) {
         _mm512_store_si512(o + 32, _mm512_add_epi32(a2, b2)); _mm512_store_si512(o + 48, _mm512_add_epi32(a3, b3));
     }
 }
+__attribute__((noinline)) static void loop_quads_pair(void) {
+    for (int n = 0; n < N; n++) {
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        uint32_t e = ptr[n];
+        const uint32_t e1 = ptr[n + 1];
+        const int32_t *aqt = (const int32_t *)at;
+        for (; e + 2 <= e1; e += 2) {
+            /* two entries' k quads in one 32-bit load, their weights in one 64-bit broadcast */
+            uint32_t q2;
+            int64_t w2;
+            memcpy(&q2, qidx + e, 4);
+            memcpy(&w2, val + e, 8);
+            const int32_t *x0 = aqt + (size_t)(q2 & 0xffff) * 64, *x1 = aqt + (size_t)(q2 >> 16) * 64;
+            const __m512i ww = _mm512_set1_epi64(w2);
+            const __m512i w0 = _mm512_shuffle_epi32(ww, _MM_PERM_AAAA), w1 = _mm512_shuffle_epi32(ww, _MM_PERM_BBBB);
+            DP(a0, _mm512_loadu_si512(x0), w0); DP(b0, _mm512_loadu_si512(x1), w1);
+            DP(a1, _mm512_loadu_si512(x0 + 16), w0); DP(b1, _mm512_loadu_si512(x1 + 16), w1);
+            DP(a2, _mm512_loadu_si512(x0 + 32), w0); DP(b2, _mm512_loadu_si512(x1 + 32), w1);
+            DP(a3, _mm512_loadu_si512(x0 + 48), w0); DP(b3, _mm512_loadu_si512(x1 + 48), w1);
+        }
+        for (; e < e1; e++) { const __m512i w = _mm512_set1_epi32(val[e]); QUAD(aqt + (size_t)qidx[e] * 64, w) }
+        int32_t *o = out + (n & 15) * 64;
+        _mm512_store_si512(o, _mm512_add_epi32(a0, b0)); _mm512_store_si512(o + 16, _mm512_add_epi32(a1, b1));
+        _mm512_store_si512(o + 32, _mm512_add_epi32(a2, b2)); _mm512_store_si512(o + 48, _mm512_add_epi32(a3, b3));
+    }
+}
 __attribute__((noinline)) static void loop_quads_no_index(void) {
     for (int n = 0; n < N; n++) {
         __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
@@ -137,9 +163,9 @@ __attribute__((noinline)) static void loop_quads_no_index(void) {
         _mm512_store_si512(o + 32, _mm512_add_epi32(a2, b2)); _mm512_store_si512(o + 48, _mm512_add_epi32(a3, b3));
     }
 }
-#define NLOOPS 6
-static const char *names[] = {"compact", "compact_u64", "compact_no_index", "compact_no_unpack", "quads", "quads_no_index"};
-static void (*loops[])(void) = {loop_compact, loop_compact_u64, loop_compact_no_index, loop_compact_no_unpack, loop_quads, loop_quads_no_index};
+#define NLOOPS 7
+static const char *names[] = {"compact", "compact_u64", "compact_no_index", "compact_no_unpack", "quads", "quads_pair", "quads_no_index"};
+static void (*loops[])(void) = {loop_compact, loop_compact_u64, loop_compact_no_index, loop_compact_no_unpack, loop_quads, loop_quads_pair, loop_quads_no_index};
 
 static double clock_hz(void) {
     uint64_t x = 1; const long n = 200000000; double t0 = now();

@@ -5,21 +5,23 @@
 
 The probe is benchmarks/spmm_loop_probe.c. Its loops are copies of the column-sum loops of
 templates/kernels/sparse_gemm.h.j2 (avx512_vnni, 64-token panel): "quads" (1o4i: per entry a k
-quad and its 4 weights; 4 zmm loads and 4 vpdpbusd) and "compact" (unstructured: per entry 4 nonzeros at any k; 4 byte-row loads, 8
-unpacks, 4 vpdpbusd). Next to each, variants that leave one part out or change it, so that the
-differences say which part costs what:
+quad and its 4 weights; 4 zmm loads and 4 vpdpbusd) and "compact" (unstructured: per entry 4
+nonzeros at any k; 4 byte-row loads, 8 unpacks, 4 vpdpbusd). Next to each, variants that leave
+one part out or change it, so that the differences say which part costs what:
 
   compact_u64       the 4 uint16 k of an entry read by one 64-bit load (kernel: 4 loads)
   compact_no_index  4 consecutive rows picked by the entry number, no index loads (not a
                     real kernel: the bound without index loads)
   compact_no_unpack vpdpbusd straight on the loaded rows (wrong sums: the cost of the unpacks)
+  quads_pair        two entries' k quads in one 32-bit load, their weights in one 64-bit
+                    broadcast (kernel: 2 + 2 loads)
   quads_no_index    as compact_no_index, for quads
 
 and the port rates it runs against: vpdpbusd zmm throughput and latency, zmm loads from L1, and
 byte unpacks. Every figure is the best of --rounds passes, the variants interleaved within a
 pass (the host's load moves them together). Cycles use the clock measured by a chain of
-dependent adds. Synthetic weights: random k, one 64-token panel of K rows (K * 64 bytes, in
-L1 for K = 768 on a 48 KiB L1), 768 columns.
+dependent adds. Synthetic weights: random k, one 64-token panel of K rows (K * 64 bytes: all
+of a 48 KiB L1 at K = 768), 768 columns.
 """
 
 from __future__ import annotations
