@@ -27,142 +27,115 @@ static int32_t out[16 * 64] __attribute__((aligned(64)));
 #define QUAD(x, w)                                                                              \
     DP(a0, _mm512_loadu_si512(x), w); DP(a1, _mm512_loadu_si512((x) + 16), w);                  \
     DP(a2, _mm512_loadu_si512((x) + 32), w); DP(a3, _mm512_loadu_si512((x) + 48), w);
-__attribute__((noinline)) static void loop_compact(void) {
-    for (int n = 0; n < N; n++) {
-        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        uint32_t e = ptr[n];
-        const uint32_t e1 = ptr[n + 1];
+enum { V_COMPACT, V_COMPACT_U64, V_COMPACT_NO_INDEX, V_COMPACT_NO_UNPACK, V_QUADS, V_QUADS_PAIR, V_QUADS_NO_INDEX };
 
-    for (; e < e1; e++) {
-        const uint16_t *k4 = k4s + 4 * (size_t)e;
-        const __m512i r0 = _mm512_loadu_si512(at + (size_t)k4[0] * 64), r1 = _mm512_loadu_si512(at + (size_t)k4[1] * 64);
-        const __m512i r2 = _mm512_loadu_si512(at + (size_t)k4[2] * 64), r3 = _mm512_loadu_si512(at + (size_t)k4[3] * 64);
-        const __m512i w = _mm512_set1_epi32(val[e]);
-        UNPACK SUMS
-    }
-        int32_t *o = out + (n & 15) * 64;
-        _mm512_store_si512(o, _mm512_add_epi32(a0, b0)); _mm512_store_si512(o + 16, _mm512_add_epi32(a1, b1));
-        _mm512_store_si512(o + 32, _mm512_add_epi32(a2, b2)); _mm512_store_si512(o + 48, _mm512_add_epi32(a3, b3));
-    }
-}
-__attribute__((noinline)) static void loop_compact_u64(void) {
-    for (int n = 0; n < N; n++) {
-        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        uint32_t e = ptr[n];
-        const uint32_t e1 = ptr[n + 1];
-
+/* every variant runs the same column loop around its entries: sums of column n into a0..a3
+   (and b0..b3), stored to out so that they stay live; always inlined, one copy per variant */
+static inline __attribute__((always_inline)) void columns(const int variant) {
+    const int32_t *aqt = (const int32_t *)at;
     const uint64_t row = 0xffffull << 6;
-    for (; e < e1; e++) {
-        uint64_t k4; memcpy(&k4, k4s + 4 * (size_t)e, 8);
-        const __m512i r0 = _mm512_loadu_si512(at + ((k4 << 6) & row)), r1 = _mm512_loadu_si512(at + ((k4 >> 10) & row));
-        const __m512i r2 = _mm512_loadu_si512(at + ((k4 >> 26) & row)), r3 = _mm512_loadu_si512(at + ((k4 >> 42) & row));
-        const __m512i w = _mm512_set1_epi32(val[e]);
-        UNPACK SUMS
-    }
-        int32_t *o = out + (n & 15) * 64;
-        _mm512_store_si512(o, _mm512_add_epi32(a0, b0)); _mm512_store_si512(o + 16, _mm512_add_epi32(a1, b1));
-        _mm512_store_si512(o + 32, _mm512_add_epi32(a2, b2)); _mm512_store_si512(o + 48, _mm512_add_epi32(a3, b3));
-    }
-}
-__attribute__((noinline)) static void loop_compact_no_index(void) {
+    (void)aqt;
+    (void)row;
     for (int n = 0; n < N; n++) {
         __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
         uint32_t e = ptr[n];
         const uint32_t e1 = ptr[n + 1];
-
-    for (; e < e1; e++) {
-        const uint8_t *b = at + (size_t)((e * 37u) & qmask) * 256;
-        const __m512i r0 = _mm512_loadu_si512(b), r1 = _mm512_loadu_si512(b + 64);
-        const __m512i r2 = _mm512_loadu_si512(b + 128), r3 = _mm512_loadu_si512(b + 192);
-        const __m512i w = _mm512_set1_epi32(val[e]);
-        UNPACK SUMS
-    }
-        int32_t *o = out + (n & 15) * 64;
-        _mm512_store_si512(o, _mm512_add_epi32(a0, b0)); _mm512_store_si512(o + 16, _mm512_add_epi32(a1, b1));
-        _mm512_store_si512(o + 32, _mm512_add_epi32(a2, b2)); _mm512_store_si512(o + 48, _mm512_add_epi32(a3, b3));
-    }
-}
-__attribute__((noinline)) static void loop_compact_no_unpack(void) {
-    for (int n = 0; n < N; n++) {
-        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        uint32_t e = ptr[n];
-        const uint32_t e1 = ptr[n + 1];
-
-    for (; e < e1; e++) {
-        const uint16_t *k4 = k4s + 4 * (size_t)e;
-        const __m512i q0 = _mm512_loadu_si512(at + (size_t)k4[0] * 64), q1 = _mm512_loadu_si512(at + (size_t)k4[1] * 64);
-        const __m512i q2 = _mm512_loadu_si512(at + (size_t)k4[2] * 64), q3 = _mm512_loadu_si512(at + (size_t)k4[3] * 64);
-        const __m512i w = _mm512_set1_epi32(val[e]);
-        SUMS
-    }
-        int32_t *o = out + (n & 15) * 64;
-        _mm512_store_si512(o, _mm512_add_epi32(a0, b0)); _mm512_store_si512(o + 16, _mm512_add_epi32(a1, b1));
-        _mm512_store_si512(o + 32, _mm512_add_epi32(a2, b2)); _mm512_store_si512(o + 48, _mm512_add_epi32(a3, b3));
-    }
-}
-__attribute__((noinline)) static void loop_quads(void) {
-    for (int n = 0; n < N; n++) {
-        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        uint32_t e = ptr[n];
-        const uint32_t e1 = ptr[n + 1];
-
-    const int32_t *aqt = (const int32_t *)at;
-    for (; e + 2 <= e1; e += 2) {
-        const int32_t *x0 = aqt + (size_t)qidx[e] * 64, *x1 = aqt + (size_t)qidx[e + 1] * 64;
-        const __m512i w0 = _mm512_set1_epi32(val[e]), w1 = _mm512_set1_epi32(val[e + 1]);
-        DP(a0, _mm512_loadu_si512(x0), w0); DP(b0, _mm512_loadu_si512(x1), w1);
-        DP(a1, _mm512_loadu_si512(x0 + 16), w0); DP(b1, _mm512_loadu_si512(x1 + 16), w1);
-        DP(a2, _mm512_loadu_si512(x0 + 32), w0); DP(b2, _mm512_loadu_si512(x1 + 32), w1);
-        DP(a3, _mm512_loadu_si512(x0 + 48), w0); DP(b3, _mm512_loadu_si512(x1 + 48), w1);
-    }
-    for (; e < e1; e++) { const __m512i w = _mm512_set1_epi32(val[e]); QUAD(aqt + (size_t)qidx[e] * 64, w) }
-        int32_t *o = out + (n & 15) * 64;
-        _mm512_store_si512(o, _mm512_add_epi32(a0, b0)); _mm512_store_si512(o + 16, _mm512_add_epi32(a1, b1));
-        _mm512_store_si512(o + 32, _mm512_add_epi32(a2, b2)); _mm512_store_si512(o + 48, _mm512_add_epi32(a3, b3));
-    }
-}
-__attribute__((noinline)) static void loop_quads_pair(void) {
-    for (int n = 0; n < N; n++) {
-        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        uint32_t e = ptr[n];
-        const uint32_t e1 = ptr[n + 1];
-        const int32_t *aqt = (const int32_t *)at;
-        for (; e + 2 <= e1; e += 2) {
-            /* two entries' k quads in one 32-bit load, their weights in one 64-bit broadcast */
-            uint32_t q2;
-            int64_t w2;
-            memcpy(&q2, qidx + e, 4);
-            memcpy(&w2, val + e, 8);
-            const int32_t *x0 = aqt + (size_t)(q2 & 0xffff) * 64, *x1 = aqt + (size_t)(q2 >> 16) * 64;
-            const __m512i ww = _mm512_set1_epi64(w2);
-            const __m512i w0 = _mm512_shuffle_epi32(ww, _MM_PERM_AAAA), w1 = _mm512_shuffle_epi32(ww, _MM_PERM_BBBB);
-            DP(a0, _mm512_loadu_si512(x0), w0); DP(b0, _mm512_loadu_si512(x1), w1);
-            DP(a1, _mm512_loadu_si512(x0 + 16), w0); DP(b1, _mm512_loadu_si512(x1 + 16), w1);
-            DP(a2, _mm512_loadu_si512(x0 + 32), w0); DP(b2, _mm512_loadu_si512(x1 + 32), w1);
-            DP(a3, _mm512_loadu_si512(x0 + 48), w0); DP(b3, _mm512_loadu_si512(x1 + 48), w1);
+        switch (variant) {
+        case V_COMPACT: /* the kernel's loop */
+            for (; e < e1; e++) {
+                const uint16_t *k4 = k4s + 4 * (size_t)e;
+                const __m512i r0 = _mm512_loadu_si512(at + (size_t)k4[0] * 64);
+                const __m512i r1 = _mm512_loadu_si512(at + (size_t)k4[1] * 64);
+                const __m512i r2 = _mm512_loadu_si512(at + (size_t)k4[2] * 64);
+                const __m512i r3 = _mm512_loadu_si512(at + (size_t)k4[3] * 64);
+                const __m512i w = _mm512_set1_epi32(val[e]);
+                UNPACK SUMS
+            }
+            break;
+        case V_COMPACT_U64: /* the 4 k in one 64-bit load */
+            for (; e < e1; e++) {
+                uint64_t k4;
+                memcpy(&k4, k4s + 4 * (size_t)e, 8);
+                const __m512i r0 = _mm512_loadu_si512(at + ((k4 << 6) & row));
+                const __m512i r1 = _mm512_loadu_si512(at + ((k4 >> 10) & row));
+                const __m512i r2 = _mm512_loadu_si512(at + ((k4 >> 26) & row));
+                const __m512i r3 = _mm512_loadu_si512(at + ((k4 >> 42) & row));
+                const __m512i w = _mm512_set1_epi32(val[e]);
+                UNPACK SUMS
+            }
+            break;
+        case V_COMPACT_NO_INDEX: /* 4 consecutive rows from the entry number */
+            for (; e < e1; e++) {
+                const uint8_t *b = at + (size_t)((e * 37u) & qmask) * 256;
+                const __m512i r0 = _mm512_loadu_si512(b), r1 = _mm512_loadu_si512(b + 64);
+                const __m512i r2 = _mm512_loadu_si512(b + 128), r3 = _mm512_loadu_si512(b + 192);
+                const __m512i w = _mm512_set1_epi32(val[e]);
+                UNPACK SUMS
+            }
+            break;
+        case V_COMPACT_NO_UNPACK: /* vpdpbusd on the rows as loaded (wrong sums) */
+            for (; e < e1; e++) {
+                const uint16_t *k4 = k4s + 4 * (size_t)e;
+                const __m512i q0 = _mm512_loadu_si512(at + (size_t)k4[0] * 64);
+                const __m512i q1 = _mm512_loadu_si512(at + (size_t)k4[1] * 64);
+                const __m512i q2 = _mm512_loadu_si512(at + (size_t)k4[2] * 64);
+                const __m512i q3 = _mm512_loadu_si512(at + (size_t)k4[3] * 64);
+                const __m512i w = _mm512_set1_epi32(val[e]);
+                SUMS
+            }
+            break;
+        case V_QUADS: /* the kernel's loop: two entries a step into a0.. and b0.. */
+        case V_QUADS_PAIR: /* the same, their k quads in one load, their weights in one */
+            for (; e + 2 <= e1; e += 2) {
+                const int32_t *x0, *x1;
+                __m512i w0, w1;
+                if (variant == V_QUADS) {
+                    x0 = aqt + (size_t)qidx[e] * 64;
+                    x1 = aqt + (size_t)qidx[e + 1] * 64;
+                    w0 = _mm512_set1_epi32(val[e]);
+                    w1 = _mm512_set1_epi32(val[e + 1]);
+                } else {
+                    uint32_t q2;
+                    int64_t w2;
+                    memcpy(&q2, qidx + e, 4);
+                    memcpy(&w2, val + e, 8);
+                    x0 = aqt + (size_t)(q2 & 0xffff) * 64;
+                    x1 = aqt + (size_t)(q2 >> 16) * 64;
+                    const __m512i ww = _mm512_set1_epi64(w2);
+                    w0 = _mm512_shuffle_epi32(ww, _MM_PERM_AAAA);
+                    w1 = _mm512_shuffle_epi32(ww, _MM_PERM_BBBB);
+                }
+                DP(a0, _mm512_loadu_si512(x0), w0); DP(b0, _mm512_loadu_si512(x1), w1);
+                DP(a1, _mm512_loadu_si512(x0 + 16), w0); DP(b1, _mm512_loadu_si512(x1 + 16), w1);
+                DP(a2, _mm512_loadu_si512(x0 + 32), w0); DP(b2, _mm512_loadu_si512(x1 + 32), w1);
+                DP(a3, _mm512_loadu_si512(x0 + 48), w0); DP(b3, _mm512_loadu_si512(x1 + 48), w1);
+            }
+            for (; e < e1; e++) {
+                const __m512i w = _mm512_set1_epi32(val[e]);
+                QUAD(aqt + (size_t)qidx[e] * 64, w)
+            }
+            break;
+        case V_QUADS_NO_INDEX: /* the quad from the entry number */
+            for (; e < e1; e++) {
+                const __m512i w = _mm512_set1_epi32(val[e]);
+                QUAD(aqt + (size_t)((e * 37u) & qmask) * 64, w)
+            }
+            break;
         }
-        for (; e < e1; e++) { const __m512i w = _mm512_set1_epi32(val[e]); QUAD(aqt + (size_t)qidx[e] * 64, w) }
         int32_t *o = out + (n & 15) * 64;
-        _mm512_store_si512(o, _mm512_add_epi32(a0, b0)); _mm512_store_si512(o + 16, _mm512_add_epi32(a1, b1));
-        _mm512_store_si512(o + 32, _mm512_add_epi32(a2, b2)); _mm512_store_si512(o + 48, _mm512_add_epi32(a3, b3));
+        _mm512_store_si512(o, _mm512_add_epi32(a0, b0));
+        _mm512_store_si512(o + 16, _mm512_add_epi32(a1, b1));
+        _mm512_store_si512(o + 32, _mm512_add_epi32(a2, b2));
+        _mm512_store_si512(o + 48, _mm512_add_epi32(a3, b3));
     }
 }
-__attribute__((noinline)) static void loop_quads_no_index(void) {
-    for (int n = 0; n < N; n++) {
-        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        uint32_t e = ptr[n];
-        const uint32_t e1 = ptr[n + 1];
-
-    const int32_t *aqt = (const int32_t *)at;
-    for (; e < e1; e++) {
-        const __m512i w = _mm512_set1_epi32(val[e]);
-        QUAD(aqt + (size_t)((e * 37u) & qmask) * 64, w)
-    }
-        int32_t *o = out + (n & 15) * 64;
-        _mm512_store_si512(o, _mm512_add_epi32(a0, b0)); _mm512_store_si512(o + 16, _mm512_add_epi32(a1, b1));
-        _mm512_store_si512(o + 32, _mm512_add_epi32(a2, b2)); _mm512_store_si512(o + 48, _mm512_add_epi32(a3, b3));
-    }
-}
+__attribute__((noinline)) static void loop_compact(void) { columns(V_COMPACT); }
+__attribute__((noinline)) static void loop_compact_u64(void) { columns(V_COMPACT_U64); }
+__attribute__((noinline)) static void loop_compact_no_index(void) { columns(V_COMPACT_NO_INDEX); }
+__attribute__((noinline)) static void loop_compact_no_unpack(void) { columns(V_COMPACT_NO_UNPACK); }
+__attribute__((noinline)) static void loop_quads(void) { columns(V_QUADS); }
+__attribute__((noinline)) static void loop_quads_pair(void) { columns(V_QUADS_PAIR); }
+__attribute__((noinline)) static void loop_quads_no_index(void) { columns(V_QUADS_NO_INDEX); }
 #define NLOOPS 7
 static const char *names[] = {"compact", "compact_u64", "compact_no_index", "compact_no_unpack", "quads", "quads_pair", "quads_no_index"};
 static void (*loops[])(void) = {loop_compact, loop_compact_u64, loop_compact_no_index, loop_compact_no_unpack, loop_quads, loop_quads_pair, loop_quads_no_index};
@@ -206,6 +179,10 @@ static double rate_unpack(void) { /* 8 independent chains */
     return 8.0 * PORTS_N / t;
 }
 int main(int argc, char **argv) {
+    if (argc != 4 || atoi(argv[1]) < 4 || atoi(argv[1]) % 4 || atoi(argv[1]) > 65535 || atoi(argv[2]) < 1) {
+        fprintf(stderr, "usage: %s K ENTRIES ROUNDS (K a multiple of 4 below 65536, ENTRIES >= 1)\n", argv[0]);
+        return 2;
+    }
     K = atoi(argv[1]); N = 768; per = atoi(argv[2]); const int rounds = atoi(argv[3]);
     uint8_t *panel = aligned_alloc(64, (size_t)K * 64);
     for (int i = 0; i < K * 64; i++) panel[i] = (uint8_t)rand();
